@@ -1,0 +1,48 @@
+//! One module per verb.
+
+mod placers;
+mod simulate;
+mod solve;
+
+use std::path::Path;
+
+use crate::args::{Cli, Command};
+use crate::Exit;
+
+pub fn run(cli: Cli) -> Result<(), Exit> {
+    match cli.command {
+        Command::Solve { instance, placer, output, json, search } => {
+            solve::run(&instance, placer.as_deref(), output.as_deref(), json, &search)
+        }
+        Command::Simulate { instance, plan, json, requests_out } => {
+            simulate::run(&instance, &plan, json, requests_out.as_deref())
+        }
+        Command::Placers { json } => placers::run(json),
+    }
+}
+
+/// Loads and validates an instance.
+pub fn load_instance(path: &Path) -> Result<plexserve_solver::Instance, Exit> {
+    Ok(plexserve_solver::Instance::load(path)?)
+}
+
+/// Writes text to a file, naming the file on failure.
+pub fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
+    std::fs::write(path, text)
+        .map_err(|e| Exit { code: 1, message: format!("{}: cannot write: {e}", path.display()) })
+}
+
+/// Runs `f` inside a rayon pool of `threads` workers (the global pool when `None`).
+pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T, Exit> {
+    match threads {
+        None => Ok(f()),
+        Some(0) => Err(Exit::input("--threads must be at least 1")),
+        Some(n) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Exit { code: 1, message: format!("cannot start {n} threads: {e}") })?;
+            Ok(pool.install(f))
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `plexserve simulate`: run a plan through the simulator on the instance's workload.
+
+use std::io::Write;
+use std::path::Path;
+
+use plexserve_solver::sim::{request_rows, write_requests_csv};
+use plexserve_solver::{PlanFile, Simulator};
+
+use super::load_instance;
+use crate::Exit;
+
+pub fn run(instance: &Path, plan: &Path, json: bool, requests_out: Option<&Path>) -> Result<(), Exit> {
+    let inst = load_instance(instance)?;
+    let schedule = PlanFile::load(plan)?.resolve(plan, &inst)?;
+    let trace = inst.workload.generate(inst.base_dir())?;
+    let sim = Simulator::new(&inst, &trace);
+    let (report, outcomes) = sim.report(&schedule);
+    if let Some(path) = requests_out {
+        let file = std::fs::File::create(path)
+            .map_err(|e| Exit { code: 1, message: format!("{}: cannot write: {e}", path.display()) })?;
+        let mut w = std::io::BufWriter::new(file);
+        write_requests_csv(&request_rows(&sim, &outcomes), &mut w)?;
+        w.flush()?;
+    }
+    if json {
+        print!("{}", report.to_json());
+        return Ok(());
+    }
+    println!("attainment  {:.4}", report.slo_attainment);
+    println!(
+        "requests    {} ({} good, {} rejected, {} late; {} trimmed at each end)",
+        report.requests, report.good, report.rejected, report.late, report.trimmed_each_end
+    );
+    let l = &report.latency_s;
+    println!(
+        "latency     mean {:.4} s  p50 {:.4}  p90 {:.4}  p99 {:.4}",
+        l.mean, l.p50, l.p90, l.p99
+    );
+    println!("{:<24} {:>9} {:>10}", "model", "requests", "attainment");
+    for (name, m) in &report.per_model {
+        println!("{name:<24} {:>9} {:>10.4}", m.requests, m.slo_attainment);
+    }
+    println!("{:<6} {:>9} {:>9}", "group", "requests", "good");
+    for (g, gr) in report.per_group.iter().enumerate() {
+        println!("{g:<6} {:>9} {:>9}", gr.requests, gr.good);
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! plexserve-executor (under construction).

@@ -1,0 +1,1 @@
+//! plexserve-kernels (under construction).

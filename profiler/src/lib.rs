@@ -1,0 +1,1 @@
+//! plexserve-profiler (under construction).

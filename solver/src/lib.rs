@@ -1,0 +1,33 @@
+//! plexserve-solver: the vocabulary of plexserve (instances, profiles, plans), request workloads,
+//! the request-level simulator and the placers.
+//!
+//! ```no_run
+//! use plexserve_solver::{Instance, Simulator, Schedule, PlanFile};
+//! let inst = Instance::load("instances/tiny/two-test-models.json".as_ref()).unwrap();
+//! let trace = inst.workload.generate(inst.base_dir()).unwrap();
+//! let plan = PlanFile::load("instances/tiny/two-test-models.plan.json".as_ref()).unwrap();
+//! let schedule = plan.resolve("plan".as_ref(), &inst).unwrap();
+//! let (report, _) = Simulator::new(&inst, &trace).report(&schedule);
+//! println!("attainment {:.4}", report.slo_attainment);
+//! ```
+
+mod error;
+mod instance;
+mod plan;
+pub mod placer;
+pub mod sim;
+pub mod workload;
+
+pub use error::{parse_json, read_file, Result, SolverError};
+pub use instance::{
+    single_device_latency_s, validate_profile, Cluster, Dispatch, Instance, InstanceFile,
+    LayerCost, Model, ModelEntry, ParallelConfig, Profile, ProfileSource, SimulatorConfig,
+    INSTANCE_SCHEMA,
+};
+pub use plan::{
+    model_weight_gib, Group, GroupFile, Placement, PlanFile, Predicted, Schedule, SegmentFile,
+    SolveInfo, SolveStatus, PLAN_SCHEMA,
+};
+pub use sim::{Score, Scratch, SimOptions, SimReport, Simulator};
+pub use workload::{Trace, WorkloadSpec};
+pub use placer::{by_name, parse_placer_spec, registry, Observer, PlaceOptions, Placer, Silent, Solved};

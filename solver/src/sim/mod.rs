@@ -1,0 +1,515 @@
+//! The request-level simulator (alpaserve-semantics.md §1).
+//!
+//! [`Simulator`] binds an instance and a trace; [`Simulator::evaluate`] scores a placement for a
+//! search (no trimming, counters only, allocation-free per request) and [`Simulator::run`] gives the
+//! full report of a multi-segment plan (warm-up trimming, percentiles, optional per-request rows).
+//!
+//! Semantics of the default mode (`earliest_last_stage`): every group is a chain of per-stage FIFO
+//! servers; a request goes to the replica whose last stage frees first (lowest group index on
+//! ties), is rejected at arrival iff its projected finish − arrival exceeds the SLO (equality is
+//! good), and rejected work costs nothing.
+
+mod batching;
+mod compiled;
+mod event;
+mod report;
+
+use serde::{Deserialize, Serialize};
+
+use crate::instance::{Dispatch, Instance, SimulatorConfig};
+use crate::plan::{Placement, Schedule};
+use crate::workload::Trace;
+
+pub use compiled::Compiled;
+pub use report::{
+    request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary, ModelReport,
+    RequestRow, SimReport, SIM_SCHEMA,
+};
+
+/// Marker for "no group" in per-request outcomes.
+pub const NO_GROUP: u32 = u32::MAX;
+
+/// Options that change simulator semantics beyond the instance's `simulator` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimOptions {
+    /// AlpaServe's Clockwork++ segment semantics: every segment restarts from idle groups and the
+    /// request arriving exactly at a segment start still belongs to the previous segment. Off:
+    /// a segment owns the requests arriving at or after its start, and each new group starts when
+    /// all its devices have finished the work admitted before the switch.
+    #[serde(default)]
+    pub faithful_segments: bool,
+    /// AlpaServe's mean latency counts rejected requests as 0 s (used only in the search score's
+    /// tie-break). Off: the mean is over good requests.
+    #[serde(default)]
+    pub faithful_mean_latency: bool,
+    /// AlpaServe's batching quirks (§1.3): overhead before the first stage but checked after the
+    /// last, no re-check of batch members, and a stalled wake-up loop.
+    #[serde(default)]
+    pub faithful_batching: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            faithful_segments: false,
+            faithful_mean_latency: false,
+            faithful_batching: false,
+        }
+    }
+}
+
+/// Counters of one simulation, enough for the search score.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub req_m: Vec<u64>,
+    pub good_m: Vec<u64>,
+    /// Requests dispatched to each group, rejected ones included.
+    pub routed_g: Vec<u64>,
+    pub good_g: Vec<u64>,
+    /// Σ (finish − arrival) over good requests.
+    pub latency_sum_good_s: f64,
+}
+
+impl Counters {
+    fn reset(&mut self, n_models: usize, n_groups: usize) {
+        self.req_m.clear();
+        self.req_m.resize(n_models, 0);
+        self.good_m.clear();
+        self.good_m.resize(n_models, 0);
+        self.routed_g.clear();
+        self.routed_g.resize(n_groups, 0);
+        self.good_g.clear();
+        self.good_g.resize(n_groups, 0);
+        self.latency_sum_good_s = 0.0;
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.req_m.iter().sum()
+    }
+
+    pub fn good(&self) -> u64 {
+        self.good_m.iter().sum()
+    }
+
+    /// Fraction of requests served within their SLO (0 for an empty trace).
+    pub fn attainment(&self) -> f64 {
+        let n = self.requests();
+        if n == 0 {
+            0.0
+        } else {
+            self.good() as f64 / n as f64
+        }
+    }
+
+    /// Per-model attainment `good_m / (req_m + 1e-6)` as in AlpaServe's search stats.
+    pub fn model_attainment(&self, m: usize) -> f64 {
+        self.good_m[m] as f64 / (self.req_m[m] as f64 + 1e-6)
+    }
+}
+
+/// Per-request outcome columns (only filled by detailed runs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcomes {
+    pub group: Vec<u32>,
+    pub start_s: Vec<f64>,
+    pub finish_s: Vec<f64>,
+    pub good: Vec<bool>,
+    /// Admitted but finished after the deadline (possible only with jittered dispatch).
+    pub late: Vec<bool>,
+}
+
+impl Outcomes {
+    fn with_len(n: usize) -> Outcomes {
+        Outcomes {
+            group: vec![NO_GROUP; n],
+            start_s: vec![0.0; n],
+            finish_s: vec![0.0; n],
+            good: vec![false; n],
+            late: vec![false; n],
+        }
+    }
+}
+
+/// The search objective: attainment, then lower mean latency, then more replicas.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub attainment: f64,
+    pub mean_latency_s: f64,
+    pub replicas: usize,
+    pub value: f64,
+}
+
+impl Score {
+    /// `attainment − mean_latency/10^4 + replicas/10^6` (alpaserve-semantics.md §1.2).
+    pub fn new(attainment: f64, mean_latency_s: f64, replicas: usize) -> Score {
+        Score {
+            attainment,
+            mean_latency_s,
+            replicas,
+            value: attainment - mean_latency_s / 1e4 + replicas as f64 / 1e6,
+        }
+    }
+
+    /// The worst possible score.
+    pub fn worst() -> Score {
+        Score {
+            attainment: 0.0,
+            mean_latency_s: 0.0,
+            replicas: 0,
+            value: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Strictly better (a tie keeps the incumbent, so earlier candidates win ties).
+    pub fn beats(&self, other: &Score) -> bool {
+        self.value > other.value
+    }
+}
+
+/// An instance and a trace, ready to score placements. Cheap to share across threads.
+#[derive(Debug, Clone)]
+pub struct Simulator<'a> {
+    pub inst: &'a Instance,
+    pub trace: &'a Trace,
+    pub config: SimulatorConfig,
+    pub options: SimOptions,
+    slo_s: Vec<f64>,
+}
+
+/// Reusable buffers so that repeated evaluations allocate nothing per request.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub clocks: Vec<f64>,
+    pub tmp: Vec<f64>,
+    pub counters: Counters,
+}
+
+impl<'a> Simulator<'a> {
+    pub fn new(inst: &'a Instance, trace: &'a Trace) -> Simulator<'a> {
+        Simulator {
+            inst,
+            trace,
+            config: inst.simulator.clone(),
+            options: SimOptions::default(),
+            slo_s: inst.models.iter().map(|m| m.slo_s).collect(),
+        }
+    }
+
+    pub fn with_options(mut self, options: SimOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn with_config(mut self, config: SimulatorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// SLO of every model in seconds.
+    pub fn slo_s(&self) -> &[f64] {
+        &self.slo_s
+    }
+
+    /// Scores a static placement on the whole trace (search stats: no trimming).
+    pub fn evaluate(&self, placement: &Placement, scratch: &mut Scratch) -> Score {
+        self.evaluate_range(placement, 0..self.trace.len(), scratch)
+    }
+
+    /// Scores a static placement on the requests `range` of the trace.
+    pub fn evaluate_range(
+        &self,
+        placement: &Placement,
+        range: std::ops::Range<usize>,
+        scratch: &mut Scratch,
+    ) -> Score {
+        let c = Compiled::new(self.inst, placement, self.batch1(), self.config.pp_penalty);
+        scratch
+            .counters
+            .reset(self.inst.models.len(), placement.groups.len());
+        scratch.clocks.clear();
+        scratch.clocks.resize(c.n_clocks(), 0.0);
+        let arrival = &self.trace.arrival_s[range.clone()];
+        let model = &self.trace.model[range];
+        let mut latency_sum_all = 0.0;
+        match self.config.dispatch {
+            Dispatch::EarliestLastStage | Dispatch::SloAware if self.config.max_batch <= 1 => {
+                run_fast(
+                    &c,
+                    arrival,
+                    model,
+                    &self.slo_s,
+                    self.config.overhead_s,
+                    self.config.dispatch == Dispatch::SloAware,
+                    &mut scratch.clocks,
+                    &mut scratch.tmp,
+                    &mut scratch.counters,
+                    None,
+                );
+            }
+            _ => {
+                let mut out = Outcomes::with_len(arrival.len());
+                self.run_variant(&c, arrival, model, &mut scratch.counters, &mut out);
+                latency_sum_all = (0..arrival.len())
+                    .filter(|&i| out.good[i] || out.late[i])
+                    .map(|i| out.finish_s[i] - arrival[i])
+                    .sum();
+            }
+        }
+        let k = &scratch.counters;
+        let n = k.requests();
+        let mean_latency = if self.options.faithful_mean_latency {
+            if latency_sum_all > 0.0 {
+                latency_sum_all / n.max(1) as f64
+            } else {
+                k.latency_sum_good_s / n.max(1) as f64
+            }
+        } else {
+            k.latency_sum_good_s / k.good().max(1) as f64
+        };
+        Score::new(k.attainment(), mean_latency, placement.replicas())
+    }
+
+    fn batch1(&self) -> usize {
+        // Placement is always scored at batch size 1; the batching variant picks its own rows.
+        0
+    }
+
+    /// Non-fast variants (batching, jittered shortest-queue dispatch) on one segment.
+    fn run_variant(
+        &self,
+        c: &Compiled,
+        arrival: &[f64],
+        model: &[u32],
+        counters: &mut Counters,
+        out: &mut Outcomes,
+    ) {
+        if self.config.max_batch > 1 {
+            batching::run(self, c, arrival, model, counters, out);
+        } else {
+            event::run(self, c, arrival, model, counters, out);
+        }
+    }
+
+    /// Simulates a (possibly multi-segment) plan on the whole trace and keeps per-request outcomes.
+    pub fn run(&self, schedule: &Schedule) -> (Counters, Outcomes) {
+        let n = self.trace.len();
+        let mut out = Outcomes::with_len(n);
+        let mut total = Counters::default();
+        total.reset(self.inst.models.len(), 0);
+        let mut counters = Counters::default();
+        let mut clocks = Vec::new();
+        let mut tmp = Vec::new();
+        // Busy-until time of every device, carried across segments (non-faithful mode).
+        let mut device_busy = vec![0.0f64; self.inst.cluster.devices as usize];
+        let mut group_offset = 0usize;
+        for (k, (start, placement)) in schedule.segments.iter().enumerate() {
+            let begin = self.segment_begin(k, *start);
+            let end = match schedule.segments.get(k + 1) {
+                Some((next, _)) => self.segment_begin(k + 1, *next),
+                None => n,
+            };
+            let (begin, end) = (begin.min(n), end.min(n).max(begin.min(n)));
+            let c = Compiled::new(self.inst, placement, self.batch1(), self.config.pp_penalty);
+            counters.reset(self.inst.models.len(), placement.groups.len());
+            clocks.clear();
+            clocks.resize(c.n_clocks(), 0.0);
+            if !self.options.faithful_segments {
+                for (g, group) in placement.groups.iter().enumerate() {
+                    let ready = group
+                        .devices
+                        .iter()
+                        .map(|&d| device_busy.get(d as usize).copied().unwrap_or(0.0))
+                        .fold(0.0, f64::max);
+                    let range = c.group_clock[g] as usize..c.group_clock[g + 1] as usize;
+                    clocks[range].fill(ready);
+                }
+            }
+            let arrival = &self.trace.arrival_s[begin..end];
+            let model = &self.trace.model[begin..end];
+            let mut seg_out = Outcomes::with_len(end - begin);
+            match self.config.dispatch {
+                Dispatch::EarliestLastStage | Dispatch::SloAware
+                    if self.config.max_batch <= 1 =>
+                {
+                    run_fast(
+                        &c,
+                        arrival,
+                        model,
+                        &self.slo_s,
+                        self.config.overhead_s,
+                        self.config.dispatch == Dispatch::SloAware,
+                        &mut clocks,
+                        &mut tmp,
+                        &mut counters,
+                        Some(&mut seg_out),
+                    );
+                }
+                _ => self.run_variant(&c, arrival, model, &mut counters, &mut seg_out),
+            }
+            // Device busy-until after this segment: the latest finish of any work admitted on it.
+            for (i, &g) in seg_out.group.iter().enumerate() {
+                if g != NO_GROUP && (seg_out.good[i] || seg_out.late[i]) {
+                    for &d in &placement.groups[g as usize].devices {
+                        let busy = &mut device_busy[d as usize];
+                        *busy = busy.max(seg_out.finish_s[i] - self.config.overhead_s);
+                    }
+                }
+            }
+            for i in 0..end - begin {
+                let j = begin + i;
+                out.group[j] = match seg_out.group[i] {
+                    NO_GROUP => NO_GROUP,
+                    g => g + group_offset as u32,
+                };
+                out.start_s[j] = seg_out.start_s[i];
+                out.finish_s[j] = seg_out.finish_s[i];
+                out.good[j] = seg_out.good[i];
+                out.late[j] = seg_out.late[i];
+            }
+            for m in 0..self.inst.models.len() {
+                total.req_m[m] += counters.req_m[m];
+                total.good_m[m] += counters.good_m[m];
+            }
+            total.routed_g.extend_from_slice(&counters.routed_g);
+            total.good_g.extend_from_slice(&counters.good_g);
+            total.latency_sum_good_s += counters.latency_sum_good_s;
+            group_offset += placement.groups.len();
+        }
+        (total, out)
+    }
+
+    /// Index of the first request of segment `k` starting at `start`.
+    fn segment_begin(&self, k: usize, start: f64) -> usize {
+        if k == 0 {
+            return 0;
+        }
+        let a = &self.trace.arrival_s;
+        if self.options.faithful_segments {
+            a.partition_point(|&t| t <= start)
+        } else {
+            a.partition_point(|&t| t < start)
+        }
+    }
+
+    /// Full report of a plan: warm-up trimmed statistics (contract.md §4).
+    pub fn report(&self, schedule: &Schedule) -> (SimReport, Outcomes) {
+        let (_, out) = self.run(schedule);
+        let report = report::build(self, schedule, &out);
+        (report, out)
+    }
+}
+
+/// AlpaServe's fast simulation loop (alpaserve-semantics.md §1.1), optionally SLO-aware.
+///
+/// `clocks` holds every group's stage clocks; `tmp` is scratch for one request's stage times.
+#[allow(clippy::too_many_arguments)]
+pub fn run_fast(
+    c: &Compiled,
+    arrival: &[f64],
+    model: &[u32],
+    slo_s: &[f64],
+    overhead_s: f64,
+    slo_aware: bool,
+    clocks: &mut [f64],
+    tmp: &mut Vec<f64>,
+    k: &mut Counters,
+    mut out: Option<&mut Outcomes>,
+) {
+    let max_pp = c.rep_pp.iter().copied().max().unwrap_or(1) as usize;
+    tmp.clear();
+    tmp.resize(max_pp, 0.0);
+    for (i, (&t, &m)) in arrival.iter().zip(model).enumerate() {
+        let m = m as usize;
+        k.req_m[m] += 1;
+        let reps = c.replicas(m);
+        if reps.is_empty() {
+            if let Some(o) = out.as_deref_mut() {
+                o.finish_s[i] = t;
+            }
+            continue;
+        }
+        let slo = slo_s[m];
+        let (r, start, fin) = if slo_aware {
+            // The replica that finishes earliest; lowest index on ties.
+            let mut best = (usize::MAX, 0.0, f64::INFINITY);
+            for r in reps {
+                let (s, f) = project(c, clocks, r, t);
+                if f < best.2 {
+                    best = (r, s, f);
+                }
+            }
+            best
+        } else {
+            let mut best = reps.start;
+            let mut best_clock = last_clock(c, clocks, best);
+            for r in reps.start + 1..reps.end {
+                let cl = last_clock(c, clocks, r);
+                if cl < best_clock {
+                    best = r;
+                    best_clock = cl;
+                }
+            }
+            let (s, f) = project(c, clocks, best, t);
+            (best, s, f)
+        };
+        let g = c.rep_group[r] as usize;
+        k.routed_g[g] += 1;
+        let fin_total = fin + overhead_s;
+        let good = fin_total - t <= slo;
+        if good {
+            commit(c, clocks, tmp, r, t);
+            k.good_m[m] += 1;
+            k.good_g[g] += 1;
+            k.latency_sum_good_s += fin_total - t;
+        }
+        if let Some(o) = out.as_deref_mut() {
+            o.group[i] = g as u32;
+            o.good[i] = good;
+            if good {
+                o.start_s[i] = start;
+                o.finish_s[i] = fin_total;
+            } else {
+                // Rejected at arrival: the group it was routed to is kept for per-group counts.
+                o.start_s[i] = t;
+                o.finish_s[i] = t;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn last_clock(c: &Compiled, clocks: &[f64], r: usize) -> f64 {
+    let g = c.rep_group[r] as usize;
+    clocks[c.group_clock[g + 1] as usize - 1]
+}
+
+/// (start of the first stage, end of the last stage) if replica `r` took a request arriving at `t`.
+#[inline(always)]
+fn project(c: &Compiled, clocks: &[f64], r: usize, t: f64) -> (f64, f64) {
+    let g = c.rep_group[r] as usize;
+    let base = c.group_clock[g] as usize;
+    let pp = c.rep_pp[r] as usize;
+    let lat = &c.lat[c.rep_lat[r] as usize..c.rep_lat[r] as usize + pp];
+    let clk = &clocks[base..base + pp];
+    let start = t.max(clk[0]);
+    let mut x = t;
+    for k in 0..pp {
+        x = x.max(clk[k]) + lat[k];
+    }
+    (start, x)
+}
+
+#[inline(always)]
+fn commit(c: &Compiled, clocks: &mut [f64], _tmp: &mut [f64], r: usize, t: f64) {
+    let g = c.rep_group[r] as usize;
+    let base = c.group_clock[g] as usize;
+    let pp = c.rep_pp[r] as usize;
+    let lat = &c.lat[c.rep_lat[r] as usize..c.rep_lat[r] as usize + pp];
+    let clk = &mut clocks[base..base + pp];
+    let mut x = t;
+    for k in 0..pp {
+        x = x.max(clk[k]) + lat[k];
+        clk[k] = x;
+    }
+}
