@@ -11,6 +11,7 @@
 
 mod batching;
 mod compiled;
+mod controller;
 mod event;
 mod report;
 
@@ -21,6 +22,7 @@ use crate::plan::{Placement, Schedule};
 use crate::workload::Trace;
 
 pub use compiled::Compiled;
+pub use controller::{Controller, Decision};
 pub use report::{
     request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary, ModelReport,
     RequestRow, SimReport, SIM_SCHEMA,
@@ -402,8 +404,10 @@ impl<'a> Simulator<'a> {
 
 /// AlpaServe's fast simulation loop (alpaserve-semantics.md §1.1), optionally SLO-aware.
 ///
-/// `clocks` holds every group's stage clocks; `tmp` is scratch for one request's stage times.
+/// Every decision is the shared [`Controller`]'s (the executor admits with the same code).
+/// `clocks` holds every group's stage clocks; `tmp` is kept for callers' scratch reuse.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn run_fast(
     c: &Compiled,
     arrival: &[f64],
@@ -416,100 +420,44 @@ pub fn run_fast(
     k: &mut Counters,
     mut out: Option<&mut Outcomes>,
 ) {
-    let max_pp = c.rep_pp.iter().copied().max().unwrap_or(1) as usize;
-    tmp.clear();
-    tmp.resize(max_pp, 0.0);
+    let _ = tmp;
+    let mut ctl = Controller::new(c, slo_s, overhead_s, slo_aware, clocks);
     for (i, (&t, &m)) in arrival.iter().zip(model).enumerate() {
         let m = m as usize;
         k.req_m[m] += 1;
-        let reps = c.replicas(m);
-        if reps.is_empty() {
-            if let Some(o) = out.as_deref_mut() {
-                o.finish_s[i] = t;
-            }
-            continue;
-        }
-        let slo = slo_s[m];
-        let (r, start, fin) = if slo_aware {
-            // The replica that finishes earliest; lowest index on ties.
-            let mut best = (usize::MAX, 0.0, f64::INFINITY);
-            for r in reps {
-                let (s, f) = project(c, clocks, r, t);
-                if f < best.2 {
-                    best = (r, s, f);
+        match ctl.admit(t, m) {
+            Decision::NoReplica => {
+                if let Some(o) = out.as_deref_mut() {
+                    o.finish_s[i] = t;
                 }
             }
-            best
-        } else {
-            let mut best = reps.start;
-            let mut best_clock = last_clock(c, clocks, best);
-            for r in reps.start + 1..reps.end {
-                let cl = last_clock(c, clocks, r);
-                if cl < best_clock {
-                    best = r;
-                    best_clock = cl;
+            Decision::Admit {
+                group: g,
+                start_s,
+                finish_s,
+                ..
+            } => {
+                k.routed_g[g] += 1;
+                k.good_m[m] += 1;
+                k.good_g[g] += 1;
+                k.latency_sum_good_s += finish_s - t;
+                if let Some(o) = out.as_deref_mut() {
+                    o.group[i] = g as u32;
+                    o.good[i] = true;
+                    o.start_s[i] = start_s;
+                    o.finish_s[i] = finish_s;
                 }
             }
-            let (s, f) = project(c, clocks, best, t);
-            (best, s, f)
-        };
-        let g = c.rep_group[r] as usize;
-        k.routed_g[g] += 1;
-        let fin_total = fin + overhead_s;
-        let good = fin_total - t <= slo;
-        if good {
-            commit(c, clocks, tmp, r, t);
-            k.good_m[m] += 1;
-            k.good_g[g] += 1;
-            k.latency_sum_good_s += fin_total - t;
-        }
-        if let Some(o) = out.as_deref_mut() {
-            o.group[i] = g as u32;
-            o.good[i] = good;
-            if good {
-                o.start_s[i] = start;
-                o.finish_s[i] = fin_total;
-            } else {
-                // Rejected at arrival: the group it was routed to is kept for per-group counts.
-                o.start_s[i] = t;
-                o.finish_s[i] = t;
+            Decision::Reject { group: g, .. } => {
+                k.routed_g[g] += 1;
+                if let Some(o) = out.as_deref_mut() {
+                    // Rejected at arrival: the group it was routed to is kept for per-group counts.
+                    o.group[i] = g as u32;
+                    o.good[i] = false;
+                    o.start_s[i] = t;
+                    o.finish_s[i] = t;
+                }
             }
         }
-    }
-}
-
-#[inline(always)]
-fn last_clock(c: &Compiled, clocks: &[f64], r: usize) -> f64 {
-    let g = c.rep_group[r] as usize;
-    clocks[c.group_clock[g + 1] as usize - 1]
-}
-
-/// (start of the first stage, end of the last stage) if replica `r` took a request arriving at `t`.
-#[inline(always)]
-fn project(c: &Compiled, clocks: &[f64], r: usize, t: f64) -> (f64, f64) {
-    let g = c.rep_group[r] as usize;
-    let base = c.group_clock[g] as usize;
-    let pp = c.rep_pp[r] as usize;
-    let lat = &c.lat[c.rep_lat[r] as usize..c.rep_lat[r] as usize + pp];
-    let clk = &clocks[base..base + pp];
-    let start = t.max(clk[0]);
-    let mut x = t;
-    for k in 0..pp {
-        x = x.max(clk[k]) + lat[k];
-    }
-    (start, x)
-}
-
-#[inline(always)]
-fn commit(c: &Compiled, clocks: &mut [f64], _tmp: &mut [f64], r: usize, t: f64) {
-    let g = c.rep_group[r] as usize;
-    let base = c.group_clock[g] as usize;
-    let pp = c.rep_pp[r] as usize;
-    let lat = &c.lat[c.rep_lat[r] as usize..c.rep_lat[r] as usize + pp];
-    let clk = &mut clocks[base..base + pp];
-    let mut x = t;
-    for k in 0..pp {
-        x = x.max(clk[k]) + lat[k];
-        clk[k] = x;
     }
 }
