@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
 use serde::Deserialize;
 
-use super::{parse_at, Trace};
+use super::{parse_at, Trace, MAX_REQUESTS};
 use crate::error::{Result, SolverError};
 
 /// One model's stream.
@@ -24,6 +24,8 @@ pub struct GammaWorkload {
     pub duration_s: f64,
     pub seed: u64,
     pub streams: Vec<GammaStream>,
+    /// Number of models of the instance (a model without a stream gets no requests).
+    pub n_models: usize,
 }
 
 #[derive(Deserialize)]
@@ -59,49 +61,112 @@ impl GammaWorkload {
         let f: GammaFile = parse_at(file, "workload", value)?;
         let bad = |p: &str, m: String| SolverError::invalid(file, format!("workload.{p}"), m);
         if !(f.duration_s.is_finite() && f.duration_s > 0.0) {
-            return Err(bad("duration_s", format!("expected a positive duration, found {}", f.duration_s)));
+            return Err(bad(
+                "duration_s",
+                format!(
+                    "expected a positive duration in seconds, found {}",
+                    f.duration_s
+                ),
+            ));
         }
         let streams = match (&f.streams, f.total_rate) {
             (Some(_), Some(_)) => {
-                return Err(bad("total_rate", "give either streams or total_rate, not both".into()))
+                return Err(bad(
+                    "total_rate",
+                    "give either streams or total_rate, not both".into(),
+                ))
             }
-            (None, None) => return Err(bad("streams", "expected streams or total_rate".into())),
+            (None, None) => {
+                return Err(bad(
+                    "streams",
+                    "expected streams (a list of {model, rate, cv}) or total_rate".into(),
+                ))
+            }
             (Some(list), None) => {
+                // The per-stream form has its own cv; the power-law knobs would be ignored.
+                for (key, given) in [
+                    ("rate_distribution", f.rate_distribution.is_some()),
+                    ("alpha", f.alpha.is_some()),
+                    ("cv", f.cv.is_some()),
+                ] {
+                    if given {
+                        return Err(bad(key, format!("`{key}` only applies with total_rate")));
+                    }
+                }
                 let mut out = Vec::with_capacity(list.len());
                 for (i, s) in list.iter().enumerate() {
                     let m = models.iter().position(|n| *n == s.model).ok_or_else(|| {
-                        bad(&format!("streams[{i}].model"), format!("unknown model \"{}\"", s.model))
+                        bad(
+                            &format!("streams[{i}].model"),
+                            format!("unknown model \"{}\"", s.model),
+                        )
                     })?;
                     if !(s.rate.is_finite() && s.rate >= 0.0) {
-                        return Err(bad(&format!("streams[{i}].rate"), format!("expected a non-negative rate, found {}", s.rate)));
+                        return Err(bad(
+                            &format!("streams[{i}].rate"),
+                            format!(
+                                "expected a non-negative rate (requests/s), found {}",
+                                s.rate
+                            ),
+                        ));
                     }
                     if !(s.cv.is_finite() && s.cv > 0.0) {
-                        return Err(bad(&format!("streams[{i}].cv"), format!("expected a positive cv, found {}", s.cv)));
+                        return Err(bad(
+                            &format!("streams[{i}].cv"),
+                            format!("expected a positive cv, found {}", s.cv),
+                        ));
                     }
                     if out.iter().any(|o: &GammaStream| o.model == m) {
-                        return Err(bad(&format!("streams[{i}].model"), format!("model \"{}\" has two streams", s.model)));
+                        return Err(bad(
+                            &format!("streams[{i}].model"),
+                            format!("model \"{}\" has two streams", s.model),
+                        ));
                     }
-                    out.push(GammaStream { model: m, rate: s.rate, cv: s.cv });
+                    out.push(GammaStream {
+                        model: m,
+                        rate: s.rate,
+                        cv: s.cv,
+                    });
                 }
                 out
             }
             (None, Some(total)) => {
                 if !(total.is_finite() && total >= 0.0) {
-                    return Err(bad("total_rate", format!("expected a non-negative rate, found {total}")));
+                    return Err(bad(
+                        "total_rate",
+                        format!("expected a non-negative rate (requests/s), found {total}"),
+                    ));
                 }
-                let cv = f.cv.ok_or_else(|| bad("cv", "total_rate needs a cv".into()))?;
+                let cv =
+                    f.cv.ok_or_else(|| bad("cv", "total_rate needs a cv (1 is Poisson)".into()))?;
                 if !(cv.is_finite() && cv > 0.0) {
                     return Err(bad("cv", format!("expected a positive cv, found {cv}")));
                 }
                 let alpha = match f.rate_distribution.as_deref() {
                     Some("power_law") => f.alpha.unwrap_or(0.5),
-                    Some("uniform") | None => 0.0,
+                    Some("uniform") | None => {
+                        if f.alpha.is_some() {
+                            return Err(bad(
+                                "alpha",
+                                "`alpha` only applies with rate_distribution \"power_law\"".into(),
+                            ));
+                        }
+                        0.0
+                    }
                     Some(other) => {
-                        return Err(bad("rate_distribution", format!("unknown distribution \"{other}\"; expected power_law or uniform")))
+                        return Err(bad(
+                            "rate_distribution",
+                            format!(
+                                "unknown distribution \"{other}\"; expected power_law or uniform"
+                            ),
+                        ))
                     }
                 };
                 if !alpha.is_finite() || alpha < 0.0 {
-                    return Err(bad("alpha", format!("expected a non-negative exponent, found {alpha}")));
+                    return Err(bad(
+                        "alpha",
+                        format!("expected a non-negative exponent, found {alpha}"),
+                    ));
                 }
                 power_law_rates(total, alpha, models.len())
                     .into_iter()
@@ -110,12 +175,38 @@ impl GammaWorkload {
                     .collect()
             }
         };
-        Ok(GammaWorkload { duration_s: f.duration_s, seed: f.seed, streams })
+        let w = GammaWorkload {
+            duration_s: f.duration_s,
+            seed: f.seed,
+            streams,
+            n_models: models.len(),
+        };
+        let expected = w.expected_requests();
+        if expected > MAX_REQUESTS as f64 {
+            return Err(bad(
+                "duration_s",
+                format!(
+                    "rates × duration_s give about {expected:.3e} requests; at most {MAX_REQUESTS} are supported"
+                ),
+            ));
+        }
+        Ok(w)
+    }
+
+    /// Expected number of requests, Σ rate · duration.
+    pub fn expected_requests(&self) -> f64 {
+        self.streams.iter().map(|s| s.rate).sum::<f64>() * self.duration_s
     }
 
     /// Per-model rates in model order (0 for a model without a stream).
     pub fn rates(&self) -> Vec<f64> {
-        let n = self.streams.iter().map(|s| s.model + 1).max().unwrap_or(0);
+        let n = self
+            .streams
+            .iter()
+            .map(|s| s.model + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.n_models);
         let mut r = vec![0.0; n];
         for s in &self.streams {
             r[s.model] = s.rate;
@@ -123,12 +214,29 @@ impl GammaWorkload {
         r
     }
 
+    /// The same streams with every rate multiplied by `rate_scale` and every cv by `cv_scale`.
+    pub fn scaled(&self, rate_scale: f64, cv_scale: f64) -> GammaWorkload {
+        let mut w = self.clone();
+        for s in &mut w.streams {
+            s.rate *= rate_scale;
+            s.cv *= cv_scale;
+        }
+        w
+    }
+
     pub fn generate(&self) -> Trace {
         let n = self.streams.iter().map(|s| s.model + 1).max().unwrap_or(0);
         let mut per_model = vec![Vec::new(); n];
         for s in &self.streams {
-            per_model[s.model] =
-                gamma_arrivals(s.rate, s.cv, 0.0, self.duration_s, self.seed + s.model as u64);
+            // Seeds are per model, not per stream position, so listing the streams in another
+            // order or dropping one leaves every other model's arrivals unchanged.
+            per_model[s.model] = gamma_arrivals(
+                s.rate,
+                s.cv,
+                0.0,
+                self.duration_s,
+                self.seed.wrapping_add(s.model as u64),
+            );
         }
         Trace::merge(per_model)
     }
@@ -138,14 +246,26 @@ impl GammaWorkload {
 pub fn power_law_rates(total: f64, alpha: f64, n: usize) -> Vec<f64> {
     let w: Vec<f64> = (0..n).map(|i| ((i + 1) as f64).powf(-alpha)).collect();
     let s: f64 = w.iter().sum();
+    if !(s > 0.0) {
+        return vec![0.0; n];
+    }
     w.iter().map(|x| total * x / s).collect()
 }
 
 /// Arrivals of a Gamma renewal process on `[start, start + duration)`: the first arrival is
 /// `start` plus the first gap. Gaps come sequentially from one ChaCha8 stream seeded with `seed`,
 /// so a longer duration yields the shorter run as a prefix.
+///
+/// Gaps have shape `1/cv²` and scale `cv²/rate`, i.e. mean `1/rate` and coefficient of variation
+/// `cv`. A non-positive or non-finite rate, duration or cv gives no arrivals. The output is capped
+/// at [`MAX_REQUESTS`] arrivals so that no input can exhaust memory; callers validate expected
+/// counts against the same cap.
 pub fn gamma_arrivals(rate: f64, cv: f64, start: f64, duration: f64, seed: u64) -> Vec<f64> {
-    if !(rate > 0.0) || !(duration > 0.0) {
+    if !(rate > 0.0 && rate.is_finite())
+        || !(duration > 0.0 && duration.is_finite())
+        || !(cv > 0.0 && cv.is_finite())
+        || !start.is_finite()
+    {
         return Vec::new();
     }
     let shape = 1.0 / (cv * cv);
@@ -155,9 +275,10 @@ pub fn gamma_arrivals(rate: f64, cv: f64, start: f64, duration: f64, seed: u64) 
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let end = start + duration;
-    let mut out = Vec::with_capacity((rate * duration * 1.1) as usize + 4);
+    let expected = (rate * duration * 1.1).min(MAX_REQUESTS as f64);
+    let mut out = Vec::with_capacity(expected as usize + 4);
     let mut t = start + dist.sample(&mut rng);
-    while t < end {
+    while t < end && out.len() < MAX_REQUESTS {
         out.push(t);
         t += dist.sample(&mut rng);
     }
