@@ -35,6 +35,10 @@ pub struct Cluster {
     pub memory_budget_gib: f64,
     #[serde(default = "default_devices_per_node")]
     pub devices_per_node: u32,
+    /// Inter-stage link bandwidth in GiB/s; the stage DP charges a boundary activation
+    /// `activation_gib / link_gib_per_s`. Absent: stage boundaries are free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_gib_per_s: Option<f64>,
 }
 
 fn default_devices_per_node() -> u32 {
@@ -227,8 +231,14 @@ impl Instance {
         let mut profiles = Vec::with_capacity(file.profiles.len());
         for (name, profile) in &file.profiles {
             validate_profile(path, &format!("profiles.{name}"), profile)?;
+            // --- stage DP hook (stage_dp.rs): a layer-level profile gets every uniform (pp, tp)
+            // configuration this cluster can host; configurations listed in the file win.
+            let mut profile = profile.clone();
+            crate::stage_dp::add_derived_configs(&mut profile, &file.cluster)
+                .map_err(|e| bad(format!("profiles.{name}.layers"), e.to_string()))?;
+            // --- end stage DP hook
             profile_names.push(name.clone());
-            profiles.push(profile.clone());
+            profiles.push(profile);
         }
         if file.models.is_empty() {
             return Err(bad("models".into(), "expected at least one model".into()));
@@ -398,6 +408,9 @@ fn validate_cluster(file: &Path, c: &Cluster) -> Result<()> {
             "cluster.devices_per_node",
             "expected at least one device per node",
         ));
+    }
+    if let Some(bw) = c.link_gib_per_s {
+        positive(file, "cluster.link_gib_per_s", bw)?;
     }
     positive(file, "cluster.memory_budget_gib", c.memory_budget_gib)
 }

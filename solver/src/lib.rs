@@ -14,6 +14,7 @@
 mod error;
 mod instance;
 mod plan;
+mod stage_dp;
 pub mod placer;
 pub mod sim;
 pub mod workload;
@@ -31,3 +32,4 @@ pub use plan::{
 pub use sim::{Score, Scratch, SimOptions, SimReport, Simulator};
 pub use workload::{Trace, WorkloadSpec};
 pub use placer::{by_name, parse_placer_spec, registry, Observer, PlaceOptions, Placer, Silent, Solved};
+pub use stage_dp::{bottleneck_by_threshold, derive_configs, partition, uniform_config, PartitionOptions, ProfileFile, Stage, StageObjective, StagePlan, PROFILE_SCHEMA};
