@@ -3,6 +3,10 @@
 //! A placer name may carry options after a colon, `NAME[:key=value,...]`, for example
 //! `clockwork++:window_s=3600` or `alpaserve:faithful`.
 
+pub mod alpaserve;
+mod baselines;
+pub mod greedy;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -111,11 +115,24 @@ pub const DEFAULT_PLACER: &str = "alpaserve-sep";
 
 /// Every placer with its default parameters, in the order `plexserve placers` lists them.
 pub fn registry() -> Vec<Box<dyn Placer>> {
-    Vec::new()
+    vec![
+        Box::new(baselines::Sr),
+        Box::new(baselines::ClockworkPP),
+        Box::new(baselines::RoundRobin),
+        Box::new(baselines::GreedyPp { k: 4 }),
+        Box::new(baselines::AlpaServe),
+        Box::new(baselines::AlpaServeSep),
+    ]
 }
 
 /// Looks a placer up by name (`mp-greedy-<k>` takes any k).
 pub fn by_name(name: &str) -> Result<Box<dyn Placer>> {
+    if let Some(k) = name.strip_prefix("mp-greedy-") {
+        let k: u32 = k.parse().map_err(|_| {
+            SolverError::Option(format!("placer \"{name}\": expected mp-greedy-<k> with a number k"))
+        })?;
+        return Ok(Box::new(baselines::GreedyPp { k }));
+    }
     registry()
         .into_iter()
         .find(|p| p.name() == name)
