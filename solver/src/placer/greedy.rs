@@ -77,6 +77,10 @@ impl<'a> Search<'a> {
     /// AlpaServe's fast greedy: one simulation per replica added; each step puts the model with
     /// the most unserved requests on the least-routed group that has room, until nothing fits.
     /// Only `allowed` models are placed (all when `None`).
+    ///
+    /// AlpaServe always fills memory and returns the last placement. The fixed mode returns the
+    /// best placement seen on the way (an addition can hurt: dispatch is not SLO-aware) and stops
+    /// once every request meets its SLO, leaving the rest of memory free.
     pub fn fast_greedy(
         &self,
         mut p: Placement,
@@ -89,12 +93,19 @@ impl<'a> Search<'a> {
         let mut models: Vec<usize> = Vec::with_capacity(n_models);
         let mut unserved = vec![0.0f64; n_models];
         let mut groups: Vec<usize> = Vec::with_capacity(p.groups.len());
+        let mut best: Option<(Placement, Score)> = None;
         loop {
             let score = self.evaluate(&p, scratch);
-            if self.out_of_time() {
-                return (p, score);
+            let done = self.out_of_time();
+            if self.faithful {
+                best = Some((p.clone(), score));
+            } else if best.as_ref().is_none_or(|b| score.beats(&b.1)) {
+                best = Some((p.clone(), score));
             }
             let k = &scratch.counters;
+            if done || (!self.faithful && k.good() == k.requests()) {
+                break;
+            }
             for (m, u) in unserved.iter_mut().enumerate() {
                 *u = k.req_m[m] as f64 * (1.0 - k.model_attainment(m));
             }
@@ -102,10 +113,10 @@ impl<'a> Search<'a> {
             models.extend_from_slice(allowed);
             if self.faithful {
                 // Ascending sort then reversed: equal counts end up highest id first.
-                models.sort_by(|&a, &b| unserved[a].total_cmp(&unserved[b]).then(a.cmp(&b)));
-                models.reverse();
                 // (AlpaServe's unstable sort makes its order among equals unspecified; this is
                 // the order it produces on small arrays.)
+                models.sort_by(|&a, &b| unserved[a].total_cmp(&unserved[b]).then(a.cmp(&b)));
+                models.reverse();
             } else {
                 models.sort_by(|&a, &b| unserved[b].total_cmp(&unserved[a]).then(a.cmp(&b)));
             }
@@ -119,11 +130,12 @@ impl<'a> Search<'a> {
                     .map(|&m| (g, m))
             });
             let Some((g, m)) = choice else {
-                return (p, score);
+                break;
             };
             p.groups[g].models.push(m as u32);
             p.normalize();
         }
+        best.expect("at least one evaluation")
     }
 
     /// The paper's Algorithm 1: grow the `width` best placements by one replica at a time,

@@ -15,6 +15,9 @@ pub struct Compiled {
     pub rep_lat: Vec<u32>,
     pub rep_pp: Vec<u32>,
     pub rep_tp: Vec<u32>,
+    /// Index of the first stage clock of the replica's group (`group_clock[rep_group[r]]`),
+    /// stored per replica so the hot loop needs one load instead of two.
+    pub rep_clock: Vec<u32>,
     pub lat: Vec<f64>,
     /// Offset of every group's first stage clock; `group_clock[G]` is the number of clocks.
     pub group_clock: Vec<u32>,
@@ -61,6 +64,7 @@ impl Compiled {
                 c.rep_lat.push(c.lat.len() as u32);
                 c.rep_pp.push(group.pp);
                 c.rep_tp.push(group.tp);
+                c.rep_clock.push(c.group_clock[g as usize]);
                 for &l in &cfg.stage_latency_s[b] {
                     c.lat.push(l * factor);
                     c.raw_lat.push(l);
