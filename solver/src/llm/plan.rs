@@ -1,0 +1,361 @@
+//! LLM plans (`plexserve/llm-plan/v1`): meshes ("units") of one node's GPUs, each holding one or
+//! more LLM engines with SM shares and sequence quotas, plus optional tensor-parallel
+//! transformation groups (Amoeba): TP1 units of one LLM that may merge into one TPN engine.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::instance::LlmInstance;
+use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::plan::{Predicted, SolveInfo};
+
+pub const LLM_PLAN_SCHEMA: &str = "plexserve/llm-plan/v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmPlanFile {
+    pub schema: String,
+    pub instance: String,
+    pub placer: String,
+    pub units: Vec<UnitFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transform: Vec<TransformFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Predicted>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solve: Option<SolveInfo>,
+}
+
+/// One mesh: `tp` = number of devices, all on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitFile {
+    pub devices: Vec<u32>,
+    pub llms: Vec<EngineFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    pub name: String,
+    /// SM share of prefill jobs, percent (10 … 100).
+    pub prefill_sm_pct: u32,
+    /// SM share of decode jobs, percent (10 … 100).
+    pub decode_sm_pct: u32,
+    /// Sequence quota; derived from the KV split (§1.7) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u32>,
+}
+
+/// How a transformation moves resident KV and weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformKnobs {
+    /// A request is long when prompt + predicted output exceeds this fraction of a TP1 engine's KV
+    /// capacity (Amoeba: "long" is relative to TP1 capacity, not absolute).
+    pub long_fraction: f64,
+    /// Quantile of the LLM's output lengths used as predicted output (never the request's own).
+    pub output_quantile: f64,
+    /// Seconds without long requests before a merged group splits back.
+    pub hysteresis_s: f64,
+    /// Spread the transformation over `layers` iterations (true) or pause serving (false).
+    pub staggered: bool,
+    /// Weight padding: merges free weights without copies; splits still regather.
+    pub weight_padding: bool,
+    /// Head-centric KV pages (copies ∝ pages) instead of token-major (copies ∝ tokens × heads).
+    pub head_centric: bool,
+    /// Per-copy cost (s): what makes a token-major layout slow (the note's 522–2240 ms).
+    pub c_copy_s: f64,
+    /// Per-layer launch cost of the transformation kernels (s).
+    pub c_launch_s: f64,
+    /// Extra synchronisation per staggered iteration (s).
+    pub c_sync_s: f64,
+    /// Communicator setup; 0 with a pre-created pool.
+    pub c_init_s: f64,
+    /// Split regathers weights from host memory instead of peers over NVLink.
+    pub split_from_host: bool,
+}
+
+impl Default for TransformKnobs {
+    fn default() -> Self {
+        TransformKnobs {
+            long_fraction: 0.25,
+            output_quantile: 0.9,
+            hysteresis_s: 10.0,
+            staggered: true,
+            weight_padding: true,
+            head_centric: true,
+            c_copy_s: 2e-6,
+            c_launch_s: 20e-6,
+            c_sync_s: 0.5e-3,
+            c_init_s: 0.0,
+            split_from_host: false,
+        }
+    }
+}
+
+/// A group of TP1 units (same LLM, same node) that may merge into one TP-N engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformFile {
+    /// Indices into `units`.
+    pub units: Vec<usize>,
+    #[serde(default)]
+    pub knobs: TransformKnobs,
+}
+
+/// A resolved engine: LLM id and shares in SM parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSpec {
+    pub llm: usize,
+    pub prefill_sm_pct: u32,
+    pub decode_sm_pct: u32,
+    pub quota: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSpec {
+    pub devices: Vec<u32>,
+    pub engines: Vec<EngineSpec>,
+}
+
+impl UnitSpec {
+    pub fn tp(&self) -> u32 {
+        self.devices.len() as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformSpec {
+    pub units: Vec<usize>,
+    pub llm: usize,
+    pub knobs: TransformKnobs,
+}
+
+/// A validated plan with dense ids.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deployment {
+    pub units: Vec<UnitSpec>,
+    pub transforms: Vec<TransformSpec>,
+}
+
+impl LlmPlanFile {
+    pub fn load(path: &Path) -> Result<LlmPlanFile> {
+        let text = read_file(path)?;
+        parse_json(path, &text)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Checks the plan against the instance and resolves names to ids.
+    pub fn resolve(&self, path: &Path, inst: &LlmInstance) -> Result<Deployment> {
+        let bad = |at: String, msg: String| SolverError::invalid(path, at, msg);
+        if self.schema != LLM_PLAN_SCHEMA {
+            return Err(bad(
+                "schema".into(),
+                format!("expected \"{LLM_PLAN_SCHEMA}\", found \"{}\"", self.schema),
+            ));
+        }
+        let mut used = vec![false; inst.devices as usize];
+        let mut dep = Deployment::default();
+        for (u, unit) in self.units.iter().enumerate() {
+            let at = format!("units[{u}]");
+            if unit.devices.is_empty() {
+                return Err(bad(
+                    format!("{at}.devices"),
+                    "expected at least one device".into(),
+                ));
+            }
+            let node = unit.devices[0] / inst.devices_per_node;
+            for (k, &d) in unit.devices.iter().enumerate() {
+                if d >= inst.devices {
+                    return Err(bad(
+                        format!("{at}.devices[{k}]"),
+                        format!("device {d} does not exist ({} devices)", inst.devices),
+                    ));
+                }
+                if used[d as usize] {
+                    return Err(bad(
+                        format!("{at}.devices[{k}]"),
+                        format!("device {d} is in two units"),
+                    ));
+                }
+                if d / inst.devices_per_node != node {
+                    return Err(bad(
+                        format!("{at}.devices"),
+                        "a mesh must lie within one node".into(),
+                    ));
+                }
+                used[d as usize] = true;
+            }
+            let mut engines = Vec::with_capacity(unit.llms.len());
+            for (k, e) in unit.llms.iter().enumerate() {
+                let eat = format!("{at}.llms[{k}]");
+                let m = inst.llm_id(&e.name).ok_or_else(|| {
+                    bad(format!("{eat}.name"), format!("unknown LLM \"{}\"", e.name))
+                })?;
+                if engines.iter().any(|x: &EngineSpec| x.llm == m) {
+                    return Err(bad(
+                        format!("{eat}.name"),
+                        format!("LLM \"{}\" appears twice on one mesh", e.name),
+                    ));
+                }
+                for (f, v) in [
+                    ("prefill_sm_pct", e.prefill_sm_pct),
+                    ("decode_sm_pct", e.decode_sm_pct),
+                ] {
+                    if !(10..=100).contains(&v) {
+                        return Err(bad(
+                            format!("{eat}.{f}"),
+                            format!("expected 10 … 100, found {v}"),
+                        ));
+                    }
+                }
+                if e.quota == Some(0) {
+                    return Err(bad(format!("{eat}.quota"), "expected a quota ≥ 1".into()));
+                }
+                engines.push(EngineSpec {
+                    llm: m,
+                    prefill_sm_pct: e.prefill_sm_pct,
+                    decode_sm_pct: e.decode_sm_pct,
+                    quota: e.quota,
+                });
+            }
+            let llms: Vec<usize> = engines.iter().map(|e| e.llm).collect();
+            let pool = inst.kv_pool_bytes_per_gpu(unit.devices.len() as u32, &llms);
+            if !llms.is_empty() && pool <= 0.0 {
+                return Err(SolverError::Infeasible(format!(
+                    "{}: units[{u}]: the weights of {} do not fit {} GPU(s) with room for KV",
+                    path.display(),
+                    unit.llms
+                        .iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    unit.devices.len()
+                )));
+            }
+            dep.units.push(UnitSpec {
+                devices: unit.devices.clone(),
+                engines,
+            });
+        }
+        let mut in_group = vec![false; dep.units.len()];
+        for (g, t) in self.transform.iter().enumerate() {
+            let at = format!("transform[{g}]");
+            if t.units.len() < 2 {
+                return Err(bad(
+                    format!("{at}.units"),
+                    "expected at least two units to merge".into(),
+                ));
+            }
+            let mut llm = None;
+            let mut node = None;
+            for (k, &u) in t.units.iter().enumerate() {
+                let uat = format!("{at}.units[{k}]");
+                let unit = dep
+                    .units
+                    .get(u)
+                    .ok_or_else(|| bad(uat.clone(), format!("unit {u} does not exist")))?;
+                if in_group[u] {
+                    return Err(bad(
+                        uat,
+                        format!("unit {u} is in two transformation groups"),
+                    ));
+                }
+                in_group[u] = true;
+                if unit.devices.len() != 1 || unit.engines.len() != 1 {
+                    return Err(bad(
+                        uat,
+                        "a transformation group holds TP1 units with exactly one LLM each".into(),
+                    ));
+                }
+                if *llm.get_or_insert(unit.engines[0].llm) != unit.engines[0].llm {
+                    return Err(bad(
+                        uat,
+                        "every unit of a transformation group must hold the same LLM".into(),
+                    ));
+                }
+                let n = unit.devices[0] / inst.devices_per_node;
+                if *node.get_or_insert(n) != n {
+                    return Err(bad(
+                        uat,
+                        "a transformation group must lie within one node".into(),
+                    ));
+                }
+            }
+            let llm = llm.unwrap_or(0);
+            let n = t.units.len() as u32;
+            if inst.llms[llm].spec.kv_heads % n != 0 {
+                return Err(bad(
+                    format!("{at}.units"),
+                    format!(
+                        "{} KV heads do not split over {n} GPUs",
+                        inst.llms[llm].spec.kv_heads
+                    ),
+                ));
+            }
+            let k = &t.knobs;
+            if !(k.long_fraction > 0.0
+                && k.output_quantile >= 0.0
+                && k.output_quantile <= 1.0
+                && k.hysteresis_s >= 0.0)
+            {
+                return Err(bad(
+                    format!("{at}.knobs"),
+                    "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0"
+                        .into(),
+                ));
+            }
+            dep.transforms.push(TransformSpec {
+                units: t.units.clone(),
+                llm,
+                knobs: t.knobs.clone(),
+            });
+        }
+        Ok(dep)
+    }
+}
+
+impl Deployment {
+    /// Writes the deployment as a plan file.
+    pub fn to_plan(&self, inst: &LlmInstance, placer: &str) -> LlmPlanFile {
+        LlmPlanFile {
+            schema: LLM_PLAN_SCHEMA.into(),
+            instance: inst.name.clone(),
+            placer: placer.into(),
+            units: self
+                .units
+                .iter()
+                .map(|u| UnitFile {
+                    devices: u.devices.clone(),
+                    llms: u
+                        .engines
+                        .iter()
+                        .map(|e| EngineFile {
+                            name: inst.llms[e.llm].name.clone(),
+                            prefill_sm_pct: e.prefill_sm_pct,
+                            decode_sm_pct: e.decode_sm_pct,
+                            quota: e.quota,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            transform: self
+                .transforms
+                .iter()
+                .map(|t| TransformFile {
+                    units: t.units.clone(),
+                    knobs: t.knobs.clone(),
+                })
+                .collect(),
+            predicted: None,
+            solve: None,
+        }
+    }
+}

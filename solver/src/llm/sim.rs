@@ -1,0 +1,1329 @@
+//! Iteration-level LLM serving simulator (llm-serving.md §1.7, §1.8, §3.4, §3.5).
+//!
+//! - **Engines**: one per (mesh, LLM). Each has a prefill worker and a decode worker; a worker runs
+//!   one iteration at a time. Prefill admits FCFS from the waiting queue while Σ prompt tokens ≤
+//!   `max_prefill_tokens` (one longer prompt runs alone), running + executing < quota, and KV blocks
+//!   for the prompt are free. Decode runs one step over up to `quota` running sequences.
+//! - **KV**: one pool of 16 KiB head-blocks per GPU of a mesh, shared by its LLMs; a token-block of
+//!   `block_tokens` tokens of LLM m at tp t takes ⌈block_tokens · kv_bytes_per_token / t / 16 KiB⌉
+//!   head-blocks. Decode that needs more blocks than are free preempts the tail of its batch
+//!   (recompute: the request re-enters the front of the waiting queue and later re-prefills
+//!   prompt + generated tokens). Allocation never exceeds the pool.
+//! - **SM**: a mesh has `sm_parts` parts plus an overload allowance; a job holds its share for one
+//!   iteration; overloaded parts slow the job (MuxServe's spatial-temporal sharing).
+//! - **ADBS**: a scheduling tick runs after every event on a mesh: prefill pass round-robin, no
+//!   decode while a prefill waits for SM parts, then a decode pass; quotas rebalance periodically.
+//! - **Routing**: a request goes to the least-loaded replica of its LLM that can hold it (load =
+//!   outstanding tokens per GPU); long requests prefer larger meshes.
+//! - **TP transformation** (Amoeba): TP1 units of a group merge into one TP-N engine when a long
+//!   request arrives, and split back after a quiet period, with the cost model of §3.5.
+//!
+//! Deterministic: events are ordered by (time, sequence number); no hash maps.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use super::cost::StepCost;
+use super::instance::{BatchPolicy, LlmInstance};
+use super::plan::{Deployment, TransformKnobs};
+use super::workload::LlmTrace;
+
+/// Bytes of one head-block: K and V of one (layer, head) for 32 tokens at head_dim 128 in fp16.
+pub const HEAD_BLOCK_BYTES: f64 = 16384.0;
+
+const ST_PENDING: u8 = 0;
+const ST_QUEUED: u8 = 1;
+const ST_DONE: u8 = 2;
+const ST_DROPPED: u8 = 3;
+
+/// Why a request was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No replica of its LLM can ever hold the whole request.
+    TooLong,
+    /// Preempted more than `max_preemptions` times.
+    Preempted,
+    /// Unfinished at the simulator horizon.
+    Horizon,
+    /// Left in a queue with no further events (a bug if it ever happens; tests check it).
+    Stuck,
+}
+
+/// What happened to every request (columns indexed by request id).
+#[derive(Debug, Clone, Default)]
+pub struct Outcomes {
+    pub first_token_s: Vec<f64>,
+    pub finish_s: Vec<f64>,
+    pub dropped: Vec<Option<DropReason>>,
+    pub preemptions: Vec<u32>,
+    /// Engine of the last assignment (u32::MAX when dropped at arrival).
+    pub engine: Vec<u32>,
+}
+
+/// One simulated iteration (recorded only on request, for timeline tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IterRecord {
+    pub engine: u32,
+    pub prefill: bool,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub batch: u32,
+}
+
+/// Counters of the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimStats {
+    pub iterations: u64,
+    pub prefill_iterations: u64,
+    pub decode_iterations: u64,
+    pub preemptions: u64,
+    /// Largest fraction of any mesh's KV pool in use at any time (≤ 1 by construction).
+    pub kv_peak_fraction: f64,
+    pub merges: u32,
+    pub splits: u32,
+    /// Total wall time spent transforming (merge + split), seconds.
+    pub transform_s: f64,
+    /// Per-engine (llm, tp, unit devices) for reports.
+    pub engines: Vec<EngineInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineInfo {
+    pub llm: usize,
+    pub tp: u32,
+    pub unit: usize,
+    pub quota: u32,
+    pub capacity_tokens: u64,
+    pub requests: u64,
+}
+
+struct Engine {
+    llm: u32,
+    unit: u32,
+    tp: u32,
+    cost: StepCost,
+    hb_per_block: u64,
+    capacity_tokens: u64,
+    pre_parts: u32,
+    dec_parts: u32,
+    pre_sm: f64,
+    dec_sm: f64,
+    quota: u32,
+    waiting: VecDeque<u32>,
+    running: Vec<u32>,
+    pre_batch: Vec<u32>,
+    dec_batch: Vec<u32>,
+    pre_busy: bool,
+    dec_busy: bool,
+    pre_parts_held: u32,
+    dec_parts_held: u32,
+    waiting_cache: bool,
+    active: bool,
+    load_tokens: f64,
+    long_count: u32,
+    group: u32,
+    assigned: u64,
+    // Ring of the last 500 decode batch sizes (ADBS rebalancing).
+    hist: Vec<u32>,
+    hist_pos: usize,
+    hist_len: usize,
+    hist_sum: u64,
+}
+
+impl Engine {
+    fn idle(&self) -> bool {
+        !self.pre_busy && !self.dec_busy
+    }
+    fn in_flight(&self) -> usize {
+        self.running.len() + self.pre_batch.len() + self.dec_batch.len()
+    }
+}
+
+struct Unit {
+    pool_total: u64,
+    pool_free: u64,
+    parts_free: i32,
+    engines: Vec<u32>,
+    pre_ptr: usize,
+    dec_ptr: usize,
+    active: bool,
+    /// Launches are blocked until this time (paused transformation) or while draining.
+    stall_until: f64,
+    draining: bool,
+    /// Added to every iteration launched before `extra_until` (staggered transformation).
+    extra_s: f64,
+    extra_until: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GState {
+    Split,
+    Merging,
+    Merged,
+    Splitting,
+}
+
+struct Group {
+    members: Vec<u32>,
+    merged_unit: u32,
+    merged_engine: u32,
+    llm: u32,
+    state: GState,
+    knobs: TransformKnobs,
+    last_long_s: f64,
+}
+
+const EV_PREFILL: u32 = 0;
+const EV_DECODE: u32 = 1;
+const EV_REBALANCE: u32 = 2;
+const EV_READY: u32 = 3;
+const EV_SPLIT_CHECK: u32 = 4;
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Record every iteration (timeline tests).
+    pub record: bool,
+}
+
+/// The simulator: built once per (instance, trace, deployment); `run` may be called many times.
+pub struct LlmSim<'a> {
+    inst: &'a LlmInstance,
+    trace: &'a LlmTrace,
+    dep: &'a Deployment,
+    /// Predicted output length per LLM (quantile of its outputs in the trace).
+    pred_out: Vec<Vec<u32>>,
+}
+
+/// Everything a run produces.
+#[derive(Debug, Clone, Default)]
+pub struct RunResult {
+    pub outcomes: Outcomes,
+    pub stats: SimStats,
+    pub iterations: Vec<IterRecord>,
+}
+
+fn quantile_u32(v: &mut [u32], q: f64) -> u32 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+impl<'a> LlmSim<'a> {
+    pub fn new(inst: &'a LlmInstance, trace: &'a LlmTrace, dep: &'a Deployment) -> LlmSim<'a> {
+        let n = inst.llms.len();
+        let mut outs: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for i in 0..trace.len() {
+            outs[trace.llm[i] as usize].push(trace.output[i]);
+        }
+        // Predicted output per transformation group's quantile; index by knob quantile lazily:
+        // groups of one LLM share knobs in practice, so one quantile per (LLM, group) suffices.
+        let mut pred_out = vec![Vec::new(); n];
+        for t in &dep.transforms {
+            let q = quantile_u32(&mut outs[t.llm].clone(), t.knobs.output_quantile);
+            pred_out[t.llm].push(q);
+        }
+        for (m, p) in pred_out.iter_mut().enumerate() {
+            if p.is_empty() {
+                p.push(quantile_u32(
+                    &mut outs[m].clone(),
+                    TransformKnobs::default().output_quantile,
+                ));
+            }
+        }
+        LlmSim {
+            inst,
+            trace,
+            dep,
+            pred_out,
+        }
+    }
+
+    pub fn run(&self, opts: &RunOptions) -> RunResult {
+        Run::new(self, opts).go()
+    }
+}
+
+struct Run<'s, 'a> {
+    sim: &'s LlmSim<'a>,
+    record: bool,
+    engines: Vec<Engine>,
+    units: Vec<Unit>,
+    groups: Vec<Group>,
+    /// Active engine ids per LLM (rebuilt on transformations, which are rare).
+    by_llm: Vec<Vec<u32>>,
+    heap: BinaryHeap<Reverse<(u64, u64, u32, u32)>>,
+    seq: u64,
+    now: f64,
+    // Per-request state.
+    status: Vec<u8>,
+    gen: Vec<u32>,
+    blocks: Vec<u32>,
+    long: Vec<bool>,
+    out: Outcomes,
+    stats: SimStats,
+    iters: Vec<IterRecord>,
+    remaining: usize,
+    scratch: Vec<u32>,
+}
+
+impl<'s, 'a> Run<'s, 'a> {
+    fn new(sim: &'s LlmSim<'a>, opts: &RunOptions) -> Self {
+        let inst = sim.inst;
+        let cfg = &inst.sim;
+        let trace = sim.trace;
+        let n_req = trace.len();
+        let rates = trace.rates(inst.llms.len());
+        let lens = trace.mean_lengths(inst.llms.len());
+        let mut replicas = vec![0usize; inst.llms.len()];
+        for u in &sim.dep.units {
+            for e in &u.engines {
+                replicas[e.llm] += 1;
+            }
+        }
+        let mut engines = Vec::new();
+        let mut units = Vec::new();
+        let bt = cfg.block_tokens as f64;
+        let mk_unit = |devices: u32, llms: &[usize]| -> Unit {
+            let pool_bytes = inst.kv_pool_bytes_per_gpu(devices, llms).max(0.0);
+            // MuxServe rounds the pool down to a multiple of 128 head-blocks.
+            let pool = ((pool_bytes / HEAD_BLOCK_BYTES / 128.0).floor() as u64) * 128;
+            Unit {
+                pool_total: pool,
+                pool_free: pool,
+                parts_free: cfg.sm_parts as i32,
+                engines: Vec::new(),
+                pre_ptr: 0,
+                dec_ptr: 0,
+                active: true,
+                stall_until: 0.0,
+                draining: false,
+                extra_s: 0.0,
+                extra_until: 0.0,
+            }
+        };
+        let mk_engine = |m: usize, u: usize, tp: u32, pool: u64, pre: u32, dec: u32| -> Engine {
+            let spec = &inst.llms[m].spec;
+            let hb = ((bt * spec.kv_bytes_per_token() / tp as f64) / HEAD_BLOCK_BYTES)
+                .ceil()
+                .max(1.0) as u64;
+            let part = |pct: u32| (pct as f64 / (100.0 / cfg.sm_parts as f64)).ceil() as u32;
+            Engine {
+                llm: m as u32,
+                unit: u as u32,
+                tp,
+                cost: inst.step_cost(m, tp),
+                hb_per_block: hb,
+                capacity_tokens: pool / hb * cfg.block_tokens as u64,
+                pre_parts: part(pre).max(1),
+                dec_parts: part(dec).max(1),
+                pre_sm: pre as f64 / 100.0,
+                dec_sm: dec as f64 / 100.0,
+                quota: u32::MAX,
+                waiting: VecDeque::new(),
+                running: Vec::new(),
+                pre_batch: Vec::new(),
+                dec_batch: Vec::new(),
+                pre_busy: false,
+                dec_busy: false,
+                pre_parts_held: 0,
+                dec_parts_held: 0,
+                waiting_cache: false,
+                active: true,
+                load_tokens: 0.0,
+                long_count: 0,
+                group: u32::MAX,
+                assigned: 0,
+                hist: vec![0; 500],
+                hist_pos: 0,
+                hist_len: 0,
+                hist_sum: 0,
+            }
+        };
+        for (ui, u) in sim.dep.units.iter().enumerate() {
+            let llms: Vec<usize> = u.engines.iter().map(|e| e.llm).collect();
+            let mut unit = mk_unit(u.tp(), &llms);
+            // Quota initialisation (§1.7): blocks split ∝ λ·group, quota = blocks / blocks per average sequence.
+            let weight: Vec<f64> = u
+                .engines
+                .iter()
+                .map(|e| {
+                    let lam = if cfg.policy == BatchPolicy::StaticQuota {
+                        1.0
+                    } else {
+                        (rates[e.llm] / replicas[e.llm] as f64).max(1e-3)
+                    };
+                    let hb = inst.llms[e.llm].spec.kv_bytes_per_token() * bt
+                        / u.tp() as f64
+                        / HEAD_BLOCK_BYTES;
+                    lam * hb
+                })
+                .collect();
+            let wsum: f64 = weight.iter().sum();
+            for (k, e) in u.engines.iter().enumerate() {
+                let mut eng = mk_engine(
+                    e.llm,
+                    ui,
+                    u.tp(),
+                    unit.pool_total,
+                    e.prefill_sm_pct,
+                    e.decode_sm_pct,
+                );
+                eng.quota = match (e.quota, cfg.policy) {
+                    (Some(q), _) => q,
+                    (None, BatchPolicy::Fcfs) => u32::MAX,
+                    (None, _) => {
+                        let blocks = unit.pool_total as f64 * weight[k] / wsum.max(1e-12);
+                        let avg_len = lens[e.llm].0 + lens[e.llm].1;
+                        let per_seq = (avg_len / bt).floor().max(1.0);
+                        ((blocks / eng.hb_per_block as f64 / per_seq).floor() as u32).max(1)
+                    }
+                };
+                unit.engines.push(engines.len() as u32);
+                engines.push(eng);
+            }
+            units.push(unit);
+        }
+        let mut groups = Vec::new();
+        for (gi, t) in sim.dep.transforms.iter().enumerate() {
+            let n = t.units.len() as u32;
+            let mut unit = mk_unit(n, &[t.llm]);
+            unit.active = false;
+            let uid = units.len();
+            let mut eng = mk_engine(t.llm, uid, n, unit.pool_total, 100, 100);
+            eng.active = false;
+            eng.group = gi as u32;
+            let eid = engines.len() as u32;
+            unit.engines.push(eid);
+            engines.push(eng);
+            units.push(unit);
+            for &u in &t.units {
+                let e = units[u].engines[0] as usize;
+                engines[e].group = gi as u32;
+            }
+            groups.push(Group {
+                members: t.units.iter().map(|&u| u as u32).collect(),
+                merged_unit: uid as u32,
+                merged_engine: eid,
+                llm: t.llm as u32,
+                state: GState::Split,
+                knobs: t.knobs.clone(),
+                last_long_s: f64::NEG_INFINITY,
+            });
+        }
+        let nan = f64::NAN;
+        let stats = SimStats {
+            engines: engines
+                .iter()
+                .map(|e| EngineInfo {
+                    llm: e.llm as usize,
+                    tp: e.tp,
+                    unit: e.unit as usize,
+                    quota: e.quota,
+                    capacity_tokens: e.capacity_tokens,
+                    requests: 0,
+                })
+                .collect(),
+            ..SimStats::default()
+        };
+        let mut r = Run {
+            sim,
+            record: opts.record,
+            engines,
+            units,
+            groups,
+            by_llm: Vec::new(),
+            heap: BinaryHeap::with_capacity(1024),
+            seq: 0,
+            now: 0.0,
+            status: vec![ST_PENDING; n_req],
+            gen: vec![0; n_req],
+            blocks: vec![0; n_req],
+            long: vec![false; n_req],
+            out: Outcomes {
+                first_token_s: vec![nan; n_req],
+                finish_s: vec![nan; n_req],
+                dropped: vec![None; n_req],
+                preemptions: vec![0; n_req],
+                engine: vec![u32::MAX; n_req],
+            },
+            stats,
+            iters: Vec::new(),
+            remaining: n_req,
+            scratch: Vec::with_capacity(64),
+        };
+        r.rebuild_by_llm();
+        r
+    }
+
+    fn rebuild_by_llm(&mut self) {
+        self.by_llm = vec![Vec::new(); self.sim.inst.llms.len()];
+        for (i, e) in self.engines.iter().enumerate() {
+            if e.active {
+                self.by_llm[e.llm as usize].push(i as u32);
+            }
+        }
+    }
+
+    fn push(&mut self, t: f64, kind: u32, a: u32) {
+        self.seq += 1;
+        self.heap
+            .push(Reverse((t.max(0.0).to_bits(), self.seq, kind, a)));
+    }
+
+    fn go(mut self) -> RunResult {
+        let trace = self.sim.trace;
+        let cfg = &self.sim.inst.sim;
+        let horizon = cfg.horizon_s.unwrap_or(f64::INFINITY);
+        let mut next = 0usize;
+        if cfg.policy == BatchPolicy::Adbs && !trace.is_empty() {
+            self.push(trace.arrival_s[0] + cfg.rebalance_s, EV_REBALANCE, 0);
+        }
+        loop {
+            let t_arr = trace.arrival_s.get(next).copied().unwrap_or(f64::INFINITY);
+            let t_ev = self
+                .heap
+                .peek()
+                .map_or(f64::INFINITY, |Reverse(e)| f64::from_bits(e.0));
+            // Arrivals at the same instant as a completion are processed first (the request is
+            // visible to the tick that the completion triggers).
+            if t_arr.is_infinite() && t_ev.is_infinite() {
+                break;
+            }
+            if t_arr.min(t_ev) > horizon {
+                break;
+            }
+            if t_arr <= t_ev {
+                self.now = t_arr;
+                let r = next;
+                next += 1;
+                self.arrive(r);
+            } else {
+                let Some(Reverse((tb, _, kind, a))) = self.heap.pop() else {
+                    break;
+                };
+                self.now = f64::from_bits(tb);
+                match kind {
+                    EV_PREFILL => self.prefill_done(a as usize),
+                    EV_DECODE => self.decode_done(a as usize),
+                    EV_REBALANCE => {
+                        self.rebalance();
+                        if self.remaining > 0 {
+                            self.push(self.now + cfg.rebalance_s, EV_REBALANCE, 0);
+                        }
+                    }
+                    EV_READY => self.transform_ready(a as usize),
+                    EV_SPLIT_CHECK => self.split_check(a as usize),
+                    _ => {}
+                }
+            }
+            if self.remaining == 0 && next >= trace.len() {
+                break;
+            }
+        }
+        let reason = if self.now >= horizon {
+            DropReason::Horizon
+        } else {
+            DropReason::Stuck
+        };
+        for r in 0..trace.len() {
+            if self.status[r] != ST_DONE && self.status[r] != ST_DROPPED {
+                self.out.dropped[r] = Some(if r >= next {
+                    DropReason::Horizon
+                } else {
+                    reason
+                });
+                self.status[r] = ST_DROPPED;
+            }
+        }
+        for (i, e) in self.engines.iter().enumerate() {
+            self.stats.engines[i].requests = e.assigned;
+            self.stats.engines[i].quota = e.quota;
+        }
+        RunResult {
+            outcomes: self.out,
+            stats: self.stats,
+            iterations: self.iters,
+        }
+    }
+
+    // ---------------------------------------------------------------- routing
+
+    fn arrive(&mut self, r: usize) {
+        let trace = self.sim.trace;
+        let m = trace.llm[r] as usize;
+        let total = (trace.prompt[r] + trace.output[r]) as u64;
+        let knobs_long = self
+            .groups
+            .iter()
+            .find(|g| g.llm as usize == m)
+            .map(|g| g.knobs.long_fraction);
+        let long_fraction = knobs_long.unwrap_or(TransformKnobs::default().long_fraction);
+        let need = (trace.prompt[r] + self.sim.pred_out[m][0]) as f64;
+        let mut cap_min = u64::MAX;
+        for &e in &self.by_llm[m] {
+            cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
+        }
+        // Capacity of a TP1 member when the LLM is transformable (the merged engine may be active).
+        for g in &self.groups {
+            if g.llm as usize == m {
+                let e = self.units[g.members[0] as usize].engines[0];
+                cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
+            }
+        }
+        let long = cap_min != u64::MAX && need > long_fraction * cap_min as f64;
+        self.long[r] = long;
+        let mut best: Option<(f64, u32)> = None;
+        if long {
+            // Prefer engines larger than the smallest (merged groups, TPN replicas).
+            for &e in &self.by_llm[m] {
+                let eng = &self.engines[e as usize];
+                if eng.capacity_tokens > cap_min && eng.capacity_tokens >= total {
+                    let l = eng.load_tokens / eng.tp as f64;
+                    if best.is_none_or(|(b, _)| l < b) {
+                        best = Some((l, e));
+                    }
+                }
+            }
+            // A merge in progress already has a target engine.
+            if best.is_none() {
+                for g in &self.groups {
+                    if g.llm as usize == m && g.state == GState::Merging {
+                        let eng = &self.engines[g.merged_engine as usize];
+                        if eng.capacity_tokens >= total {
+                            best = Some((0.0, g.merged_engine));
+                            break;
+                        }
+                    }
+                }
+            }
+            if best.is_none() {
+                let cand = (0..self.groups.len())
+                    .filter(|&g| {
+                        self.groups[g].llm as usize == m && self.groups[g].state == GState::Split
+                    })
+                    .filter(|&g| {
+                        self.engines[self.groups[g].merged_engine as usize].capacity_tokens >= total
+                    })
+                    .min_by(|&a, &b| {
+                        self.group_resident(a)
+                            .cmp(&self.group_resident(b))
+                            .then(a.cmp(&b))
+                    });
+                if let Some(g) = cand {
+                    self.start_merge(g);
+                    best = Some((0.0, self.groups[g].merged_engine));
+                }
+            }
+        }
+        if best.is_none() {
+            for &e in &self.by_llm[m] {
+                let eng = &self.engines[e as usize];
+                if eng.capacity_tokens >= total {
+                    let l = eng.load_tokens / eng.tp as f64;
+                    if best.is_none_or(|(b, _)| l < b) {
+                        best = Some((l, e));
+                    }
+                }
+            }
+        }
+        let Some((_, e)) = best else {
+            self.drop_req(r, DropReason::TooLong);
+            return;
+        };
+        let e = e as usize;
+        self.status[r] = ST_QUEUED;
+        self.out.engine[r] = e as u32;
+        let eng = &mut self.engines[e];
+        eng.waiting.push_back(r as u32);
+        eng.load_tokens += total as f64;
+        eng.assigned += 1;
+        if long && eng.group != u32::MAX && eng.tp > 1 {
+            eng.long_count += 1;
+            self.groups[eng.group as usize].last_long_s = self.now;
+        }
+        let u = self.engines[e].unit as usize;
+        self.tick(u);
+    }
+
+    fn drop_req(&mut self, r: usize, why: DropReason) {
+        self.status[r] = ST_DROPPED;
+        self.out.dropped[r] = Some(why);
+        self.remaining -= 1;
+    }
+
+    /// Called when request r leaves engine e for good (finish or drop).
+    fn release(&mut self, e: usize, r: usize) {
+        let trace = self.sim.trace;
+        let total = (trace.prompt[r] + trace.output[r]) as f64;
+        let eng = &mut self.engines[e];
+        eng.load_tokens -= total;
+        if self.long[r] && eng.group != u32::MAX && eng.tp > 1 {
+            eng.long_count = eng.long_count.saturating_sub(1);
+            if eng.long_count == 0 {
+                let g = eng.group as usize;
+                let t = self.now + self.groups[g].knobs.hysteresis_s;
+                self.push(t, EV_SPLIT_CHECK, g as u32);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- SM parts and KV
+
+    /// Tries to take `k` parts; returns the slowdown factor on success.
+    fn take_parts(&mut self, u: usize, k: u32) -> Option<f64> {
+        let cfg = &self.sim.inst.sim;
+        let unit = &mut self.units[u];
+        let k = k as i32;
+        if unit.parts_free - k < -(cfg.overload_parts as i32) {
+            return None;
+        }
+        let over = (k - unit.parts_free.max(0)).max(0);
+        unit.parts_free -= k;
+        Some(1.0 + cfg.overload_slowdown * over as f64 / k as f64)
+    }
+
+    fn note_kv(&mut self, u: usize) {
+        let unit = &self.units[u];
+        if unit.pool_total > 0 {
+            let f = (unit.pool_total - unit.pool_free) as f64 / unit.pool_total as f64;
+            if f > self.stats.kv_peak_fraction {
+                self.stats.kv_peak_fraction = f;
+            }
+        }
+    }
+
+    fn extra(&self, u: usize) -> f64 {
+        let unit = &self.units[u];
+        if self.now < unit.extra_until {
+            unit.extra_s
+        } else {
+            0.0
+        }
+    }
+
+    // ---------------------------------------------------------------- scheduling tick
+
+    fn tick(&mut self, u: usize) {
+        if !self.units[u].active || self.units[u].draining || self.now < self.units[u].stall_until {
+            return;
+        }
+        let n = self.units[u].engines.len();
+        let mut prefill_blocked = false;
+        let start = self.units[u].pre_ptr;
+        for k in 0..n {
+            let e = self.units[u].engines[(start + k) % n] as usize;
+            let eng = &self.engines[e];
+            if eng.pre_busy || eng.waiting.is_empty() || eng.in_flight() >= eng.quota as usize {
+                continue;
+            }
+            if eng.waiting_cache && (!eng.running.is_empty() || eng.dec_busy) {
+                continue;
+            }
+            let parts = eng.pre_parts;
+            let Some(slow) = self.take_parts(u, parts) else {
+                prefill_blocked = true;
+                continue;
+            };
+            if self.launch_prefill(e, slow) {
+                self.units[u].pre_ptr = (start + k + 1) % n;
+            } else {
+                self.units[u].parts_free += parts as i32;
+            }
+        }
+        if prefill_blocked {
+            return;
+        }
+        let start = self.units[u].dec_ptr;
+        for k in 0..n {
+            let e = self.units[u].engines[(start + k) % n] as usize;
+            let eng = &self.engines[e];
+            if eng.dec_busy || eng.running.is_empty() {
+                continue;
+            }
+            let parts = eng.dec_parts;
+            let Some(slow) = self.take_parts(u, parts) else {
+                continue;
+            };
+            if self.launch_decode(e, slow) {
+                self.units[u].dec_ptr = (start + k + 1) % n;
+            } else {
+                self.units[u].parts_free += parts as i32;
+            }
+        }
+    }
+
+    fn launch_prefill(&mut self, e: usize, slow: f64) -> bool {
+        let trace = self.sim.trace;
+        let cfg = &self.sim.inst.sim;
+        let bt = cfg.block_tokens;
+        let u = self.engines[e].unit as usize;
+        let mut tokens = 0u64;
+        let mut sum_sq = 0.0;
+        loop {
+            let eng = &self.engines[e];
+            let Some(&r) = eng.waiting.front() else { break };
+            let r = r as usize;
+            let len = trace.prompt[r] + self.gen[r];
+            if !eng.pre_batch.is_empty() && tokens + len as u64 > cfg.max_prefill_tokens as u64 {
+                break;
+            }
+            if eng.in_flight() >= eng.quota as usize {
+                break;
+            }
+            let need = len.div_ceil(bt) as u64 * eng.hb_per_block;
+            if need > self.units[u].pool_free {
+                self.engines[e].waiting_cache = true;
+                break;
+            }
+            self.units[u].pool_free -= need;
+            self.blocks[r] = len.div_ceil(bt);
+            let eng = &mut self.engines[e];
+            eng.waiting.pop_front();
+            eng.pre_batch.push(r as u32);
+            tokens += len as u64;
+            sum_sq += len as f64 * len as f64;
+        }
+        let eng = &mut self.engines[e];
+        if eng.pre_batch.is_empty() {
+            return false;
+        }
+        let dur = eng.cost.prefill_s(tokens as f64, sum_sq, eng.pre_sm) * slow + self.extra(u);
+        let eng = &mut self.engines[e];
+        eng.pre_busy = true;
+        eng.pre_parts_held = eng.pre_parts;
+        let batch = eng.pre_batch.len() as u32;
+        self.note_kv(u);
+        self.stats.iterations += 1;
+        self.stats.prefill_iterations += 1;
+        if self.record {
+            self.iters.push(IterRecord {
+                engine: e as u32,
+                prefill: true,
+                start_s: self.now,
+                end_s: self.now + dur,
+                batch,
+            });
+        }
+        self.push(self.now + dur, EV_PREFILL, e as u32);
+        true
+    }
+
+    fn launch_decode(&mut self, e: usize, slow: f64) -> bool {
+        let trace = self.sim.trace;
+        let cfg = &self.sim.inst.sim;
+        let bt = cfg.block_tokens;
+        let u = self.engines[e].unit as usize;
+        let hb = self.engines[e].hb_per_block;
+        let b = self.engines[e]
+            .running
+            .len()
+            .min(self.engines[e].quota as usize);
+        // Tail preemption (§1.8): the longest prefix whose new blocks fit in the free blocks plus
+        // the blocks the suffix would release.
+        let mut suffix_held: u64 = 0;
+        for i in 0..b {
+            suffix_held += self.blocks[self.engines[e].running[i] as usize] as u64 * hb;
+        }
+        let free = self.units[u].pool_free;
+        let mut need: u64 = 0;
+        let mut k = 0;
+        while k < b {
+            let r = self.engines[e].running[k] as usize;
+            let want = (trace.prompt[r] + self.gen[r]).div_ceil(bt);
+            let extra = want.saturating_sub(self.blocks[r]) as u64 * hb;
+            let held = self.blocks[r] as u64 * hb;
+            if need + extra > free + (suffix_held - held) {
+                break;
+            }
+            need += extra;
+            suffix_held -= held;
+            k += 1;
+        }
+        if k < b {
+            // Preempt running[k..b]; keep their order at the front of the waiting queue.
+            self.scratch.clear();
+            self.scratch.extend(self.engines[e].running.drain(k..b));
+            for i in (0..self.scratch.len()).rev() {
+                let r = self.scratch[i] as usize;
+                self.units[u].pool_free += self.blocks[r] as u64 * hb;
+                self.blocks[r] = 0;
+                self.out.preemptions[r] += 1;
+                self.stats.preemptions += 1;
+                if self.out.preemptions[r] > cfg.max_preemptions {
+                    self.release(e, r);
+                    self.drop_req(r, DropReason::Preempted);
+                } else {
+                    self.engines[e].waiting.push_front(r as u32);
+                }
+            }
+            self.engines[e].waiting_cache = true;
+        }
+        if k == 0 {
+            return false;
+        }
+        let mut ctx = 0u64;
+        let eng = &mut self.engines[e];
+        for r in eng.running.drain(..k) {
+            let r = r as usize;
+            let want = (trace.prompt[r] + self.gen[r]).div_ceil(bt);
+            if want > self.blocks[r] {
+                self.units[u].pool_free -= (want - self.blocks[r]) as u64 * hb;
+                self.blocks[r] = want;
+            }
+            ctx += (trace.prompt[r] + self.gen[r]) as u64;
+            eng.dec_batch.push(r as u32);
+        }
+        let dur = eng.cost.decode_s(k as f64, ctx as f64, eng.dec_sm) * slow;
+        eng.dec_busy = true;
+        eng.dec_parts_held = eng.dec_parts;
+        let kk = k as u32;
+        let old = eng.hist[eng.hist_pos];
+        eng.hist_sum = eng.hist_sum + kk as u64
+            - if eng.hist_len == eng.hist.len() {
+                old as u64
+            } else {
+                0
+            };
+        eng.hist[eng.hist_pos] = kk;
+        eng.hist_pos = (eng.hist_pos + 1) % eng.hist.len();
+        eng.hist_len = (eng.hist_len + 1).min(eng.hist.len());
+        let dur = dur + self.extra(u);
+        self.note_kv(u);
+        self.stats.iterations += 1;
+        self.stats.decode_iterations += 1;
+        if self.record {
+            self.iters.push(IterRecord {
+                engine: e as u32,
+                prefill: false,
+                start_s: self.now,
+                end_s: self.now + dur,
+                batch: kk,
+            });
+        }
+        self.push(self.now + dur, EV_DECODE, e as u32);
+        true
+    }
+
+    fn finish(&mut self, e: usize, r: usize) {
+        let u = self.engines[e].unit as usize;
+        self.units[u].pool_free += self.blocks[r] as u64 * self.engines[e].hb_per_block;
+        self.blocks[r] = 0;
+        self.status[r] = ST_DONE;
+        self.out.finish_s[r] = self.now;
+        self.remaining -= 1;
+        self.release(e, r);
+        // Freed blocks let engines that stopped admitting after a preemption try again.
+        for i in 0..self.units[u].engines.len() {
+            let x = self.units[u].engines[i] as usize;
+            self.engines[x].waiting_cache = false;
+        }
+    }
+
+    fn prefill_done(&mut self, e: usize) {
+        let trace = self.sim.trace;
+        let u = self.engines[e].unit as usize;
+        self.units[u].parts_free += self.engines[e].pre_parts_held as i32;
+        self.engines[e].pre_busy = false;
+        let batch = std::mem::take(&mut self.engines[e].pre_batch);
+        for &r in &batch {
+            let r = r as usize;
+            if self.gen[r] == 0 {
+                self.gen[r] = 1;
+                self.out.first_token_s[r] = self.now;
+            }
+            if self.gen[r] >= trace.output[r] {
+                self.finish(e, r);
+            } else {
+                self.engines[e].running.push(r as u32);
+            }
+        }
+        let mut batch = batch;
+        batch.clear();
+        self.engines[e].pre_batch = batch;
+        self.after_job(u);
+    }
+
+    fn decode_done(&mut self, e: usize) {
+        let trace = self.sim.trace;
+        let u = self.engines[e].unit as usize;
+        self.units[u].parts_free += self.engines[e].dec_parts_held as i32;
+        self.engines[e].dec_busy = false;
+        let mut batch = std::mem::take(&mut self.engines[e].dec_batch);
+        for &r in &batch {
+            let r = r as usize;
+            self.gen[r] += 1;
+            if self.gen[r] >= trace.output[r] {
+                self.finish(e, r);
+            } else {
+                self.engines[e].running.push(r as u32);
+            }
+        }
+        batch.clear();
+        self.engines[e].dec_batch = batch;
+        self.after_job(u);
+    }
+
+    fn after_job(&mut self, u: usize) {
+        if self.units[u].draining {
+            self.try_finalize_unit(u);
+        } else {
+            self.tick(u);
+        }
+    }
+
+    // ---------------------------------------------------------------- ADBS quota rebalancing
+
+    fn rebalance(&mut self) {
+        let bt = self.sim.inst.sim.block_tokens as f64;
+        for u in 0..self.units.len() {
+            if !self.units[u].active || self.units[u].engines.len() < 2 {
+                continue;
+            }
+            let ids = self.units[u].engines.clone();
+            // Sequences' worth of head-blocks per engine: blocks of an average sequence.
+            let seq_hb = |eng: &Engine, lens: (f64, f64)| {
+                ((lens.0 + lens.1) / bt).ceil().max(1.0) * eng.hb_per_block as f64
+            };
+            let n_llm = self.sim.inst.llms.len();
+            let mean_lens = self.mean_lens(n_llm);
+            let mut donated = 0.0;
+            let mut wants: Vec<(usize, f64)> = Vec::new();
+            for &e in &ids {
+                let e = e as usize;
+                let eng = &self.engines[e];
+                if eng.hist_len == 0 || eng.quota == u32::MAX {
+                    continue;
+                }
+                let avgbs = eng.hist_sum as f64 / eng.hist_len as f64;
+                let util = avgbs / eng.quota as f64;
+                let q = (eng.waiting.len() + eng.running.len()) as f64;
+                let sh = seq_hb(eng, mean_lens[eng.llm as usize]);
+                if util < 0.9 {
+                    let give = ((0.95 - util) * eng.quota as f64).floor();
+                    let give = give.min(eng.quota as f64 - 1.0).max(0.0);
+                    self.engines[e].quota -= give as u32;
+                    donated += give * sh;
+                } else if q >= 1.1 * avgbs {
+                    let want = (0.1 * avgbs).max(1.0).min(q - avgbs).max(0.0);
+                    wants.push((e, want * sh));
+                }
+            }
+            let total_want: f64 = wants.iter().map(|w| w.1).sum();
+            if total_want <= 0.0 {
+                // Nobody needs the donation: give it back where it came from is not tracked, so
+                // return it evenly to the donors' successors — simplest: spread over all engines.
+                if donated > 0.0 {
+                    for &e in &ids {
+                        let e = e as usize;
+                        let sh = seq_hb(&self.engines[e], mean_lens[self.engines[e].llm as usize]);
+                        let add = (donated / ids.len() as f64 / sh).floor() as u32;
+                        self.engines[e].quota = self.engines[e].quota.saturating_add(add);
+                    }
+                }
+                continue;
+            }
+            for (e, w) in wants {
+                let sh = seq_hb(&self.engines[e], mean_lens[self.engines[e].llm as usize]);
+                let grant = (donated * w / total_want).min(w);
+                self.engines[e].quota = self.engines[e]
+                    .quota
+                    .saturating_add((grant / sh).floor() as u32);
+            }
+        }
+        for u in 0..self.units.len() {
+            self.tick(u);
+        }
+    }
+
+    fn mean_lens(&self, n: usize) -> Vec<(f64, f64)> {
+        self.sim.trace.mean_lengths(n)
+    }
+
+    // ---------------------------------------------------------------- TP transformation
+
+    /// Resident KV of a split group's members, head-blocks summed over members.
+    fn group_resident(&self, g: usize) -> u64 {
+        self.groups[g]
+            .members
+            .iter()
+            .map(|&u| self.units[u as usize].pool_total - self.units[u as usize].pool_free)
+            .sum()
+    }
+
+    /// Duration of a transformation moving `resident_hb` head-blocks per GPU (max over GPUs).
+    fn transform_time(&self, g: usize, resident_hb: u64, split: bool) -> f64 {
+        let inst = self.sim.inst;
+        let grp = &self.groups[g];
+        let k = &grp.knobs;
+        let spec = &inst.llms[grp.llm as usize].spec;
+        let n = grp.members.len() as f64;
+        let frac = (n - 1.0) / n;
+        let bw = inst.gpu.nvlink_gbps * 1e9;
+        let moved_bytes = frac * resident_hb as f64 * HEAD_BLOCK_BYTES;
+        let copies = if k.head_centric {
+            frac * resident_hb as f64
+        } else {
+            // Token-major layout: one strided copy per (token, KV head, layer).
+            let per_token_hb = spec.kv_bytes_per_token() / HEAD_BLOCK_BYTES;
+            let tokens = resident_hb as f64 / per_token_hb.max(1e-9);
+            frac * tokens * spec.kv_heads as f64 * spec.layers as f64
+        };
+        let t_kv = moved_bytes / bw + k.c_copy_s * copies + k.c_launch_s * spec.layers as f64;
+        let w = spec.weight_bytes();
+        let t_w = if split {
+            let src = if k.split_from_host {
+                inst.gpu.host_gbps
+            } else {
+                inst.gpu.nvlink_gbps
+            };
+            frac * w / (src * 1e9)
+        } else if k.weight_padding {
+            0.0
+        } else {
+            w / n / (inst.gpu.hbm_gbps * 1e9)
+        };
+        t_kv + t_w + k.c_init_s
+    }
+
+    fn start_merge(&mut self, g: usize) {
+        let per_gpu = self.groups[g]
+            .members
+            .iter()
+            .map(|&u| self.units[u as usize].pool_total - self.units[u as usize].pool_free)
+            .max()
+            .unwrap_or(0);
+        let t = self.transform_time(g, per_gpu, false);
+        self.groups[g].state = GState::Merging;
+        let members = self.groups[g].members.clone();
+        let ready = self.begin_transform(g, &members, t);
+        self.stats.merges += 1;
+        self.push(ready, EV_READY, g as u32);
+    }
+
+    fn begin_transform(&mut self, g: usize, units: &[u32], t: f64) -> f64 {
+        let k = self.groups[g].knobs.clone();
+        let layers = self.sim.inst.llms[self.groups[g].llm as usize].spec.layers as f64;
+        let ready = if k.staggered {
+            let dur = t + layers * k.c_sync_s;
+            for &u in units {
+                let unit = &mut self.units[u as usize];
+                unit.extra_s = t / layers + k.c_sync_s;
+                unit.extra_until = self.now + dur;
+            }
+            self.now + dur
+        } else {
+            for &u in units {
+                self.units[u as usize].stall_until = self.now + t;
+            }
+            self.now + t
+        };
+        self.stats.transform_s += ready - self.now;
+        ready
+    }
+
+    fn transform_ready(&mut self, g: usize) {
+        let units: Vec<u32> = match self.groups[g].state {
+            GState::Merging => self.groups[g].members.clone(),
+            GState::Splitting => vec![self.groups[g].merged_unit],
+            _ => return,
+        };
+        for &u in &units {
+            self.units[u as usize].draining = true;
+            self.units[u as usize].stall_until = 0.0;
+        }
+        self.try_finalize_group(g);
+    }
+
+    fn try_finalize_unit(&mut self, u: usize) {
+        let Some(g) = self
+            .groups
+            .iter()
+            .position(|gr| gr.merged_unit as usize == u || gr.members.contains(&(u as u32)))
+        else {
+            return;
+        };
+        self.try_finalize_group(g);
+    }
+
+    fn try_finalize_group(&mut self, g: usize) {
+        let units: Vec<u32> = match self.groups[g].state {
+            GState::Merging => self.groups[g].members.clone(),
+            GState::Splitting => vec![self.groups[g].merged_unit],
+            _ => return,
+        };
+        let busy = units.iter().any(|&u| {
+            let unit = &self.units[u as usize];
+            !unit.draining
+                || unit
+                    .engines
+                    .iter()
+                    .any(|&e| !self.engines[e as usize].idle())
+        });
+        if busy {
+            return;
+        }
+        if self.groups[g].state == GState::Merging {
+            self.finish_merge(g);
+        } else {
+            self.finish_split(g);
+        }
+    }
+
+    fn finish_merge(&mut self, g: usize) {
+        let me = self.groups[g].merged_engine as usize;
+        let mu = self.groups[g].merged_unit as usize;
+        let mut running: Vec<u32> = Vec::new();
+        let mut waiting: Vec<u32> = self.engines[me].waiting.drain(..).collect();
+        let mut used: u64 = 0;
+        let mhb = self.engines[me].hb_per_block;
+        for &u in &self.groups[g].members.clone() {
+            let u = u as usize;
+            let e = self.units[u].engines[0] as usize;
+            for &r in &self.engines[e].running {
+                used += self.blocks[r as usize] as u64 * mhb;
+            }
+            running.extend(self.engines[e].running.drain(..));
+            waiting.extend(self.engines[e].waiting.drain(..));
+            let load = self.engines[e].load_tokens;
+            self.engines[me].load_tokens += load;
+            self.engines[e].load_tokens = 0.0;
+            self.engines[e].active = false;
+            let unit = &mut self.units[u];
+            unit.active = false;
+            unit.draining = false;
+            unit.pool_free = unit.pool_total;
+            unit.extra_until = 0.0;
+        }
+        waiting.sort_unstable();
+        for &r in running.iter().chain(waiting.iter()) {
+            self.out.engine[r as usize] = me as u32;
+            if self.long[r as usize] {
+                // Long requests that waited on a member now belong to the merged engine.
+            }
+        }
+        let long_here = running
+            .iter()
+            .chain(waiting.iter())
+            .filter(|&&r| self.long[r as usize])
+            .count() as u32;
+        let eng = &mut self.engines[me];
+        eng.long_count = long_here.max(eng.long_count);
+        eng.running = running;
+        eng.waiting = waiting.into();
+        eng.active = true;
+        let unit = &mut self.units[mu];
+        unit.active = true;
+        unit.draining = false;
+        unit.pool_free = unit.pool_total.saturating_sub(used);
+        unit.parts_free = self.sim.inst.sim.sm_parts as i32;
+        self.groups[g].state = GState::Merged;
+        self.note_kv(mu);
+        self.rebuild_by_llm();
+        if self.engines[me].long_count == 0 {
+            let t = self.now + self.groups[g].knobs.hysteresis_s;
+            self.push(t, EV_SPLIT_CHECK, g as u32);
+        }
+        self.tick(mu);
+    }
+
+    fn split_check(&mut self, g: usize) {
+        let grp = &self.groups[g];
+        if grp.state != GState::Merged {
+            return;
+        }
+        let me = grp.merged_engine as usize;
+        if self.engines[me].long_count > 0
+            || self.now < grp.last_long_s + grp.knobs.hysteresis_s - 1e-9
+        {
+            return;
+        }
+        let mu = grp.merged_unit as usize;
+        let resident = self.units[mu].pool_total - self.units[mu].pool_free;
+        let t = self.transform_time(g, resident, true);
+        self.groups[g].state = GState::Splitting;
+        let ready = self.begin_transform(g, &[mu as u32], t);
+        self.stats.splits += 1;
+        self.push(ready, EV_READY, g as u32);
+    }
+
+    fn finish_split(&mut self, g: usize) {
+        let me = self.groups[g].merged_engine as usize;
+        let mu = self.groups[g].merged_unit as usize;
+        let members: Vec<usize> = self.groups[g].members.iter().map(|&u| u as usize).collect();
+        let running: Vec<u32> = self.engines[me].running.drain(..).collect();
+        let waiting: Vec<u32> = self.engines[me].waiting.drain(..).collect();
+        for &u in &members {
+            let e = self.units[u].engines[0] as usize;
+            self.engines[e].active = true;
+            let unit = &mut self.units[u];
+            unit.active = true;
+            unit.draining = false;
+            unit.pool_free = unit.pool_total;
+            unit.parts_free = self.sim.inst.sim.sm_parts as i32;
+        }
+        let trace = self.sim.trace;
+        let place = |this: &mut Self, r: usize, keep_kv: bool| {
+            // The member with the most free KV keeps the request's pages; else recompute.
+            let u = *members
+                .iter()
+                .max_by_key(|&&u| (this.units[u].pool_free, std::cmp::Reverse(u)))
+                .unwrap_or(&members[0]);
+            let e = this.units[u].engines[0] as usize;
+            let need = this.blocks[r] as u64 * this.engines[e].hb_per_block;
+            this.engines[e].load_tokens += (trace.prompt[r] + trace.output[r]) as f64;
+            this.out.engine[r] = e as u32;
+            if keep_kv && need <= this.units[u].pool_free {
+                this.units[u].pool_free -= need;
+                this.engines[e].running.push(r as u32);
+            } else {
+                if keep_kv {
+                    this.out.preemptions[r] += 1;
+                    this.stats.preemptions += 1;
+                }
+                this.blocks[r] = 0;
+                // Least-loaded member by outstanding tokens.
+                let u2 = *members
+                    .iter()
+                    .min_by(|&&a, &&b| {
+                        let la = this.engines[this.units[a].engines[0] as usize].load_tokens;
+                        let lb = this.engines[this.units[b].engines[0] as usize].load_tokens;
+                        la.total_cmp(&lb).then(a.cmp(&b))
+                    })
+                    .unwrap_or(&members[0]);
+                let e2 = this.units[u2].engines[0] as usize;
+                if e2 != e {
+                    let tot = (trace.prompt[r] + trace.output[r]) as f64;
+                    this.engines[e].load_tokens -= tot;
+                    this.engines[e2].load_tokens += tot;
+                    this.out.engine[r] = e2 as u32;
+                }
+                this.engines[e2].waiting.push_back(r as u32);
+            }
+        };
+        for &r in &running {
+            place(self, r as usize, true);
+        }
+        for &r in &waiting {
+            place(self, r as usize, false);
+        }
+        let eng = &mut self.engines[me];
+        eng.active = false;
+        eng.load_tokens = 0.0;
+        eng.long_count = 0;
+        let unit = &mut self.units[mu];
+        unit.active = false;
+        unit.draining = false;
+        unit.pool_free = unit.pool_total;
+        unit.extra_until = 0.0;
+        self.groups[g].state = GState::Split;
+        self.rebuild_by_llm();
+        for &u in &members {
+            self.note_kv(u);
+            self.tick(u);
+        }
+    }
+}
