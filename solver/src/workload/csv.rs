@@ -101,7 +101,8 @@ impl LineReader {
 
     /// An error at the current line of this file.
     pub fn error(&self, message: impl Into<String>) -> SolverError {
-        SolverError::invalid(&self.path, format!("line {}", self.line_no), message)
+        // An empty file has no line yet; its missing header is on line 1.
+        SolverError::invalid(&self.path, format!("line {}", self.line_no.max(1)), message)
     }
 
     /// Field `i` as a non-negative integer count (`"3"`, also `"3.0"`).
