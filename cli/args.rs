@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "plexserve", version, about = "Place many models on a GPU cluster with model parallelism, simulate the plan, serve it.")]
+#[command(
+    name = "plexserve",
+    version,
+    about = "Place many models on a GPU cluster with model parallelism, simulate the plan, serve it."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,8 +57,92 @@ pub enum Command {
         #[arg(long = "requests-out")]
         requests_out: Option<PathBuf>,
     },
+    /// Deploy a plan and serve it over HTTP (Ctrl-C drains and stops).
+    Serve {
+        instance: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        /// Address to listen on; loopback unless told otherwise.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Stage runner: emulate (profiled latencies), cpu (real transformer layers), cuda.
+        #[arg(long, default_value = "emulate")]
+        runner: String,
+    },
+    /// Send the instance's workload to a server as open-loop HTTP requests and report attainment.
+    Replay {
+        instance: PathBuf,
+        /// Base URL of the server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        json: bool,
+        /// Write one CSV row per request.
+        #[arg(long = "requests-out")]
+        requests_out: Option<PathBuf>,
+    },
+    /// Measure (cpu, cuda:K) or predict (analytic:NAME) per-layer latencies of a model spec.
+    Profile {
+        /// cpu, cuda:K, or analytic:NAME (v100-16gb, a100-40gb, a100-80gb, h100-80gb, h200).
+        #[arg(long)]
+        device: String,
+        /// Model spec file (plexserve/model-spec/v1), e.g. instances/specs/bert-1.3b.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// Where to write the profile file.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Print the profile file on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Unmeasured runs of each operator.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Measured runs of each operator (the median is kept).
+        #[arg(long, default_value_t = 7)]
+        repeats: usize,
+        /// Bus bandwidth of tensor-parallel collectives, 1e9 bytes/s (default: the GPU's for analytic devices, 150 otherwise).
+        #[arg(long = "link-gb-per-s")]
+        link_gb_per_s: Option<f64>,
+        /// Latency of each ring step of a collective, microseconds.
+        #[arg(long = "link-latency-us")]
+        link_latency_us: Option<f64>,
+    },
+    /// What is compiled in (milp, cuda) and what hardware is present.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// List the placers.
     Placers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split one model's layers into pipeline stages (exact stage DP) and print the stages.
+    Partition {
+        /// A profile file (plexserve/profile/v1) or an instance file.
+        file: PathBuf,
+        /// The profile (profile file) or the model or profile (instance) to partition.
+        #[arg(long)]
+        model: String,
+        /// Devices in the group; idle devices are allowed.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        devices: u32,
+        /// Pipeline depth (default: chosen by the objective).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        pp: Option<u32>,
+        /// One tensor-parallel degree for every stage (default: chosen per stage).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        tp: Option<u32>,
+        /// min-max: smallest bottleneck, then smallest sum; alpa: stages × bottleneck.
+        #[arg(long, default_value = "min-max", value_parser = ["min-max", "alpa"])]
+        objective: String,
+        /// Per-device weight budget (required for a profile file; overrides an instance's).
+        #[arg(long = "memory-budget-gib")]
+        memory_budget_gib: Option<f64>,
+        /// Inter-stage link bandwidth (overrides an instance's `cluster.link_gib_per_s`).
+        #[arg(long = "link-gib-per-s")]
+        link_gib_per_s: Option<f64>,
         #[arg(long)]
         json: bool,
     },

@@ -17,7 +17,10 @@ pub struct Exit {
 
 impl Exit {
     pub fn input(message: impl Into<String>) -> Exit {
-        Exit { code: 2, message: message.into() }
+        Exit {
+            code: 2,
+            message: message.into(),
+        }
     }
 }
 
@@ -38,13 +41,19 @@ impl From<anyhow::Error> for Exit {
                 message: format!("{e:#}"),
             };
         }
-        Exit { code: 1, message: format!("{e:#}") }
+        Exit {
+            code: 1,
+            message: format!("{e:#}"),
+        }
     }
 }
 
 impl From<std::io::Error> for Exit {
     fn from(e: std::io::Error) -> Exit {
-        Exit { code: 1, message: e.to_string() }
+        Exit {
+            code: 1,
+            message: e.to_string(),
+        }
     }
 }
 

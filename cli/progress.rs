@@ -14,7 +14,11 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(label: &str) -> Bar {
-        Bar { start: Instant::now(), label: label.to_string(), bar: Mutex::new(None) }
+        Bar {
+            start: Instant::now(),
+            label: label.to_string(),
+            bar: Mutex::new(None),
+        }
     }
 
     pub fn finish(&self) {

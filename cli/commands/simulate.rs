@@ -9,15 +9,22 @@ use plexserve_solver::{PlanFile, Simulator};
 use super::load_instance;
 use crate::Exit;
 
-pub fn run(instance: &Path, plan: &Path, json: bool, requests_out: Option<&Path>) -> Result<(), Exit> {
+pub fn run(
+    instance: &Path,
+    plan: &Path,
+    json: bool,
+    requests_out: Option<&Path>,
+) -> Result<(), Exit> {
     let inst = load_instance(instance)?;
     let schedule = PlanFile::load(plan)?.resolve(plan, &inst)?;
     let trace = inst.workload.generate(inst.base_dir())?;
     let sim = Simulator::new(&inst, &trace);
     let (report, outcomes) = sim.report(&schedule);
     if let Some(path) = requests_out {
-        let file = std::fs::File::create(path)
-            .map_err(|e| Exit { code: 1, message: format!("{}: cannot write: {e}", path.display()) })?;
+        let file = std::fs::File::create(path).map_err(|e| Exit {
+            code: 1,
+            message: format!("{}: cannot write: {e}", path.display()),
+        })?;
         let mut w = std::io::BufWriter::new(file);
         write_requests_csv(&request_rows(&sim, &outcomes), &mut w)?;
         w.flush()?;

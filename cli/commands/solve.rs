@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plexserve_solver::{
     by_name, parse_placer_spec, placer::DEFAULT_PLACER, PlaceOptions, PlanFile, Predicted,
-    SolveInfo, Simulator,
+    Simulator, SolveInfo,
 };
 
 use super::{load_instance, with_threads, write_file};
@@ -25,11 +25,17 @@ pub fn run(
     let placer = by_name(&name).map_err(|e| Exit::input(e.to_string()))?;
     if let Some(l) = search.time_limit_s {
         if !(l.is_finite() && l > 0.0) {
-            return Err(Exit::input(format!("--time-limit-s: expected a positive number, found {l}")));
+            return Err(Exit::input(format!(
+                "--time-limit-s: expected a positive number, found {l}"
+            )));
         }
     }
     let trace = inst.workload.generate(inst.base_dir())?;
-    let opts = PlaceOptions { time_limit_s: search.time_limit_s, seed: search.seed, params };
+    let opts = PlaceOptions {
+        time_limit_s: search.time_limit_s,
+        seed: search.seed,
+        params,
+    };
     let bar = Bar::new(&format!("solve {spec}"));
     let solved = with_threads(search.threads, || placer.place(&inst, &trace, &opts, &bar))??;
     bar.finish();
@@ -68,7 +74,10 @@ pub fn run(
         if plan.segments.len() > 1 {
             println!("segment {k} from {:.1} s", seg.start_s);
         }
-        println!("  {:>5}  {:>3}  {:>3}  {:<14}  models", "group", "pp", "tp", "devices");
+        println!(
+            "  {:>5}  {:>3}  {:>3}  {:<14}  models",
+            "group", "pp", "tp", "devices"
+        );
         for (g, gr) in seg.groups.iter().enumerate() {
             let devices = match (gr.devices.first(), gr.devices.last()) {
                 (Some(a), Some(b)) if gr.devices.len() > 1 => format!("{a}-{b}"),

@@ -54,10 +54,7 @@ impl SolverError {
 pub type Result<T, E = SolverError> = std::result::Result<T, E>;
 
 /// Parses JSON text into `T`, reporting the JSON path of the first error.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    file: &std::path::Path,
-    text: &str,
-) -> Result<T> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(file: &std::path::Path, text: &str) -> Result<T> {
     if text.trim().is_empty() {
         return Err(SolverError::invalid(
             file,

@@ -248,7 +248,10 @@ impl Instance {
         for (i, entry) in file.models.iter().enumerate() {
             let at = format!("models[{i}]");
             if entry.name.is_empty() {
-                return Err(bad(format!("{at}.name"), "expected a non-empty name".into()));
+                return Err(bad(
+                    format!("{at}.name"),
+                    "expected a non-empty name".into(),
+                ));
             }
             if let Some(j) = seen.insert(&entry.name, i) {
                 return Err(bad(
@@ -268,10 +271,7 @@ impl Instance {
             };
             let slo_s = match (entry.slo_s, entry.slo_scale) {
                 (Some(_), Some(_)) => {
-                    return Err(bad(
-                        at,
-                        "give either slo_s or slo_scale, not both".into(),
-                    ))
+                    return Err(bad(at, "give either slo_s or slo_scale, not both".into()))
                 }
                 (None, None) => {
                     return Err(bad(at, "expected slo_s or slo_scale".into()));
@@ -461,7 +461,11 @@ pub fn validate_profile(file: &Path, at: &str, p: &Profile) -> Result<()> {
             if row.len() != c.pp as usize {
                 return Err(bad(
                     format!("{cat}.stage_latency_s[{bi}]"),
-                    format!("expected {} stage latencies (pp), found {}", c.pp, row.len()),
+                    format!(
+                        "expected {} stage latencies (pp), found {}",
+                        c.pp,
+                        row.len()
+                    ),
                 ));
             }
             for (k, &v) in row.iter().enumerate() {
@@ -496,14 +500,20 @@ pub fn validate_profile(file: &Path, at: &str, p: &Profile) -> Result<()> {
             if l.latency_s.len() != nt {
                 return Err(bad(
                     format!("{lat}.latency_s"),
-                    format!("expected one row per tp degree ({nt}), found {}", l.latency_s.len()),
+                    format!(
+                        "expected one row per tp degree ({nt}), found {}",
+                        l.latency_s.len()
+                    ),
                 ));
             }
             for (ti, row) in l.latency_s.iter().enumerate() {
                 if row.len() != nb {
                     return Err(bad(
                         format!("{lat}.latency_s[{ti}]"),
-                        format!("expected one latency per batch size ({nb}), found {}", row.len()),
+                        format!(
+                            "expected one latency per batch size ({nb}), found {}",
+                            row.len()
+                        ),
                     ));
                 }
                 for (bi, &v) in row.iter().enumerate() {
@@ -513,7 +523,10 @@ pub fn validate_profile(file: &Path, at: &str, p: &Profile) -> Result<()> {
             if l.weight_gib.len() != nt {
                 return Err(bad(
                     format!("{lat}.weight_gib"),
-                    format!("expected one weight per tp degree ({nt}), found {}", l.weight_gib.len()),
+                    format!(
+                        "expected one weight per tp degree ({nt}), found {}",
+                        l.weight_gib.len()
+                    ),
                 ));
             }
             for (ti, &v) in l.weight_gib.iter().enumerate() {

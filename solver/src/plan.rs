@@ -181,7 +181,9 @@ impl Placement {
                     ));
                 };
                 if *slot {
-                    return Err(format!("group {gi}: device {d} is already in another group"));
+                    return Err(format!(
+                        "group {gi}: device {d} is already in another group"
+                    ));
                 }
                 *slot = true;
             }
@@ -267,7 +269,10 @@ impl PlanFile {
             ));
         }
         if self.segments.is_empty() {
-            return Err(bad("segments".into(), "expected at least one segment".into()));
+            return Err(bad(
+                "segments".into(),
+                "expected at least one segment".into(),
+            ));
         }
         let mut schedule = Schedule::default();
         let mut last = f64::NEG_INFINITY;

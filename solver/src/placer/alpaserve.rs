@@ -28,7 +28,10 @@ pub fn uniform_partitions(n: u32, faithful: bool) -> Vec<Vec<(u32, u32)>> {
     while s <= n {
         let reg = n / s;
         let rem = n % s;
-        let left: Vec<u32> = (0..32).map(|b| 1u32 << b).filter(|bit| rem & bit != 0).collect();
+        let left: Vec<u32> = (0..32)
+            .map(|b| 1u32 << b)
+            .filter(|bit| rem & bit != 0)
+            .collect();
         for pp in (1..=s).filter(|pp| s % pp == 0) {
             let tp = s / pp;
             if pp > MAX_PP || tp > MAX_TP {
@@ -161,14 +164,22 @@ pub fn keep_splits(
     if faithful {
         let mut kept = splits.clone();
         for thr in [1.0, 0.5, 0.3, 0.2, 0.1] {
-            kept = splits.iter().filter(|s| deviation(s) < thr).cloned().collect();
+            kept = splits
+                .iter()
+                .filter(|s| deviation(s) < thr)
+                .cloned()
+                .collect();
             if kept.len() < KEEP {
                 break;
             }
         }
         kept
     } else {
-        let mut scored: Vec<(f64, usize)> = splits.iter().enumerate().map(|(i, s)| (deviation(s), i)).collect();
+        let mut scored: Vec<(f64, usize)> = splits
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (deviation(s), i))
+            .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         scored.truncate(KEEP);
         // Keep enumeration order among the kept, so ties resolve as AlpaServe's would.
@@ -195,7 +206,130 @@ pub fn sub_trace(trace: &Trace, models: &[usize], n_models: usize) -> Trace {
     t
 }
 
+/// Sub-search results per (bucket, devices), computed once and combined per split.
+struct SplitSearch<'s, 'a> {
+    search: &'s Search<'a>,
+    buckets: Vec<Vec<usize>>,
+    sub_traces: Vec<Option<Trace>>,
+    memo: BTreeMap<(usize, u32), Placement>,
+    observer: &'s dyn Observer,
+    progress: std::sync::atomic::AtomicU64,
+    total: u64,
+}
+
+impl SplitSearch<'_, '_> {
+    /// Runs the sub-searches `splits` need and have not run yet, in parallel.
+    fn prepare(&mut self, splits: &[Vec<u32>]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut missing: Vec<(usize, u32)> = splits
+            .iter()
+            .flat_map(|s| s.iter().enumerate().map(|(b, &nb)| (b, nb)))
+            .filter(|k| !self.memo.contains_key(k))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let search = self.search;
+        let this = &*self;
+        let results: Vec<Placement> = missing
+            .par_iter()
+            .map(|&(b, nb)| {
+                let sim = match &this.sub_traces[b] {
+                    Some(t) => Simulator::new(search.inst(), t)
+                        .with_config(search.sim.config.clone())
+                        .with_options(search.sim.options.clone()),
+                    None => search.sim.clone(),
+                };
+                let sub = Search::new(sim, search.faithful, search.deadline);
+                let r = uniform_search(
+                    &sub,
+                    &this.buckets[b],
+                    nb,
+                    this.observer,
+                    &this.progress,
+                    this.total,
+                );
+                search
+                    .evaluations
+                    .fetch_add(sub.evaluations.load(Relaxed), Relaxed);
+                if sub.timed_out.load(Relaxed) {
+                    search.timed_out.store(true, Relaxed);
+                }
+                r.0
+            })
+            .collect();
+        self.memo.extend(missing.into_iter().zip(results));
+    }
+
+    /// The combined placement of a split: each bucket's sub-result on consecutive devices.
+    fn combine(&self, split: &[u32]) -> Placement {
+        let mut p = Placement::default();
+        let mut offset = 0;
+        for (b, &nb) in split.iter().enumerate() {
+            for g in &self.memo[&(b, nb)].groups {
+                let mut g = g.clone();
+                for d in &mut g.devices {
+                    *d += offset;
+                }
+                p.groups.push(g);
+            }
+            offset += nb;
+        }
+        p.normalize();
+        p
+    }
+
+    /// Scores splits on the full workload; results in split order.
+    fn evaluate(&mut self, splits: &[Vec<u32>]) -> Vec<(Placement, Score)> {
+        self.prepare(splits);
+        let combined: Vec<Placement> = splits.iter().map(|s| self.combine(s)).collect();
+        let scores = self.search.evaluate_all(&combined);
+        combined.into_iter().zip(scores).collect()
+    }
+}
+
+/// The split closest to traffic-proportional capacity: bucket b gets devices ∝ share_b · L(b),
+/// at least one each (largest remainders), or `None` with more buckets than devices.
+pub fn proportional_split(n: u32, share: &[f64], base_latency: &[f64]) -> Option<Vec<u32>> {
+    let k = share.len() as u32;
+    if k == 0 || k > n {
+        return None;
+    }
+    let want: Vec<f64> = share.iter().zip(base_latency).map(|(s, l)| s * l).collect();
+    let total: f64 = want.iter().sum();
+    let spare = (n - k) as f64;
+    let exact: Vec<f64> = want
+        .iter()
+        .map(|w| {
+            if total > 0.0 {
+                w / total * spare
+            } else {
+                spare / k as f64
+            }
+        })
+        .collect();
+    let mut split: Vec<u32> = exact.iter().map(|e| 1 + e.floor() as u32).collect();
+    let mut order: Vec<usize> = (0..split.len()).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .total_cmp(&(exact[a] - exact[a].floor()))
+            .then(a.cmp(&b))
+    });
+    let mut left = n - split.iter().sum::<u32>();
+    for &b in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        split[b] += 1;
+        left -= 1;
+    }
+    Some(split)
+}
+
 /// §2.6: latency bucketing + device splits, compared against the mixed uniform search.
+///
+/// AlpaServe (faithful mode) scores every kept split. The fixed mode starts from the
+/// traffic-proportional split and hill-climbs, moving 8, 4, 2, then 1 devices between two buckets
+/// while that improves the score: the sub-searches it needs are a small fraction of all splits'.
 pub fn separated_search(
     search: &Search,
     trace: &Trace,
@@ -205,9 +339,9 @@ pub fn separated_search(
     let n = inst.cluster.devices;
     let buckets = latency_buckets(inst);
     let all: Vec<usize> = (0..inst.models.len()).collect();
-    let progress = std::sync::atomic::AtomicU64::new(0);
     let per_uniform = uniform_partitions(n, search.faithful).len() as u64;
     if buckets.len() <= 1 || buckets.len() > n as usize {
+        let progress = std::sync::atomic::AtomicU64::new(0);
         return uniform_search(search, &all, n, observer, &progress, per_uniform);
     }
     let rates = inst.workload.declared_rates(inst.models.len());
@@ -215,73 +349,77 @@ pub fn separated_search(
     let share: Vec<f64> = buckets
         .iter()
         .map(|b| {
-            let r: f64 = b.iter().map(|&m| rates.get(m).copied().unwrap_or(0.0)).sum();
-            if total_rate > 0.0 { r / total_rate } else { 1.0 / buckets.len() as f64 }
+            let r: f64 = b
+                .iter()
+                .map(|&m| rates.get(m).copied().unwrap_or(0.0))
+                .sum();
+            if total_rate > 0.0 {
+                r / total_rate
+            } else {
+                1.0 / buckets.len() as f64
+            }
         })
         .collect();
     let base: Vec<f64> = buckets.iter().map(|b| base_latency_s(inst, b[0])).collect();
-    let splits = keep_splits(device_splits(n, buckets.len()), &share, &base, search.faithful);
-    // Every (bucket, size) sub-search is needed by many splits: run each distinct one once.
-    let mut jobs: BTreeMap<(usize, u32), ()> = BTreeMap::new();
-    for split in &splits {
-        for (b, &nb) in split.iter().enumerate() {
-            jobs.insert((b, nb), ());
-        }
-    }
-    let jobs: Vec<(usize, u32)> = jobs.into_keys().collect();
-    let total: u64 = jobs
-        .iter()
-        .map(|&(_, nb)| uniform_partitions(nb, search.faithful).len() as u64)
-        .sum::<u64>()
-        + per_uniform;
     let sub_traces: Vec<Option<Trace>> = buckets
         .iter()
         .map(|b| (!search.faithful).then(|| sub_trace(trace, b, inst.models.len())))
         .collect();
-    let sub_results: Vec<Placement> = jobs
-        .par_iter()
-        .map(|&(b, nb)| {
-            let sim = match &sub_traces[b] {
-                Some(t) => Simulator::new(inst, t)
-                    .with_config(search.sim.config.clone())
-                    .with_options(search.sim.options.clone()),
-                None => search.sim.clone(),
-            };
-            let sub = Search::new(sim, search.faithful, search.deadline);
-            let r = uniform_search(&sub, &buckets[b], nb, observer, &progress, total);
-            search.evaluations.fetch_add(
-                sub.evaluations.load(std::sync::atomic::Ordering::Relaxed),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            if sub.timed_out.load(std::sync::atomic::Ordering::Relaxed) {
-                search.timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            r.0
-        })
-        .collect();
-    let combined: Vec<Placement> = splits
-        .iter()
-        .map(|split| {
-            let mut p = Placement::default();
-            let mut offset = 0;
-            for (b, &nb) in split.iter().enumerate() {
-                let j = jobs.binary_search(&(b, nb)).expect("every split's sub-search ran");
-                for g in &sub_results[j].groups {
-                    let mut g = g.clone();
-                    for d in &mut g.devices {
-                        *d += offset;
+    let mut ss = SplitSearch {
+        search,
+        buckets,
+        sub_traces,
+        memo: BTreeMap::new(),
+        observer,
+        progress: std::sync::atomic::AtomicU64::new(0),
+        total: 0,
+    };
+    let best_sep = if search.faithful {
+        let splits = keep_splits(device_splits(n, ss.buckets.len()), &share, &base, true);
+        ss.total = splits.len() as u64 * per_uniform + per_uniform;
+        best_of(ss.evaluate(&splits))
+    } else {
+        let start = proportional_split(n, &share, &base).expect("k ≤ n checked above");
+        ss.total = 4 * per_uniform * ss.buckets.len() as u64 + per_uniform;
+        let mut best = ss.evaluate(std::slice::from_ref(&start)).remove(0);
+        let mut current = start;
+        for step in [8u32, 4, 2, 1] {
+            loop {
+                let k = current.len();
+                let mut neighbours = Vec::new();
+                for from in 0..k {
+                    for to in 0..k {
+                        if from != to && current[from] > step {
+                            let mut s = current.clone();
+                            s[from] -= step;
+                            s[to] += step;
+                            neighbours.push(s);
+                        }
                     }
-                    p.groups.push(g);
                 }
-                offset += nb;
+                if neighbours.is_empty() || search.out_of_time() {
+                    break;
+                }
+                let scored = ss.evaluate(&neighbours);
+                let (i, top) = scored
+                    .iter()
+                    .enumerate()
+                    .fold(None::<(usize, &Score)>, |acc, (i, r)| match acc {
+                        Some((_, s)) if !r.1.beats(s) => acc,
+                        _ => Some((i, &r.1)),
+                    })
+                    .expect("non-empty");
+                if !top.beats(&best.1) {
+                    break;
+                }
+                current = neighbours[i].clone();
+                best = scored.into_iter().nth(i).expect("index in range");
             }
-            p.normalize();
-            p
-        })
-        .collect();
-    let scores = search.evaluate_all(&combined);
-    let best_sep = best_of(combined.into_iter().zip(scores).collect());
-    let mixed = uniform_search(search, &all, n, observer, &progress, total);
+        }
+        best
+    };
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let mixed = uniform_search(search, &all, n, observer, &progress, per_uniform);
     if best_sep.1.beats(&mixed.1) {
         best_sep
     } else {

@@ -44,7 +44,11 @@ fn known_options(name: &str, opts: &PlaceOptions, known: &[&str]) -> Result<()> 
         if !known.contains(&k.as_str()) {
             return Err(SolverError::Option(format!(
                 "placer {name} has no option \"{k}\"; it knows: {}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
     }
@@ -58,11 +62,18 @@ fn all_models(inst: &Instance) -> Vec<usize> {
 /// Fails with the name of a model that fits no group of the placement.
 pub fn check_every_model_fits(inst: &Instance, p: &Placement) -> Result<()> {
     for m in 0..inst.models.len() {
-        let fits = p.groups.iter().any(|g| {
-            model_weight_gib(inst, m, g.pp, g.tp) <= inst.budget_gib() + 1e-9
-        });
+        let fits = p
+            .groups
+            .iter()
+            .any(|g| model_weight_gib(inst, m, g.pp, g.tp) <= inst.budget_gib() + 1e-9);
         if !fits {
-            let shapes: Vec<String> = p.groups.iter().map(|g| format!("pp{}×tp{}", g.pp, g.tp)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let shapes: Vec<String> = p
+                .groups
+                .iter()
+                .map(|g| format!("pp{}×tp{}", g.pp, g.tp))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             return Err(SolverError::Infeasible(format!(
                 "model {} fits no device group ({}) within {} GiB per device",
                 inst.models[m].name,
@@ -84,7 +95,13 @@ impl Placer for Sr {
     fn description(&self) -> String {
         "selective replication: one group per device, simulator-guided greedy (beam=W for beam search)".into()
     }
-    fn place(&self, inst: &Instance, trace: &Trace, opts: &PlaceOptions, obs: &dyn Observer) -> Result<Solved> {
+    fn place(
+        &self,
+        inst: &Instance,
+        trace: &Trace,
+        opts: &PlaceOptions,
+        obs: &dyn Observer,
+    ) -> Result<Solved> {
         known_options("sr", opts, &["faithful", "beam"])?;
         let s = search(inst, trace, opts)?;
         let start = Placement::from_shapes(&vec![(1, 1); inst.cluster.devices as usize]);
@@ -111,9 +128,16 @@ impl Placer for GreedyPp {
         format!("mp-greedy-{}", self.k)
     }
     fn description(&self) -> String {
-        "N/k pipelines of k devices (mp-greedy-<k>, any k dividing N), simulator-guided greedy".into()
+        "N/k pipelines of k devices (mp-greedy-<k>, any k dividing N), simulator-guided greedy"
+            .into()
     }
-    fn place(&self, inst: &Instance, trace: &Trace, opts: &PlaceOptions, obs: &dyn Observer) -> Result<Solved> {
+    fn place(
+        &self,
+        inst: &Instance,
+        trace: &Trace,
+        opts: &PlaceOptions,
+        obs: &dyn Observer,
+    ) -> Result<Solved> {
         known_options(&self.name(), opts, &["faithful"])?;
         let n = inst.cluster.devices;
         if self.k == 0 || n % self.k != 0 {
@@ -141,13 +165,24 @@ impl Placer for RoundRobin {
     fn description(&self) -> String {
         "4-device pipelines filled round robin until memory is full (no simulation)".into()
     }
-    fn place(&self, inst: &Instance, trace: &Trace, opts: &PlaceOptions, _obs: &dyn Observer) -> Result<Solved> {
+    fn place(
+        &self,
+        inst: &Instance,
+        trace: &Trace,
+        opts: &PlaceOptions,
+        _obs: &dyn Observer,
+    ) -> Result<Solved> {
         known_options("mp-round-robin", opts, &["faithful"])?;
         let s = search(inst, trace, opts)?;
         let n = inst.cluster.devices;
         let mut shapes = vec![(4u32, 1u32); (n / 4) as usize];
         let rem = n % 4;
-        shapes.extend((0..3).map(|b| 1u32 << b).filter(|bit| rem & bit != 0).map(|l| (l, 1)));
+        shapes.extend(
+            (0..3)
+                .map(|b| 1u32 << b)
+                .filter(|bit| rem & bit != 0)
+                .map(|l| (l, 1)),
+        );
         let mut p = Placement::from_shapes(&shapes);
         check_every_model_fits(inst, &p)?;
         let n_groups = p.groups.len();
@@ -183,7 +218,13 @@ impl Placer for AlpaServe {
     fn description(&self) -> String {
         "AlpaServe: enumerate uniform (pp, tp) group partitions, fast greedy replica placement in each".into()
     }
-    fn place(&self, inst: &Instance, trace: &Trace, opts: &PlaceOptions, obs: &dyn Observer) -> Result<Solved> {
+    fn place(
+        &self,
+        inst: &Instance,
+        trace: &Trace,
+        opts: &PlaceOptions,
+        obs: &dyn Observer,
+    ) -> Result<Solved> {
         known_options("alpaserve", opts, &["faithful"])?;
         let s = search(inst, trace, opts)?;
         let n = inst.cluster.devices;
@@ -199,7 +240,10 @@ fn require_some_fit(inst: &Instance, n: u32, faithful: bool) -> Result<()> {
     let parts = uniform_partitions(n, faithful);
     let mut last_err = None;
     for m in 0..inst.models.len() {
-        let ok = parts.iter().flatten().any(|&(pp, tp)| model_weight_gib(inst, m, pp, tp) <= inst.budget_gib() + 1e-9);
+        let ok = parts
+            .iter()
+            .flatten()
+            .any(|&(pp, tp)| model_weight_gib(inst, m, pp, tp) <= inst.budget_gib() + 1e-9);
         if !ok {
             last_err = Some(SolverError::Infeasible(format!(
                 "model {} fits no uniform group partition of {n} devices within {} GiB per device",
@@ -222,7 +266,13 @@ impl Placer for AlpaServeSep {
     fn description(&self) -> String {
         "AlpaServe for mixed sets: latency buckets, device splits, uniform search per bucket, vs. mixed".into()
     }
-    fn place(&self, inst: &Instance, trace: &Trace, opts: &PlaceOptions, obs: &dyn Observer) -> Result<Solved> {
+    fn place(
+        &self,
+        inst: &Instance,
+        trace: &Trace,
+        opts: &PlaceOptions,
+        obs: &dyn Observer,
+    ) -> Result<Solved> {
         known_options("alpaserve-sep", opts, &["faithful"])?;
         let s = search(inst, trace, opts)?;
         require_some_fit(inst, inst.cluster.devices, s.faithful)?;
@@ -242,12 +292,20 @@ impl Placer for ClockworkPP {
     fn description(&self) -> String {
         "Clockwork++: SR greedy re-placed every window_s seconds (default 60) on each window's requests".into()
     }
-    fn place(&self, inst: &Instance, trace: &Trace, opts: &PlaceOptions, obs: &dyn Observer) -> Result<Solved> {
+    fn place(
+        &self,
+        inst: &Instance,
+        trace: &Trace,
+        opts: &PlaceOptions,
+        obs: &dyn Observer,
+    ) -> Result<Solved> {
         use rayon::prelude::*;
         known_options("clockwork++", opts, &["faithful", "window_s"])?;
         let window_s = opts.number("window_s", 60.0)?;
         if window_s <= 0.0 {
-            return Err(SolverError::Option("clockwork++: window_s must be positive".into()));
+            return Err(SolverError::Option(
+                "clockwork++: window_s must be positive".into(),
+            ));
         }
         let s = search(inst, trace, opts)?;
         let start = Placement::from_shapes(&vec![(1, 1); inst.cluster.devices as usize]);
@@ -276,7 +334,8 @@ impl Placer for ClockworkPP {
                 let sim = Simulator::new(inst, &part).with_options(s.sim.options.clone());
                 let sub = Search::new(sim, s.faithful, s.deadline);
                 let (p, _) = sub.fast_greedy(start.clone(), None, &mut Scratch::default());
-                s.evaluations.fetch_add(sub.evaluations.load(Ordering::Relaxed), Ordering::Relaxed);
+                s.evaluations
+                    .fetch_add(sub.evaluations.load(Ordering::Relaxed), Ordering::Relaxed);
                 if sub.timed_out.load(Ordering::Relaxed) {
                     s.timed_out.store(true, Ordering::Relaxed);
                 }
@@ -291,7 +350,12 @@ impl Placer for ClockworkPP {
         let score = crate::sim::Score::new(
             counters.attainment(),
             counters.latency_sum_good_s / counters.good().max(1) as f64,
-            schedule.segments.iter().map(|x| x.1.replicas()).max().unwrap_or(0),
+            schedule
+                .segments
+                .iter()
+                .map(|x| x.1.replicas())
+                .max()
+                .unwrap_or(0),
         );
         Ok(solved(&s, schedule, score))
     }

@@ -140,7 +140,12 @@ impl<'a> Search<'a> {
 
     /// The paper's Algorithm 1: grow the `width` best placements by one replica at a time,
     /// simulating every candidate; return the best placement seen.
-    pub fn beam_search(&self, start: Placement, width: usize, scratch: &mut Scratch) -> (Placement, Score) {
+    pub fn beam_search(
+        &self,
+        start: Placement,
+        width: usize,
+        scratch: &mut Scratch,
+    ) -> (Placement, Score) {
         use std::collections::HashSet;
         let n_models = self.inst().models.len();
         // AlpaServe starts from score −1, so its start never wins; the fixed mode lets it compete.
@@ -179,7 +184,11 @@ impl<'a> Search<'a> {
                     best = (candidates[top].clone(), scores[top]);
                 }
             }
-            beam = order.iter().take(width).map(|&i| candidates[i].clone()).collect();
+            beam = order
+                .iter()
+                .take(width)
+                .map(|&i| candidates[i].clone())
+                .collect();
         }
         best
     }

@@ -129,7 +129,9 @@ pub fn registry() -> Vec<Box<dyn Placer>> {
 pub fn by_name(name: &str) -> Result<Box<dyn Placer>> {
     if let Some(k) = name.strip_prefix("mp-greedy-") {
         let k: u32 = k.parse().map_err(|_| {
-            SolverError::Option(format!("placer \"{name}\": expected mp-greedy-<k> with a number k"))
+            SolverError::Option(format!(
+                "placer \"{name}\": expected mp-greedy-<k> with a number k"
+            ))
         })?;
         return Ok(Box::new(baselines::GreedyPp { k }));
     }

@@ -50,7 +50,11 @@ impl Batcher<'_, '_> {
 
     fn serve(&mut self, tau: f64, m: usize, g: usize, k: &mut Counters, out: &mut Outcomes) {
         let faithful = self.sim.options.faithful_batching;
-        let r = self.group_models[g].iter().find(|x| x.0 == m).map(|x| x.1).expect("hosted");
+        let r = self.group_models[g]
+            .iter()
+            .find(|x| x.0 == m)
+            .map(|x| x.1)
+            .expect("hosted");
         // Drop heads that cannot make their deadline even alone.
         while let Some(&i) = self.queue[m].front() {
             if self.fits(tau, g, &self.lat[r][0], self.deadline(i, m)) {
@@ -107,7 +111,8 @@ impl Batcher<'_, '_> {
         }
         k.routed_g[g] += bs as u64;
         self.idle[g] = self.clocks[base];
-        self.heap.push(Reverse((self.idle[g].max(0.0).to_bits(), g)));
+        self.heap
+            .push(Reverse((self.idle[g].max(0.0).to_bits(), g)));
     }
 }
 

@@ -45,7 +45,11 @@ pub(super) fn run(
     let exec = abs_normal_pool(&mut rng, 0.005, 0.0005, POOL);
     // The controller sees requests in the order they reach it.
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| (arrival[a] + hop[a]).total_cmp(&(arrival[b] + hop[b])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        (arrival[a] + hop[a])
+            .total_cmp(&(arrival[b] + hop[b]))
+            .then(a.cmp(&b))
+    });
     let n_clocks = c.n_clocks();
     let mut book = vec![0.0f64; n_clocks];
     let mut actual = vec![0.0f64; n_clocks];

@@ -331,9 +331,7 @@ impl<'a> Simulator<'a> {
             let model = &self.trace.model[begin..end];
             let mut seg_out = Outcomes::with_len(end - begin);
             match self.config.dispatch {
-                Dispatch::EarliestLastStage | Dispatch::SloAware
-                    if self.config.max_batch <= 1 =>
-                {
+                Dispatch::EarliestLastStage | Dispatch::SloAware if self.config.max_batch <= 1 => {
                     run_fast(
                         &c,
                         arrival,

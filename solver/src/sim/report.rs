@@ -94,7 +94,13 @@ pub(super) fn build(sim: &Simulator, schedule: &Schedule, out: &Outcomes) -> Sim
     let n_groups: usize = schedule.segments.iter().map(|s| s.1.groups.len()).sum();
     let mut req_m = vec![0u64; inst.models.len()];
     let mut good_m = vec![0u64; inst.models.len()];
-    let mut per_group = vec![GroupReport { requests: 0, good: 0 }; n_groups];
+    let mut per_group = vec![
+        GroupReport {
+            requests: 0,
+            good: 0
+        };
+        n_groups
+    ];
     let (mut good, mut late, mut rejected) = (0u64, 0u64, 0u64);
     let mut latencies = Vec::with_capacity(range.len());
     for i in range.clone() {
