@@ -187,11 +187,11 @@ async fn metrics(State(app): State<App>) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     exec: Arc<Executor>,
-    opts: &HttpOptions,
+    opts: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> Result<()> {
-    let app = router(exec.clone(), opts);
+    let app = router(exec.clone(), &opts);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

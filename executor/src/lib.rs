@@ -23,6 +23,7 @@ mod clock;
 mod core;
 mod error;
 mod executor;
+mod fidelity;
 mod http;
 mod metrics;
 mod replay;
@@ -38,6 +39,7 @@ pub use crate::clock::{Clock, ManualClock, RealClock};
 pub use crate::core::{Admission, AdmissionCore, RejectReason, Ticket};
 pub use crate::error::{ExecutorError, Result};
 pub use crate::executor::{Executor, ExecutorOptions, InferError, Pending, Served};
+pub use crate::fidelity::{simulate_and_measure, with_slo_scale};
 pub use crate::http::{bind, router, serve, HttpOptions, InferResponse};
 pub use crate::metrics::{Metrics, ModelCounts, LATENCY_BUCKETS_S};
 pub use crate::replay::{
@@ -97,7 +99,7 @@ pub fn serve_blocking(
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down: draining accepted requests");
         };
-        serve(listener, exec, &HttpOptions::default(), stop, Duration::from_secs(60)).await
+        serve(listener, exec, HttpOptions::default(), stop, Duration::from_secs(60)).await
     })
 }
 

@@ -3,9 +3,10 @@
 //!
 //! An instance's profile says how long each stage takes; the CPU runner makes each stage do that
 //! much real work. At start it measures one layer at every tensor-parallel degree of the plan,
-//! and a stage then runs `floor(profiled / layer)` layers (at least one). Rounding down keeps a
-//! stage within its profile on the machine that calibrated; when it still runs over (contention,
-//! a slower machine), the executor feeds the measured finish back to admission.
+//! and a stage then runs `floor(profiled / (layer × headroom))` layers (at least one). The
+//! headroom keeps a stage within its profile while other workers share the CPU; when it still
+//! runs over (a loaded or slower machine), the executor feeds the measured finish back to
+//! admission.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use crate::clock::Clock;
 use crate::error::{ExecutorError, Result};
 
 /// Shape of the transformer every CPU stage runs (one sequence per request, batch 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CpuModelSpec {
     pub hidden: usize,
     pub heads: usize,
@@ -27,6 +28,9 @@ pub struct CpuModelSpec {
     /// Distinct layers per (model, tp degree); a stage cycles through them, so weight memory stays
     /// bounded however many layers a long stage needs.
     pub weight_bank: usize,
+    /// A stage runs `floor(profiled / (layer × headroom))` layers: the slack absorbs contention
+    /// from other stage workers and the front end on a shared CPU, as a serving profile should.
+    pub headroom: f64,
 }
 
 impl Default for CpuModelSpec {
@@ -36,6 +40,7 @@ impl Default for CpuModelSpec {
             heads: 8,
             seq: 64,
             weight_bank: 4,
+            headroom: 1.25,
         }
     }
 }
@@ -247,7 +252,7 @@ impl CpuRunner {
     /// Layers a stage of `profiled_s` runs at `tp`.
     pub fn layers_for(&self, profiled_s: f64, tp: usize) -> usize {
         match self.layer_time_s(tp) {
-            Some(l) if l > 0.0 => ((profiled_s / l).floor() as usize).max(1),
+            Some(l) if l > 0.0 => ((profiled_s / (l * self.spec.headroom.max(1.0))).floor() as usize).max(1),
             _ => 1,
         }
     }
