@@ -1,1 +1,8 @@
-//! End-to-end tests of the CLI.
+//! End-to-end tests of the `plexserve` command line: one test binary, one module per topic.
+
+#[path = "suite/common.rs"]
+mod common;
+#[path = "suite/malformed.rs"]
+mod malformed;
+#[path = "suite/solve.rs"]
+mod solve;
