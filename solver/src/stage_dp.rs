@@ -272,36 +272,39 @@ pub fn uniform_config(
 /// profile's degrees up to a node, `pp·tp ≤ devices`, fitting the per-device budget. Ordered by
 /// `pp`, then `tp`. Configurations the profile already lists are skipped (explicit ones win).
 pub fn derive_configs(profile: &Profile, cluster: &Cluster) -> Result<Vec<ParallelConfig>> {
-    let mut out = Vec::new();
     if profile.layers.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    let l = profile.layers.len() as u64;
-    let devices = u64::from(cluster.devices);
-    let tps: Vec<u32> = profile
-        .tp_degrees
-        .iter()
-        .copied()
-        .filter(|&t| t <= cluster.devices_per_node && u64::from(t) <= devices)
-        .collect();
-    let mut pp = 1u64;
-    while pp <= devices && pp <= l {
-        for &tp in &tps {
-            if pp * u64::from(tp) > devices || profile.config(pp as u32, tp).is_some() {
-                continue;
-            }
-            let fitted = uniform_config(
-                profile,
-                pp as u32,
-                tp,
-                cluster.memory_budget_gib,
-                cluster.link_gib_per_s,
-            )?;
-            out.extend(fitted);
+    validate_profile(Path::new("<profile>"), "$", profile)?;
+    let l = profile.layers.len();
+    let devices = cluster.devices as usize;
+    // (pp, tp, config), gathered per tp and then put in (pp, tp) order.
+    let mut found: Vec<(u32, u32, ParallelConfig)> = Vec::new();
+    for &tp in &profile.tp_degrees {
+        if tp > cluster.devices_per_node || tp as usize > devices {
+            continue;
         }
-        pp *= 2;
+        let mut opts = PartitionOptions::for_cluster(cluster, cluster.devices);
+        opts.tp = Some(tp);
+        // One min-max pass over every depth serves all pp at once: U[pp][L] of a free-depth run
+        // equals that of a fixed-depth run (the fixed run only prunes states that cannot reach
+        // (pp, L)), so each pp then needs only its own sum pass.
+        let prob = Problem::build(profile, &opts, false)?;
+        let u = prob.uniform_min_max(0, prob.p_max, None);
+        let mut pp = 1usize;
+        while pp <= prob.p_max {
+            let tau = u[pp * (l + 1) + l];
+            if tau.is_finite() && profile.config(pp as u32, tp).is_none() {
+                if let Some(stages) = prob.uniform_min_sum(0, tau, pp, Some(pp)) {
+                    let plan = prob.plan(tau, &stages);
+                    found.push((pp as u32, tp, plan_to_config(profile, pp as u32, tp, &plan)));
+                }
+            }
+            pp *= 2;
+        }
     }
-    Ok(out)
+    found.sort_by_key(|&(pp, tp, _)| (pp, tp));
+    Ok(found.into_iter().map(|(_, _, c)| c).collect())
 }
 
 /// Appends [`derive_configs`] to a layer-level profile's configurations (the instance-loading
@@ -447,8 +450,20 @@ struct Problem<'a> {
 
 impl<'a> Problem<'a> {
     fn new(profile: &'a Profile, opts: &'a PartitionOptions) -> Result<Problem<'a>> {
+        Problem::build(profile, opts, true)
+    }
+
+    /// `validate`: check the profile's shapes and values first (skipped only by callers that
+    /// just did).
+    fn build(
+        profile: &'a Profile,
+        opts: &'a PartitionOptions,
+        validate: bool,
+    ) -> Result<Problem<'a>> {
         let opt = |m: String| SolverError::Option(m);
-        validate_profile(Path::new("<profile>"), "$", profile)?;
+        if validate {
+            validate_profile(Path::new("<profile>"), "$", profile)?;
+        }
         if profile.layers.is_empty() {
             return Err(opt(
                 "the profile has no `layers`; the stage DP needs a layer-level profile".into(),
@@ -689,7 +704,17 @@ impl<'a> Problem<'a> {
         let (l, row) = (self.l, self.g + 1);
         let plane = (l + 1) * row;
         let mut h = vec![f64::INFINITY; (self.p_max + 1) * plane];
-        self.min_max_pass(self.p_max, self.fixed, &mut h);
+        // Pruning by a uniform plan's bottleneck is exact for min-max (τ* ≤ ub) but not for a
+        // free-depth Alpa objective, which needs every depth's own bottleneck; and a uniform plan
+        // may not use exactly G devices.
+        let ub = if !self.opts.exact_devices
+            && (self.fixed.is_some() || self.opts.objective == StageObjective::MinMax)
+        {
+            self.uniform_upper_bound()
+        } else {
+            f64::INFINITY
+        };
+        self.min_max_pass(self.p_max, self.fixed, ub, &mut h);
         let mut tau_by_p = vec![f64::INFINITY; self.p_max + 1];
         for (p, tau) in tau_by_p.iter_mut().enumerate().skip(1) {
             for d in self.final_devices() {
@@ -742,30 +767,36 @@ impl<'a> Problem<'a> {
 
     /// Pass 1: `H[p][j][d]` = smallest bottleneck of layers `[0, j)` in `p` stages on exactly `d`
     /// devices.
-    fn min_max_pass(&self, p_max: usize, fixed: Option<usize>, h: &mut [f64]) {
+    fn min_max_pass(&self, p_max: usize, fixed: Option<usize>, ub: f64, h: &mut [f64]) {
         let (l, g, row) = (self.l, self.g, self.g + 1);
         let plane = (l + 1) * row;
         let tab = &self.tab;
-        let (d_min, d_max) = (tab.degree[0], tab.degree[tab.degree.len() - 1]);
+        let d_max = tab.degree[tab.degree.len() - 1];
+        // Finite range `[lo, hi]` of the device counts of every row of the previous and the
+        // current depth (`lo > hi`: the row is all +∞), so dead rows cost nothing.
+        let mut prev_span = vec![(1usize, 0usize); l + 1];
+        let mut cur_span = vec![(1usize, 0usize); l + 1];
         h[0] = 0.0;
+        prev_span[0] = (0, 0);
         for p in 1..=p_max {
             let (before, after) = h.split_at_mut(p * plane);
             let prev = &before[(p - 1) * plane..];
             let cur = &mut after[..plane];
-            // Devices the first p−1 stages can occupy: states outside are +∞ anyway.
-            let src_lo = (p - 1) * d_min;
-            let src_hi = ((p - 1) * d_max).min(g);
-            if src_lo > g {
-                break;
-            }
+            cur_span.fill((1, 0));
             let j_hi = fixed.map_or(l, |pf| l - (pf - p));
             for j in p..=j_hi {
                 let dst_row = &mut cur[j * row..(j + 1) * row];
                 for i in (p - 1).max(tab.first_fit[j])..j {
+                    let (src_lo, src_hi) = prev_span[i];
+                    if src_lo > src_hi {
+                        continue;
+                    }
                     let src_row = &prev[i * row..(i + 1) * row];
                     for (o, &deg) in tab.degree.iter().enumerate() {
                         let t = tab.at(i, j, o);
-                        if !t.is_finite() || src_lo + deg > g {
+                        // Beyond the uniform upper bound a transition cannot be on an optimal
+                        // path; the bound is itself a table entry, so `>` is exact.
+                        if !t.is_finite() || t > ub || src_lo + deg > g {
                             continue;
                         }
                         let hi = src_hi.min(g - deg);
@@ -779,7 +810,13 @@ impl<'a> Problem<'a> {
                         }
                     }
                 }
+                let first = dst_row.iter().position(|v| v.is_finite());
+                let last = dst_row.iter().rposition(|v| v.is_finite());
+                if let (Some(a), Some(b)) = (first, last) {
+                    cur_span[j] = (a, b.min(p * d_max));
+                }
             }
+            std::mem::swap(&mut prev_span, &mut cur_span);
         }
     }
 
@@ -884,35 +921,20 @@ impl<'a> Problem<'a> {
 
     // ---------------------------------------------------------------- uniform degree
 
+    /// Whether `p` stages of degree slot `o` satisfy the device rule.
+    fn uniform_depth_ok(&self, o: usize, p: usize) -> bool {
+        let d = p * self.tab.degree[o];
+        d <= self.g && (!self.opts.exact_devices || d == self.g)
+    }
+
     /// §2.4's uniform variant: one degree, so the device count is `p·tp` and drops out of the
     /// state; a classic linear-partition min-max pass, then the same min-sum pass. `O(P·L²)`.
     fn solve_uniform(&self) -> Option<(f64, Vec<(usize, usize, usize)>)> {
+        let u = self.uniform_min_max(0, self.p_max, self.fixed);
         let l = self.l;
-        let deg = self.tab.degree[0];
-        let tab = &self.tab;
-        let depth_ok = |p: usize| {
-            let d = p * deg;
-            d <= self.g && (!self.opts.exact_devices || d == self.g)
-        };
-        let mut u = vec![f64::INFINITY; (self.p_max + 1) * (l + 1)];
-        u[0] = 0.0;
-        for p in 1..=self.p_max {
-            let (before, after) = u.split_at_mut(p * (l + 1));
-            let prev = &before[(p - 1) * (l + 1)..];
-            for j in p..=self.j_hi(p) {
-                let mut best = f64::INFINITY;
-                for i in (p - 1).max(tab.first_fit[j])..j {
-                    let c = prev[i].max(tab.at(i, j, 0));
-                    if c < best {
-                        best = c;
-                    }
-                }
-                after[j] = best;
-            }
-        }
         let tau_by_p: Vec<f64> = (0..=self.p_max)
             .map(|p| {
-                if p >= 1 && depth_ok(p) {
+                if p >= 1 && self.uniform_depth_ok(0, p) {
                     u[p * (l + 1) + l]
                 } else {
                     f64::INFINITY
@@ -920,18 +942,55 @@ impl<'a> Problem<'a> {
             })
             .collect();
         let (tau, p_tab, fixed) = self.choose_depth(&tau_by_p)?;
-        let j_hi = |p: usize| fixed.map_or(l, |pf| l - (pf - p));
+        let stages = self.uniform_min_sum(0, tau, p_tab, fixed)?;
+        Some((tau, stages))
+    }
+
+    /// Pass 1 of the uniform variant on degree slot `o`: `U[p][j]` = smallest bottleneck of
+    /// layers `[0, j)` in `p` stages. With a free depth one run serves every depth at once.
+    fn uniform_min_max(&self, o: usize, p_max: usize, fixed: Option<usize>) -> Vec<f64> {
+        let (l, tab) = (self.l, &self.tab);
+        let mut u = vec![f64::INFINITY; (p_max + 1) * (l + 1)];
+        u[0] = 0.0;
+        for p in 1..=p_max {
+            let (before, after) = u.split_at_mut(p * (l + 1));
+            let prev = &before[(p - 1) * (l + 1)..];
+            for j in p..=fixed.map_or(l, |pf| l - (pf - p)) {
+                let mut best = f64::INFINITY;
+                for i in (p - 1).max(tab.first_fit[j])..j {
+                    let c = prev[i].max(tab.at(i, j, o));
+                    if c < best {
+                        best = c;
+                    }
+                }
+                after[j] = best;
+            }
+        }
+        u
+    }
+
+    /// Pass 2 of the uniform variant: the smallest sum with every stage `≤ tau`, earliest cut on
+    /// ties, over depth `fixed` (or the best depth up to `p_tab`, fewest stages on ties).
+    fn uniform_min_sum(
+        &self,
+        o: usize,
+        tau: f64,
+        p_tab: usize,
+        fixed: Option<usize>,
+    ) -> Option<Vec<(usize, usize, usize)>> {
+        let (l, tab) = (self.l, &self.tab);
         let mut s = vec![f64::INFINITY; (p_tab + 1) * (l + 1)];
         let mut back = vec![0u16; (p_tab + 1) * (l + 1)];
         s[0] = 0.0;
         for p in 1..=p_tab {
             let (before, after) = s.split_at_mut(p * (l + 1));
             let prev = &before[(p - 1) * (l + 1)..];
-            for j in p..=j_hi(p) {
+            for j in p..=fixed.map_or(l, |pf| l - (pf - p)) {
                 let mut best = f64::INFINITY;
                 let mut arg = 0u16;
                 for i in (p - 1).max(tab.first_fit[j])..j {
-                    let t = tab.at(i, j, 0);
+                    let t = tab.at(i, j, o);
+                    // Exact comparison: τ is a table entry (see the module docs).
                     if t <= tau {
                         let c = prev[i] + t;
                         if c < best {
@@ -951,7 +1010,7 @@ impl<'a> Problem<'a> {
         let mut end: Option<(f64, usize)> = None;
         for p in depths {
             let v = s[p * (l + 1) + l];
-            if depth_ok(p) && v.is_finite() && end.is_none_or(|(bv, _)| v < bv) {
+            if self.uniform_depth_ok(o, p) && v.is_finite() && end.is_none_or(|(bv, _)| v < bv) {
                 end = Some((v, p));
             }
         }
@@ -960,10 +1019,32 @@ impl<'a> Problem<'a> {
         let mut j = l;
         for p in (1..=p_end).rev() {
             let i = usize::from(back[p * (l + 1) + j]);
-            stages.push((i, j, 0));
+            stages.push((i, j, o));
             j = i;
         }
         stages.reverse();
-        Some((tau, stages))
+        Some(stages)
+    }
+
+    /// An upper bound on the min-max optimum from uniform-degree plans (each is a valid plan of
+    /// the general problem when idle devices are allowed), `+∞` when none exists.
+    fn uniform_upper_bound(&self) -> f64 {
+        let mut ub = f64::INFINITY;
+        for o in 0..self.tab.degree.len() {
+            let p_max = self.p_max.min(self.g / self.tab.degree[o]);
+            if p_max == 0 || self.fixed.is_some_and(|pf| pf > p_max) {
+                continue;
+            }
+            let p_run = self.fixed.unwrap_or(p_max);
+            let u = self.uniform_min_max(o, p_run, self.fixed);
+            let depths = match self.fixed {
+                Some(p) => p..=p,
+                None => 1..=p_max,
+            };
+            for p in depths {
+                ub = ub.min(u[p * (self.l + 1) + self.l]);
+            }
+        }
+        ub
     }
 }

@@ -6,6 +6,7 @@ use plexserve_solver::{
     ProfileFile, Scratch, Simulator, SolverError, StageObjective, StagePlan,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 // ------------------------------------------------------------------ helpers
 
@@ -329,7 +330,15 @@ fn solve(c: &Case) -> Option<StagePlan> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig {
+        cases: 400,
+        // Cargo runs integration tests from the crate root: keep regressions in
+        // solver/proptest-regressions/ (committed).
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/stage_dp.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     /// The DP equals brute force on (objective, bottleneck, sum); the plan is valid; the bitset
     /// threshold search finds the same bottleneck bit for bit.
@@ -676,5 +685,34 @@ fn a_cluster_link_must_be_positive() {
             assert_eq!(json_path, "cluster.link_gib_per_s")
         }
         other => panic!("expected an invalid link, got {other:?}"),
+    }
+}
+
+#[test]
+fn derived_grid_equals_one_uniform_config_at_a_time() {
+    use plexserve_solver::{derive_configs, uniform_config, Cluster};
+    let big =
+        ProfileFile::load(&repo_path("instances/layers/synthetic-128l.profile.json")).unwrap();
+    let p = &big.profiles["synthetic-128l"];
+    for (devices, budget, link) in [(64, 4.0, Some(25.0)), (16, 4.0, None), (8, 64.0, None)] {
+        let cluster = Cluster {
+            devices,
+            memory_budget_gib: budget,
+            devices_per_node: 8,
+            link_gib_per_s: link,
+        };
+        let grid = derive_configs(p, &cluster).unwrap();
+        let mut want = Vec::new();
+        let mut pp = 1;
+        while pp <= devices {
+            for &tp in &p.tp_degrees {
+                if pp * tp <= devices {
+                    want.extend(uniform_config(p, pp, tp, budget, link).unwrap());
+                }
+            }
+            pp *= 2;
+        }
+        assert_eq!(grid, want);
+        assert!(!grid.is_empty());
     }
 }
