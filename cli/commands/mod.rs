@@ -1,6 +1,11 @@
 //! One module per verb.
 
+mod doctor;
+mod partition;
 mod placers;
+mod profile;
+mod replay;
+mod serve;
 mod simulate;
 mod solve;
 
@@ -11,13 +16,79 @@ use crate::Exit;
 
 pub fn run(cli: Cli) -> Result<(), Exit> {
     match cli.command {
-        Command::Solve { instance, placer, output, json, search } => {
-            solve::run(&instance, placer.as_deref(), output.as_deref(), json, &search)
-        }
-        Command::Simulate { instance, plan, json, requests_out } => {
-            simulate::run(&instance, &plan, json, requests_out.as_deref())
-        }
+        Command::Solve {
+            instance,
+            placer,
+            output,
+            json,
+            search,
+        } => solve::run(
+            &instance,
+            placer.as_deref(),
+            output.as_deref(),
+            json,
+            &search,
+        ),
+        Command::Simulate {
+            instance,
+            plan,
+            json,
+            requests_out,
+        } => simulate::run(&instance, &plan, json, requests_out.as_deref()),
         Command::Placers { json } => placers::run(json),
+        Command::Profile {
+            device,
+            model,
+            output,
+            json,
+            warmup,
+            repeats,
+            link_gb_per_s,
+            link_latency_us,
+        } => profile::run(&profile::ProfileArgs {
+            device: &device,
+            model: &model,
+            output: output.as_ref(),
+            json,
+            warmup,
+            repeats,
+            link_gb_per_s,
+            link_latency_us,
+        }),
+        Command::Doctor { json } => doctor::run(json),
+        Command::Serve {
+            instance,
+            plan,
+            listen,
+            runner,
+        } => serve::run(&instance, &plan, &listen, &runner),
+        Command::Replay {
+            instance,
+            target,
+            json,
+            requests_out,
+        } => replay::run(&instance, &target, json, requests_out.as_deref()),
+        Command::Partition {
+            file,
+            model,
+            devices,
+            pp,
+            tp,
+            objective,
+            memory_budget_gib,
+            link_gib_per_s,
+            json,
+        } => partition::run(&partition::PartitionArgs {
+            file: &file,
+            model: &model,
+            devices,
+            pp,
+            tp,
+            objective: &objective,
+            memory_budget_gib,
+            link_gib_per_s,
+            json,
+        }),
     }
 }
 
@@ -28,12 +99,17 @@ pub fn load_instance(path: &Path) -> Result<plexserve_solver::Instance, Exit> {
 
 /// Writes text to a file, naming the file on failure.
 pub fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
-    std::fs::write(path, text)
-        .map_err(|e| Exit { code: 1, message: format!("{}: cannot write: {e}", path.display()) })
+    std::fs::write(path, text).map_err(|e| Exit {
+        code: 1,
+        message: format!("{}: cannot write: {e}", path.display()),
+    })
 }
 
 /// Runs `f` inside a rayon pool of `threads` workers (the global pool when `None`).
-pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T, Exit> {
+pub fn with_threads<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, Exit> {
     match threads {
         None => Ok(f()),
         Some(0) => Err(Exit::input("--threads must be at least 1")),
@@ -41,7 +117,10 @@ pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Sen
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
                 .build()
-                .map_err(|e| Exit { code: 1, message: format!("cannot start {n} threads: {e}") })?;
+                .map_err(|e| Exit {
+                    code: 1,
+                    message: format!("cannot start {n} threads: {e}"),
+                })?;
             Ok(pool.install(f))
         }
     }
