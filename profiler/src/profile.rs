@@ -1,0 +1,367 @@
+//! Building a layer-level profile: cost every distinct operator of every layer kind at every
+//! tensor-parallel degree and batch size, add the modelled collectives, and assemble the
+//! solver's [`Profile`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use plexserve_solver::{
+    validate_profile, LayerCost, Profile, ProfileFile, ProfileSource, PROFILE_SCHEMA,
+};
+
+use crate::analytic::{gpu_model, GpuModel, GPUS};
+use crate::error::{ProfilerError, Result};
+use crate::link::LinkModel;
+use crate::ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
+use crate::spec::ModelSpec;
+use crate::timer::{CpuTimer, CudaTimer, Samples, Timer};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Where operator costs come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Device {
+    /// Measured with the CPU kernels.
+    Cpu,
+    /// Measured on GPU `K` (`cuda:K`).
+    Cuda(usize),
+    /// Predicted by the roofline model of a named GPU (`analytic:NAME`).
+    Analytic(&'static GpuModel),
+}
+
+impl Device {
+    /// Parses `cpu`, `cuda`, `cuda:K` or `analytic:NAME`.
+    pub fn parse(s: &str) -> Result<Device> {
+        let bad = |message: String| ProfilerError::Device {
+            given: s.to_string(),
+            message,
+        };
+        match s.split_once(':') {
+            None if s == "cpu" => Ok(Device::Cpu),
+            None if s == "cuda" => Ok(Device::Cuda(0)),
+            Some(("cuda", k)) => k.parse().map(Device::Cuda).map_err(|_| {
+                bad(format!(
+                    "expected a GPU ordinal after \"cuda:\", found \"{k}\""
+                ))
+            }),
+            Some(("analytic", name)) => gpu_model(name).map(Device::Analytic).ok_or_else(|| {
+                bad(format!(
+                    "no analytic model of \"{name}\"; known GPUs: {}",
+                    GPUS.iter().map(|g| g.name).collect::<Vec<_>>().join(", ")
+                ))
+            }),
+            _ => Err(bad("expected cpu, cuda:K or analytic:NAME".into())),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(k) => write!(f, "cuda:{k}"),
+            Device::Analytic(g) => write!(f, "analytic:{}", g.name),
+        }
+    }
+}
+
+/// How to measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileOptions {
+    /// Unmeasured runs of each operator before the measured ones.
+    pub warmup: usize,
+    /// Measured runs of each operator; the median is kept.
+    pub repeats: usize,
+    /// Link model of tensor-parallel collectives; default: the GPU's own for analytic devices,
+    /// [`LinkModel::default_measured`] otherwise.
+    pub link: Option<LinkModel>,
+    /// Largest f32 working set of one operator on the CPU, in bytes.
+    pub max_cpu_operator_bytes: u64,
+}
+
+impl Default for ProfileOptions {
+    fn default() -> Self {
+        ProfileOptions {
+            warmup: 2,
+            repeats: 7,
+            link: None,
+            max_cpu_operator_bytes: 4 << 30,
+        }
+    }
+}
+
+/// The cost of one distinct operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpCost {
+    pub op: Op,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    /// Measured runs (0 for predicted or modelled costs).
+    pub repeats: usize,
+}
+
+/// A finished profile with the per-operator costs behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRun {
+    pub name: String,
+    pub profile: Profile,
+    /// Every distinct operator, in the order first costed.
+    pub ops: Vec<OpCost>,
+    /// Per layer kind, `latency_s[tp_index][batch_index]` (what every layer of that kind got).
+    pub kinds: Vec<(LayerKind, Vec<Vec<f64>>)>,
+}
+
+impl ProfileRun {
+    /// The profile file (`plexserve/profile/v1`) holding this profile under the spec's name.
+    pub fn to_file(&self) -> ProfileFile {
+        let mut profiles = IndexMap::new();
+        profiles.insert(self.name.clone(), self.profile.clone());
+        ProfileFile {
+            schema: PROFILE_SCHEMA.to_string(),
+            profiles,
+        }
+    }
+
+    /// Largest `(max − min) / median` over the measured operators.
+    pub fn max_spread(&self) -> f64 {
+        self.ops
+            .iter()
+            .filter(|c| c.repeats > 0 && c.median_s > 0.0)
+            .map(|c| (c.max_s - c.min_s) / c.median_s)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Costs operators: a timer measures them, an analytic model predicts them.
+enum Coster {
+    Measured(Box<dyn Timer>),
+    Analytic(&'static GpuModel),
+}
+
+/// Profiles `spec` on `device`.
+pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Result<ProfileRun> {
+    if opts.repeats == 0 {
+        return Err(ProfilerError::Option("repeats must be at least 1".into()));
+    }
+    if let Some(l) = &opts.link {
+        if !(l.bus_gb_per_s.is_finite()
+            && l.bus_gb_per_s > 0.0
+            && l.step_latency_s.is_finite()
+            && l.step_latency_s >= 0.0)
+        {
+            return Err(ProfilerError::Option(
+                "the link needs a positive bandwidth and a non-negative latency".into(),
+            ));
+        }
+    }
+    let (mut coster, link) = match device {
+        Device::Cpu => (
+            Coster::Measured(Box::new(CpuTimer::new(opts.max_cpu_operator_bytes))),
+            opts.link
+                .clone()
+                .unwrap_or_else(LinkModel::default_measured),
+        ),
+        Device::Cuda(k) => (
+            Coster::Measured(Box::new(CudaTimer::open(*k, spec.dtype)?)),
+            opts.link
+                .clone()
+                .unwrap_or_else(LinkModel::default_measured),
+        ),
+        Device::Analytic(g) => (
+            Coster::Analytic(g),
+            opts.link.clone().unwrap_or_else(|| g.link()),
+        ),
+    };
+
+    let mut kinds: Vec<LayerKind> = layer_sequence(spec);
+    kinds.sort();
+    kinds.dedup();
+    let mut memo: BTreeMap<Op, usize> = BTreeMap::new();
+    let mut costs: Vec<OpCost> = Vec::new();
+    let mut kind_latency: Vec<(LayerKind, Vec<Vec<f64>>)> =
+        kinds.iter().map(|&k| (k, Vec::new())).collect();
+    for &tp in &spec.tp_degrees {
+        for (kind, table) in kind_latency.iter_mut() {
+            let mut row = Vec::with_capacity(spec.batch_sizes.len());
+            for &b in &spec.batch_sizes {
+                let mut total = 0.0;
+                for op in layer_ops(spec, *kind, tp as usize, b as usize) {
+                    total += match op {
+                        Op::AllReduce { bytes, tp } => link.all_reduce_s(bytes, tp),
+                        Op::AllGather { bytes, tp } => link.all_gather_s(bytes, tp),
+                        _ => {
+                            let i = match memo.get(&op) {
+                                Some(&i) => i,
+                                None => {
+                                    let cost = cost_op(&mut coster, &op, spec, opts)?;
+                                    tracing::debug!(op = %op, median_s = cost.median_s, "costed");
+                                    costs.push(cost);
+                                    memo.insert(op, costs.len() - 1);
+                                    costs.len() - 1
+                                }
+                            };
+                            costs[i].median_s
+                        }
+                    };
+                }
+                row.push(total);
+            }
+            table.push(row);
+        }
+    }
+
+    let dt = spec.dtype.bytes() as f64;
+    let mut block_index = 0;
+    let layers: Vec<LayerCost> = layer_sequence(spec)
+        .into_iter()
+        .map(|kind| {
+            let name = match kind {
+                LayerKind::Embedding => "embedding".to_string(),
+                LayerKind::Head => "head".to_string(),
+                LayerKind::Block { .. } => {
+                    block_index += 1;
+                    format!("{}.{}", kind.label(), block_index - 1)
+                }
+            };
+            let latency_s = kind_latency
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            LayerCost {
+                name,
+                latency_s,
+                weight_gib: spec
+                    .tp_degrees
+                    .iter()
+                    .map(|&t| layer_parameters(spec, kind, t as usize) as f64 * dt / GIB)
+                    .collect(),
+                activation_gib: spec
+                    .batch_sizes
+                    .iter()
+                    .map(|&b| activation_elements(spec, kind, b as usize) as f64 * dt / GIB)
+                    .collect(),
+            }
+        })
+        .collect();
+
+    let source = source_of(spec, device, &coster, &link, opts, &costs);
+    let profile = Profile {
+        batch_sizes: spec.batch_sizes.clone(),
+        configs: Vec::new(),
+        tp_degrees: spec.tp_degrees.clone(),
+        layers,
+        source: Some(source),
+    };
+    validate_profile(
+        Path::new("<profile being written>"),
+        &format!("profiles.{}", spec.name),
+        &profile,
+    )?;
+    Ok(ProfileRun {
+        name: spec.name.clone(),
+        profile,
+        ops: costs,
+        kinds: kind_latency,
+    })
+}
+
+fn cost_op(
+    coster: &mut Coster,
+    op: &Op,
+    spec: &ModelSpec,
+    opts: &ProfileOptions,
+) -> Result<OpCost> {
+    Ok(match coster {
+        Coster::Measured(timer) => {
+            let s: Samples = timer.time(op, opts.warmup, opts.repeats)?;
+            OpCost {
+                op: op.clone(),
+                median_s: s.median_s(),
+                min_s: s.min_s(),
+                max_s: s.max_s(),
+                repeats: s.0.len(),
+            }
+        }
+        Coster::Analytic(g) => {
+            let t = g.op_s(op, spec.dtype);
+            OpCost {
+                op: op.clone(),
+                median_s: t,
+                min_s: t,
+                max_s: t,
+                repeats: 0,
+            }
+        }
+    })
+}
+
+fn source_of(
+    spec: &ModelSpec,
+    device: &Device,
+    coster: &Coster,
+    link: &LinkModel,
+    opts: &ProfileOptions,
+    costs: &[OpCost],
+) -> ProfileSource {
+    let blocks = spec.layers;
+    let repeat_note = format!(
+        "identical layers costed once and repeated ({blocks} transformer blocks, {} distinct operators)",
+        costs.len()
+    );
+    let weights_note = format!("weights and activations counted in {}", spec.dtype.name());
+    let (device_name, method, mut software) = match coster {
+        Coster::Measured(t) => {
+            let spread = costs
+                .iter()
+                .filter(|c| c.median_s > 0.0)
+                .map(|c| (c.max_s - c.min_s) / c.median_s)
+                .fold(0.0, f64::max);
+            (
+                t.device(),
+                format!(
+                    "measured per operator with {}: median of {} runs after {} warm-up runs (largest (max-min)/median {:.1} %); layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    t.method(),
+                    opts.repeats,
+                    opts.warmup,
+                    spread * 100.0,
+                    link.describe()
+                ),
+                t.software(),
+            )
+        }
+        Coster::Analytic(g) => (
+            format!("{device}: {}", g.description),
+            format!(
+                "analytic roofline per operator (GEMM efficiency {} · d/(d+{}), memory efficiency {}, {} us per kernel; calibrated on V100 BERT latencies, see the profiler crate docs); {repeat_note}; {}; {weights_note}",
+                crate::analytic::GEMM_EFFICIENCY,
+                crate::analytic::GEMM_HALF_DIM,
+                crate::analytic::MEMORY_EFFICIENCY,
+                crate::analytic::LAUNCH_S * 1e6,
+                link.describe()
+            ),
+            vec![("cost-model".to_string(), "plexserve-roofline-v1".to_string())],
+        ),
+    };
+    software.insert(
+        0,
+        (
+            "plexserve-profiler".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        ),
+    );
+    software.push(("rustc".into(), env!("PLEXSERVE_RUSTC_VERSION").into()));
+    software.push((
+        "os".into(),
+        std::env::consts::OS.to_string() + "-" + std::env::consts::ARCH,
+    ));
+    ProfileSource {
+        device: device_name,
+        method,
+        measured_at: crate::host::utc_now(),
+        software: software.into_iter().collect(),
+    }
+}

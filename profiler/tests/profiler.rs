@@ -1,0 +1,296 @@
+//! The profiler against the solver, the calibration and the spec rules.
+
+use std::path::{Path, PathBuf};
+
+use plexserve_profiler::{
+    layer_ops, profile, Device, LayerKind, ModelSpec, Op, ProfileOptions, ProfilerError,
+};
+use plexserve_solver::{single_device_latency_s, ProfileFile};
+
+fn specs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../instances/specs")
+}
+
+fn load(name: &str) -> ModelSpec {
+    ModelSpec::load(&specs().join(format!("{name}.json"))).unwrap()
+}
+
+fn quick() -> ProfileOptions {
+    ProfileOptions {
+        warmup: 1,
+        repeats: 3,
+        ..ProfileOptions::default()
+    }
+}
+
+/// What `profile -o` writes, read back by the solver's own loader.
+fn round_trip(run: &plexserve_profiler::ProfileRun) -> ProfileFile {
+    let text = serde_json::to_string_pretty(&run.to_file()).unwrap();
+    ProfileFile::from_json(Path::new("written.json"), &text).unwrap()
+}
+
+#[test]
+fn cpu_profiles_of_tiny_specs_load_in_the_solver() {
+    for name in ["tiny-gpt", "tiny-moe", "tiny-llama-decode"] {
+        let spec = load(name);
+        let run = profile(&spec, &Device::Cpu, &quick()).unwrap();
+        let file = round_trip(&run);
+        let p = &file.profiles[name];
+        assert_eq!(p.layers.len(), spec.layers + 2, "{name}");
+        assert_eq!(p.tp_degrees, spec.tp_degrees);
+        assert_eq!(p.batch_sizes, spec.batch_sizes);
+        let src = p.source.as_ref().unwrap();
+        assert!(src.device.starts_with("cpu"), "{}", src.device);
+        assert!(
+            src.method.contains("identical layers costed once"),
+            "{}",
+            src.method
+        );
+        assert!(src.software.contains_key("rustc") && !src.measured_at.is_empty());
+        let t1 = single_device_latency_s(p).unwrap();
+        assert!(t1 > 0.0 && t1 < 10.0, "{name}: {t1}");
+        // Identical blocks carry identical numbers.
+        let blocks: Vec<_> = p
+            .layers
+            .iter()
+            .filter(|l| l.name.starts_with("block."))
+            .collect();
+        assert!(blocks.windows(2).all(|w| w[0].latency_s == w[1].latency_s));
+    }
+}
+
+#[test]
+fn tensor_parallelism_shards_weights_and_adds_collectives() {
+    let spec = load("bert-1.3b");
+    let run = profile(
+        &spec,
+        &Device::parse("analytic:v100-16gb").unwrap(),
+        &quick(),
+    )
+    .unwrap();
+    let block = &run.profile.layers[1];
+    for (i, &t) in spec.tp_degrees.iter().enumerate() {
+        let ratio = block.weight_gib[0] / block.weight_gib[i];
+        assert!(
+            (ratio - f64::from(t)).abs() < 0.01 * f64::from(t),
+            "tp {t}: ratio {ratio}"
+        );
+    }
+    let ops = layer_ops(&spec, LayerKind::Block { moe: false }, 4, 1);
+    assert_eq!(
+        ops.iter()
+            .filter(|o| matches!(o, Op::AllReduce { .. }))
+            .count(),
+        2
+    );
+    assert!(layer_ops(&spec, LayerKind::Block { moe: false }, 1, 1)
+        .iter()
+        .all(|o| !o.is_communication()));
+    // Total fp16 weight of BERT-1.3B is about 2.6 GB (AlpaServe's table).
+    let total_gb: f64 = run
+        .profile
+        .layers
+        .iter()
+        .map(|l| l.weight_gib[0])
+        .sum::<f64>()
+        * (1u64 << 30) as f64
+        / 1e9;
+    assert!((total_gb - 2.6).abs() < 0.15, "{total_gb}");
+}
+
+#[test]
+fn calibration_bert_on_v100_within_1_5x_of_alpaserve() {
+    // AlpaServe's single-device batch-1 latencies (alpaserve-semantics.md §4), seq 2048.
+    for (name, published_s) in [
+        ("bert-1.3b", 0.151),
+        ("bert-2.6b", 0.238),
+        ("bert-6.7b", 0.395),
+    ] {
+        let spec = load(name);
+        let run = profile(
+            &spec,
+            &Device::parse("analytic:v100-16gb").unwrap(),
+            &quick(),
+        )
+        .unwrap();
+        let predicted = single_device_latency_s(&run.profile).unwrap();
+        let ratio = predicted / published_s;
+        assert!(
+            (1.0 / 1.5..=1.5).contains(&ratio),
+            "{name}: predicted {predicted:.3} s, published {published_s} s"
+        );
+        // The fit itself is tighter than the acceptance bound; keep it from drifting unnoticed.
+        assert!((0.85..=1.15).contains(&ratio), "{name}: ratio {ratio:.3}");
+    }
+}
+
+#[test]
+fn calibration_cross_check_llama_7b_on_a100() {
+    // MuxServe's A100-80GB profile (llm-serving.md §1.2): TP1, batch 32, 128-token prefill
+    // 306 ms; one decode step at context 128, 14.4 ms.
+    let mut f: plexserve_profiler::SpecFile =
+        serde_json::from_str(&std::fs::read_to_string(specs().join("llama-7b.json")).unwrap())
+            .unwrap();
+    f.seq_len = 128;
+    f.batch_sizes = vec![32];
+    f.tp_degrees = vec![1];
+    let device = Device::parse("analytic:a100-80gb").unwrap();
+    let prefill = ModelSpec::from_file(Path::new("prefill"), &f).unwrap();
+    let total = |spec: &ModelSpec| -> f64 {
+        profile(spec, &device, &quick())
+            .unwrap()
+            .profile
+            .layers
+            .iter()
+            .map(|l| l.latency_s[0][0])
+            .sum()
+    };
+    let t = total(&prefill);
+    assert!((0.306 / 1.5..=0.306 * 1.5).contains(&t), "prefill {t}");
+    f.phase = plexserve_profiler::Phase::Decode;
+    f.context_len = Some(128);
+    let decode = ModelSpec::from_file(Path::new("decode"), &f).unwrap();
+    let t = total(&decode);
+    assert!((0.0144 / 1.5..=0.0144 * 1.5).contains(&t), "decode {t}");
+}
+
+#[test]
+fn every_shipped_spec_profiles_analytically_on_every_gpu() {
+    let mut names: Vec<_> = std::fs::read_dir(specs())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for path in names {
+        let spec = ModelSpec::load(&path).unwrap();
+        for gpu in plexserve_profiler::GPUS {
+            let run = profile(&spec, &Device::Analytic(gpu), &quick()).unwrap();
+            round_trip(&run);
+            // More devices never make a layer slower than twice... but must make big layers faster.
+            let block = &run.profile.layers[1];
+            if spec.tp_degrees.len() > 1 && spec.hidden >= 4096 {
+                assert!(
+                    block.latency_s[1][0] < block.latency_s[0][0],
+                    "{} on {}",
+                    spec.name,
+                    gpu.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn shipped_spec_sizes_match_the_papers() {
+    let params = |n: &str| load(n).parameters() as f64 / 1e9;
+    for (name, want) in [
+        ("bert-1.3b", 1.3),
+        ("bert-2.6b", 2.6),
+        ("bert-6.7b", 6.7),
+        ("moe-1.3b", 1.3),
+        ("llama-7b", 6.7),
+        ("llama-13b", 13.0),
+        ("llama-30b", 32.5),
+        ("llama-65b", 65.2),
+        ("qwen2.5-32b", 32.8),
+    ] {
+        let got = params(name);
+        assert!(
+            (got / want - 1.0).abs() < 0.06,
+            "{name}: {got:.2}e9 parameters, expected about {want}e9"
+        );
+    }
+}
+
+fn spec_error(json: &str) -> (String, String) {
+    match ModelSpec::from_json(Path::new("spec.json"), json) {
+        Err(ProfilerError::Spec {
+            json_path, message, ..
+        }) => (json_path, message),
+        other => panic!("expected a spec error, got {other:?}"),
+    }
+}
+
+const GOOD: &str = r#"{"schema": "plexserve/model-spec/v1", "name": "m", "family": "gpt", "layers": 2, "hidden": 64,
+  "heads": 4, "vocab": 100, "seq_len": 8, "batch_sizes": [1, 2], "tp_degrees": [1, 2]}"#;
+
+#[test]
+fn spec_validation_names_the_field() {
+    assert!(ModelSpec::from_json(Path::new("spec.json"), GOOD).is_ok());
+    let with = |from: &str, to: &str| GOOD.replace(from, to);
+    assert_eq!(spec_error(&with("\"heads\": 4", "\"heads\": 0")).0, "heads");
+    assert_eq!(spec_error(&with("\"heads\": 4", "\"heads\": 5")).0, "heads");
+    assert_eq!(spec_error(&with("[1, 2]}", "[1, 8]}")).0, "tp_degrees[1]");
+    assert_eq!(
+        spec_error(&with("\"layers\": 2", "\"layers\": 2, \"layer\": 2")).0,
+        "layer"
+    );
+    assert!(
+        spec_error(&with("\"layers\": 2", "\"layers\": 2, \"layer\": 2"))
+            .1
+            .contains("unknown field")
+    );
+    assert_eq!(
+        spec_error(&with("\"heads\": 4", "\"heads\": 4, \"kv_heads\": 3")).0,
+        "kv_heads"
+    );
+    assert_eq!(spec_error(&with("\"gpt\"", "\"moe\"")).0, "experts");
+    assert_eq!(
+        spec_error(&with("\"heads\": 4", "\"heads\": 4, \"experts\": 4")).0,
+        "experts"
+    );
+    assert_eq!(
+        spec_error(&with("[1, 2], \"tp", "[2, 1], \"tp")).0,
+        "batch_sizes"
+    );
+    assert_eq!(
+        spec_error(&with("\"gpt\"", "\"gpt\", \"dtype\": \"f8\"")).0,
+        "dtype"
+    );
+    assert_eq!(
+        spec_error(&with("\"hidden\": 64", "\"hidden\": -1")).0,
+        "hidden"
+    );
+    assert_eq!(spec_error("").0, "$");
+    let e = ModelSpec::load(Path::new("/nonexistent/spec.json")).unwrap_err();
+    assert!(e.is_input_error());
+}
+
+#[test]
+fn absent_or_unknown_devices_are_input_errors() {
+    for bad in ["gpu", "cuda:x", "analytic:tpu-v4", "analytic"] {
+        let e = Device::parse(bad).unwrap_err();
+        assert!(e.is_input_error(), "{bad}: {e}");
+    }
+    // No GPU on the machines that run these tests without PLEXSERVE_REQUIRE_GPU.
+    let spec = load("tiny-gpt");
+    match profile(&spec, &Device::Cuda(0), &quick()) {
+        Err(e) => assert!(e.is_input_error(), "{e}"),
+        Ok(run) => assert!(run.profile.source.unwrap().device.starts_with("cuda:0")),
+    }
+}
+
+#[test]
+fn too_large_for_the_cpu_is_an_error_not_an_abort() {
+    let spec = load("llama-65b");
+    let e = profile(
+        &spec,
+        &Device::Cpu,
+        &ProfileOptions {
+            max_cpu_operator_bytes: 1 << 28,
+            ..quick()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, ProfilerError::TooLarge(_)), "{e}");
+    assert!(e.is_input_error());
+}
+
+#[test]
+fn analytic_profiles_are_deterministic() {
+    let spec = load("qwen2.5-32b");
+    let d = Device::parse("analytic:h100-80gb").unwrap();
+    let a = profile(&spec, &d, &quick()).unwrap();
+    let b = profile(&spec, &d, &quick()).unwrap();
+    assert_eq!(a.profile.layers, b.profile.layers);
+}
