@@ -434,6 +434,9 @@ impl CostTable {
     }
 }
 
+/// A plan under construction: `(start, end, degree slot)` per stage.
+type Cuts = Vec<(usize, usize, usize)>;
+
 /// A validated partition request with its cost table.
 struct Problem<'a> {
     profile: &'a Profile,
@@ -448,6 +451,9 @@ struct Problem<'a> {
     p_max: usize,
 }
 
+// The DP loops index several flat tables by the same coordinates (p, j, i, d); iterators
+// would hide that.
+#[allow(clippy::needless_range_loop)]
 impl<'a> Problem<'a> {
     fn new(profile: &'a Profile, opts: &'a PartitionOptions) -> Result<Problem<'a>> {
         Problem::build(profile, opts, true)
@@ -699,8 +705,7 @@ impl<'a> Problem<'a> {
     // ---------------------------------------------------------------- per-stage degrees
 
     /// Both passes of §2.3; `None` when infeasible.
-    #[allow(clippy::type_complexity)]
-    fn solve_general(&self) -> Result<Option<(f64, Vec<(usize, usize, usize)>)>> {
+    fn solve_general(&self) -> Result<Option<(f64, Cuts)>> {
         let (l, row) = (self.l, self.g + 1);
         let plane = (l + 1) * row;
         let mut h = vec![f64::INFINITY; (self.p_max + 1) * plane];
@@ -858,7 +863,7 @@ impl<'a> Problem<'a> {
                     for (o, &deg) in tab.degree.iter().enumerate() {
                         let t = tab.at(i, j, o);
                         // Exact comparison: τ is a table entry (see the module docs).
-                        if !(t <= tau) || src_lo + deg > g {
+                        if t > tau || src_lo + deg > g {
                             continue;
                         }
                         let hi = src_hi.min(g - deg);
@@ -929,7 +934,7 @@ impl<'a> Problem<'a> {
 
     /// §2.4's uniform variant: one degree, so the device count is `p·tp` and drops out of the
     /// state; a classic linear-partition min-max pass, then the same min-sum pass. `O(P·L²)`.
-    fn solve_uniform(&self) -> Option<(f64, Vec<(usize, usize, usize)>)> {
+    fn solve_uniform(&self) -> Option<(f64, Cuts)> {
         let u = self.uniform_min_max(0, self.p_max, self.fixed);
         let l = self.l;
         let tau_by_p: Vec<f64> = (0..=self.p_max)
@@ -977,7 +982,7 @@ impl<'a> Problem<'a> {
         tau: f64,
         p_tab: usize,
         fixed: Option<usize>,
-    ) -> Option<Vec<(usize, usize, usize)>> {
+    ) -> Option<Cuts> {
         let (l, tab) = (self.l, &self.tab);
         let mut s = vec![f64::INFINITY; (p_tab + 1) * (l + 1)];
         let mut back = vec![0u16; (p_tab + 1) * (l + 1)];

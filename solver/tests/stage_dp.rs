@@ -65,6 +65,7 @@ fn batch_index(p: &Profile) -> usize {
 
 /// Best (max, sum) per depth by enumerating every cut set and degree vector.
 /// `best[p] = Some((max, sum))`: the smallest max over `p`-stage plans, then the smallest sum.
+#[allow(clippy::needless_range_loop)] // depth indexes the per-depth table and the cut list
 fn brute_force(p: &Profile, o: &PartitionOptions) -> Vec<Option<(f64, f64)>> {
     let l = p.layers.len();
     let g = o.devices;
