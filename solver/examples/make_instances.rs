@@ -491,7 +491,7 @@ fn draw_app_size(rng: &mut ChaCha8Rng) -> usize {
     }
 }
 
-/// Draws `n` functions grouped into apps and owners, with heavy-tailed (log-normal, σ = 1.8) mean
+/// Draws `n` functions grouped into apps and owners, with heavy-tailed (log-normal, σ = 1.5) mean
 /// rates; queue and event functions are busier, timers periodic, orchestrations the burstiest.
 fn draw_functions(
     rng: &mut ChaCha8Rng,
@@ -499,7 +499,7 @@ fn draw_functions(
     seed_base: u64,
     timer_periods: &[u64],
 ) -> Vec<Function> {
-    let size = LogNormal::new(0.0, 1.8).expect("valid log-normal");
+    let size = LogNormal::new(0.0, 1.5).expect("valid log-normal");
     let mut out = Vec::with_capacity(n);
     let mut owner = hex64(rng);
     while out.len() < n {
@@ -515,7 +515,7 @@ fn draw_functions(
             let weight: f64 = size.sample(rng);
             let weight = weight
                 * match trigger {
-                    "queue" | "event" => 4.0,
+                    "queue" | "event" => 2.0,
                     _ => 1.0,
                 };
             let pattern = if trigger == "timer" {

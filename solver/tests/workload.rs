@@ -2,6 +2,9 @@
 //! independent reading of the shipped trace files), the Gamma MLE, validation errors and the
 //! paper instances.
 
+// The oracles keep parallel per-model arrays indexed by model id; iterating ids reads clearest.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

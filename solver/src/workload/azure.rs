@@ -132,8 +132,11 @@ impl ReplayTable {
     }
 }
 
+/// The table last read, with the key it was read under.
+type CacheSlot = Option<(TableKey, Arc<ReplayTable>)>;
+
 #[derive(Clone, Default)]
-struct TableCache(Arc<Mutex<Option<(TableKey, Arc<ReplayTable>)>>>);
+struct TableCache(Arc<Mutex<CacheSlot>>);
 
 impl std::fmt::Debug for TableCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

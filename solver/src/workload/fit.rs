@@ -9,10 +9,15 @@
 //! decreasing, so Newton converges monotonically once an iterate lies left of the root; a step that
 //! would leave the positive axis is halved instead.
 
+/// True for a number that is neither NaN, infinite, zero nor negative.
+fn is_positive_finite(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 /// `ln x − ψ(x)` for `x > 0`, computed without the cancellation that `ln x − digamma(x)` suffers
 /// for large `x` (where both terms are about `ln x` but their difference is about `1/(2x)`).
 pub fn log_minus_digamma(x: f64) -> f64 {
-    if !(x > 0.0) || !x.is_finite() {
+    if !is_positive_finite(x) {
         return f64::NAN;
     }
     // ψ(x) = ψ(x + n) − Σ_{i<n} 1/(x + i): shift into the range where the asymptotic series is
@@ -41,7 +46,7 @@ pub fn digamma(x: f64) -> f64 {
 
 /// The trigamma function ψ′(x), for `x > 0` (NaN otherwise).
 pub fn trigamma(x: f64) -> f64 {
-    if !(x > 0.0) || !x.is_finite() {
+    if !is_positive_finite(x) {
         return f64::NAN;
     }
     let mut acc = 0.0;
@@ -63,25 +68,25 @@ pub fn trigamma(x: f64) -> f64 {
 /// Returns `None` when there are fewer than two samples, any sample is not a positive finite
 /// number, or all samples are equal (the likelihood then grows without bound as the shape → ∞).
 pub fn fit_gamma_mle(samples: &[f64]) -> Option<(f64, f64)> {
-    if samples.len() < 2 || samples.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
+    if samples.len() < 2 || !samples.iter().all(|&x| is_positive_finite(x)) {
         return None;
     }
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
     let mean_log = samples.iter().map(|x| x.ln()).sum::<f64>() / n;
     let s = mean.ln() - mean_log;
-    if !(s > 0.0) || !s.is_finite() {
+    if !is_positive_finite(s) {
         return None;
     }
     let mut k = (3.0 - s + ((s - 3.0) * (s - 3.0) + 24.0 * s).sqrt()) / (12.0 * s);
     for _ in 0..100 {
         let f = log_minus_digamma(k) - s;
         let df = 1.0 / k - trigamma(k);
-        if !(df < 0.0) || !f.is_finite() {
+        if df.is_nan() || df >= 0.0 || !f.is_finite() {
             break;
         }
         let mut next = k - f / df;
-        if !(next > 0.0) {
+        if next.is_nan() || next <= 0.0 {
             next = k / 2.0;
         }
         let done = (next - k).abs() <= 1e-13 * k;
@@ -90,11 +95,11 @@ pub fn fit_gamma_mle(samples: &[f64]) -> Option<(f64, f64)> {
             break;
         }
     }
-    if !(k > 0.0 && k.is_finite()) {
+    if !is_positive_finite(k) {
         return None;
     }
     let scale = mean / k;
-    (scale > 0.0 && scale.is_finite()).then_some((k, scale))
+    is_positive_finite(scale).then_some((k, scale))
 }
 
 #[cfg(test)]

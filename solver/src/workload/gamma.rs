@@ -246,7 +246,7 @@ impl GammaWorkload {
 pub fn power_law_rates(total: f64, alpha: f64, n: usize) -> Vec<f64> {
     let w: Vec<f64> = (0..n).map(|i| ((i + 1) as f64).powf(-alpha)).collect();
     let s: f64 = w.iter().sum();
-    if !(s > 0.0) {
+    if s.is_nan() || s <= 0.0 {
         return vec![0.0; n];
     }
     w.iter().map(|x| total * x / s).collect()
@@ -261,11 +261,8 @@ pub fn power_law_rates(total: f64, alpha: f64, n: usize) -> Vec<f64> {
 /// at [`MAX_REQUESTS`] arrivals so that no input can exhaust memory; callers validate expected
 /// counts against the same cap.
 pub fn gamma_arrivals(rate: f64, cv: f64, start: f64, duration: f64, seed: u64) -> Vec<f64> {
-    if !(rate > 0.0 && rate.is_finite())
-        || !(duration > 0.0 && duration.is_finite())
-        || !(cv > 0.0 && cv.is_finite())
-        || !start.is_finite()
-    {
+    let usable = |x: f64| x.is_finite() && x > 0.0;
+    if !(usable(rate) && usable(duration) && usable(cv) && start.is_finite()) {
         return Vec::new();
     }
     let shape = 1.0 / (cv * cv);
