@@ -146,4 +146,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// LLM serving: place, simulate and compare LLMs (MuxServe, Amoeba); see `plexserve llm --help`.
+    Llm {
+        #[command(subcommand)]
+        command: crate::commands::llm::LlmCommand,
+    },
 }

@@ -1,6 +1,7 @@
 //! One module per verb.
 
 mod doctor;
+pub mod llm;
 mod partition;
 mod placers;
 mod profile;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             requests_out,
         } => simulate::run(&instance, &plan, json, requests_out.as_deref()),
         Command::Placers { json } => placers::run(json),
+        Command::Llm { command } => llm::run(command),
         Command::Profile {
             device,
             model,

@@ -42,3 +42,6 @@ pub fn simulate(inst: &LlmInstance, trace: &LlmTrace, dep: &Deployment) -> LlmSi
     let res = sim.run(&RunOptions::default());
     LlmSimReport::new(inst, trace, &res)
 }
+
+pub mod placer;
+pub use placer::{llm_placer, llm_registry, LlmPlacer, LlmSolved, DEFAULT_LLM_PLACER};

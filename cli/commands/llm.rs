@@ -1,0 +1,424 @@
+//! `plexserve llm …`: place, simulate and compare LLMs on a GPU cluster (llm-serving.md).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use plexserve_solver::llm::{self, LlmInstance, LlmPlanFile, LlmSimReport};
+use plexserve_solver::{PlaceOptions, Predicted, SolveInfo};
+
+use super::write_file;
+use crate::Exit;
+
+#[derive(Debug, Subcommand)]
+pub enum LlmCommand {
+    /// Place the LLMs of an LLM instance and write the plan.
+    Solve {
+        instance: PathBuf,
+        /// Placer NAME[:key=value,...] (see `plexserve llm placers`).
+        #[arg(long)]
+        placer: Option<String>,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "time-limit-s")]
+        time_limit_s: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Simulate an LLM plan on the instance's workload.
+    Simulate {
+        instance: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare placers, optionally over a sweep (`rate_scale=0.5,1,1.5`); writes TSV and SVG plots.
+    Compare {
+        instance: PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        placers: Vec<String>,
+        #[arg(long)]
+        sweep: Option<String>,
+        #[arg(short = 'o', long = "output", default_value = ".")]
+        output: PathBuf,
+    },
+    /// List the LLM placers.
+    Placers {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
+    match cmd {
+        LlmCommand::Solve {
+            instance,
+            placer,
+            output,
+            json,
+            time_limit_s,
+            seed,
+        } => solve(
+            &instance,
+            placer.as_deref(),
+            output.as_deref(),
+            json,
+            time_limit_s,
+            seed,
+        ),
+        LlmCommand::Simulate {
+            instance,
+            plan,
+            json,
+        } => simulate(&instance, &plan, json),
+        LlmCommand::Compare {
+            instance,
+            placers,
+            sweep,
+            output,
+        } => compare(&instance, &placers, sweep.as_deref(), &output),
+        LlmCommand::Placers { json } => {
+            let reg = llm::llm_registry();
+            if json {
+                let v: Vec<serde_json::Value> = reg
+                    .iter()
+                    .map(|p| serde_json::json!({"name": p.name(), "description": p.description()}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for p in &reg {
+                    println!("{:14}  {}", p.name(), p.description());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<(LlmInstance, llm::LlmTrace), Exit> {
+    let inst = LlmInstance::load(path)?;
+    let trace = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
+    Ok((inst, trace))
+}
+
+fn solve(
+    path: &Path,
+    placer: Option<&str>,
+    out: Option<&Path>,
+    json: bool,
+    limit: Option<f64>,
+    seed: u64,
+) -> Result<(), Exit> {
+    let (inst, trace) = load(path)?;
+    let base = PlaceOptions {
+        time_limit_s: limit,
+        seed,
+        ..Default::default()
+    };
+    let spec = placer.unwrap_or(llm::DEFAULT_LLM_PLACER);
+    let (p, opts) = llm::llm_placer(spec, &base)?;
+    let solved = p.place(&inst, &trace, &opts)?;
+    let rep = llm::simulate(&inst, &trace, &solved.deployment);
+    let mut plan = solved.deployment.to_plan(&inst, spec);
+    plan.predicted = Some(Predicted {
+        slo_attainment: rep.slo_attainment,
+        requests: rep.requests,
+        good: rep.good,
+    });
+    plan.solve = Some(SolveInfo {
+        status: solved.status,
+        time_s: solved.time_s,
+        evaluations: solved.evaluations,
+        objective: solved.objective,
+    });
+    let text = plan.to_json();
+    if let Some(o) = out {
+        write_file(o, &text)?;
+    }
+    if json || out.is_none() {
+        print!("{text}");
+    } else {
+        eprintln!(
+            "{spec}: {} meshes, predicted attainment {:.4}, goodput {:.2} req/s, throughput {:.2} req/s ({:.2} s)",
+            plan.units.len(),
+            rep.slo_attainment,
+            rep.goodput_rps,
+            rep.throughput_rps,
+            solved.time_s
+        );
+    }
+    Ok(())
+}
+
+fn simulate(path: &Path, plan_path: &Path, json: bool) -> Result<(), Exit> {
+    let (inst, trace) = load(path)?;
+    let dep = LlmPlanFile::load(plan_path)?.resolve(plan_path, &inst)?;
+    let r = llm::simulate(&inst, &trace, &dep);
+    if json {
+        print!("{}", r.to_json());
+        return Ok(());
+    }
+    println!(
+        "requests    {} ({} finished, {} dropped, {} good)",
+        r.requests, r.finished, r.dropped, r.good
+    );
+    println!("attainment  {:.4}", r.slo_attainment);
+    println!(
+        "throughput  {:.3} req/s   goodput {:.3} req/s   {:.1} output tokens/s",
+        r.throughput_rps, r.goodput_rps, r.output_tokens_per_s
+    );
+    for (name, p) in [
+        ("ttft", &r.ttft_s),
+        ("tpot", &r.tpot_s),
+        ("latency", &r.latency_s),
+    ] {
+        println!(
+            "{name:<10}  mean {:.4} s  p50 {:.4}  p90 {:.4}  p99 {:.4}",
+            p.mean, p.p50, p.p90, p.p99
+        );
+    }
+    println!(
+        "preemptions {}   iterations {}   KV peak {:.3}   merges {}   splits {}",
+        r.preemptions, r.iterations, r.kv_peak_fraction, r.merges, r.splits
+    );
+    println!(
+        "{:<16} {:>8} {:>8} {:>10} {:>10}",
+        "llm", "requests", "good", "attainment", "ttft p99"
+    );
+    for (n, m) in &r.per_llm {
+        println!(
+            "{n:<16} {:>8} {:>8} {:>10.4} {:>10.3}",
+            m.requests, m.good, m.slo_attainment, m.ttft_p99_s
+        );
+    }
+    Ok(())
+}
+
+struct Row {
+    value: f64,
+    placer: String,
+    rep: LlmSimReport,
+    units: usize,
+    solve_s: f64,
+}
+
+fn compare(path: &Path, placers: &[String], sweep: Option<&str>, out: &Path) -> Result<(), Exit> {
+    if placers.is_empty() {
+        return Err(Exit::input("--placers needs at least one placer"));
+    }
+    let (axis, values) = match sweep {
+        None => ("rate_scale".to_string(), vec![1.0]),
+        Some(s) => {
+            let (a, v) = s
+                .split_once('=')
+                .ok_or_else(|| Exit::input("--sweep: expected AXIS=V1,V2,..."))?;
+            if a != "rate_scale" {
+                return Err(Exit::input(format!(
+                    "--sweep: LLM instances support the axis rate_scale, not \"{a}\""
+                )));
+            }
+            let vals: Result<Vec<f64>, _> = v.split(',').map(|x| x.trim().parse::<f64>()).collect();
+            let vals = vals.map_err(|_| Exit::input("--sweep: values must be numbers"))?;
+            if vals.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                return Err(Exit::input("--sweep: values must be positive"));
+            }
+            (a.to_string(), vals)
+        }
+    };
+    let base = LlmInstance::load(path)?;
+    std::fs::create_dir_all(out).map_err(|e| Exit {
+        code: 1,
+        message: format!("{}: {e}", out.display()),
+    })?;
+    let mut rows = Vec::new();
+    for &v in &values {
+        let mut inst = base.clone();
+        inst.workload.scale_rate(v);
+        let trace = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
+        for spec in placers {
+            let (p, opts) = llm::llm_placer(spec, &PlaceOptions::default())?;
+            let s = p.place(&inst, &trace, &opts)?;
+            let rep = llm::simulate(&inst, &trace, &s.deployment);
+            eprintln!(
+                "{axis}={v} {spec}: goodput {:.3} throughput {:.3} attainment {:.4}",
+                rep.goodput_rps, rep.throughput_rps, rep.slo_attainment
+            );
+            rows.push(Row {
+                value: v,
+                placer: spec.clone(),
+                rep,
+                units: s.deployment.units.len(),
+                solve_s: s.time_s,
+            });
+        }
+    }
+    let mut tsv = String::from(
+        "instance\taxis\tvalue\tplacer\tunits\trequests\tfinished\tdropped\tgood\tslo_attainment\tthroughput_rps\tgoodput_rps\toutput_tokens_per_s\tttft_p50_s\tttft_p99_s\ttpot_p50_s\ttpot_p99_s\tlatency_p99_s\tpreemptions\tmerges\tsplits\tsolve_time_s\n",
+    );
+    for r in &rows {
+        let p = &r.rep;
+        let _ = writeln!(
+            tsv,
+            "{}\t{axis}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.1}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}\t{}\t{:.3}",
+            base.name, r.value, r.placer, r.units, p.requests, p.finished, p.dropped, p.good, p.slo_attainment, p.throughput_rps,
+            p.goodput_rps, p.output_tokens_per_s, p.ttft_s.p50, p.ttft_s.p99, p.tpot_s.p50, p.tpot_s.p99, p.latency_s.p99, p.preemptions,
+            p.merges, p.splits, r.solve_s
+        );
+    }
+    write_file(&out.join(format!("{}.tsv", base.name)), &tsv)?;
+    let metrics: [(&str, fn(&LlmSimReport) -> f64); 3] = [
+        ("goodput_rps", |r| r.goodput_rps),
+        ("throughput_rps", |r| r.throughput_rps),
+        ("slo_attainment", |r| r.slo_attainment),
+    ];
+    for (name, f) in metrics {
+        let series: Vec<(String, Vec<(f64, f64)>)> = placers
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    rows.iter()
+                        .filter(|r| &r.placer == p)
+                        .map(|r| (r.value, f(&r.rep)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let svg = line_plot_svg(&format!("{} — {name}", base.name), &axis, name, &series);
+        write_file(&out.join(format!("{}.{name}.svg", base.name)), &svg)?;
+    }
+    eprintln!("wrote {}", out.join(format!("{}.tsv", base.name)).display());
+    Ok(())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A small self-contained SVG line plot (text is SVG `<text>`, so no font file is needed).
+fn line_plot_svg(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    let (w, h, l, r, t, b) = (720.0, 440.0, 70.0, 200.0, 40.0, 50.0);
+    let pts = series.iter().flat_map(|s| s.1.iter());
+    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 - x0 < 1e-12 {
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
+    let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.08 };
+    let px = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
+    let py = |y: f64| h - b - y / y1 * (h - t - b);
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    ];
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>",
+        (l + w - r) / 2.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - b,
+        w - r,
+        h - b
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>",
+        h - b
+    );
+    for k in 0..=5 {
+        let yv = y1 * k as f64 / 5.0;
+        let xv = x0 + (x1 - x0) * k as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.3}</text>",
+            l - 6.0,
+            py(yv) + 4.0,
+            yv
+        );
+        let _ = writeln!(
+            s,
+            "<line x1=\"{l}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/>",
+            py(yv),
+            w - r
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.3}</text>",
+            px(xv),
+            h - b + 16.0,
+            xv
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+        (l + w - r) / 2.0,
+        h - 12.0,
+        esc(xlabel)
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{}</text>",
+        (t + h - b) / 2.0,
+        (t + h - b) / 2.0,
+        esc(ylabel)
+    );
+    for (i, (name, p)) in series.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let path: Vec<String> = p
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for &(x, y) in p {
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>",
+                px(x),
+                py(y)
+            );
+        }
+        let ly = t + 18.0 * i as f64;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{c}\"/>",
+            w - r + 12.0,
+            ly
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\">{}</text>",
+            w - r + 30.0,
+            ly + 10.0,
+            esc(name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,265 @@
+//! `plexserve-llm`: our placer. It starts from MuxServe's (fixed) plan and improves it by local
+//! search evaluated in the simulator, accepting only moves that lose neither SLO-good requests nor
+//! throughput. Moves fix MuxServe's structural limits (§2): data-parallel replicas of hot
+//! LLMs, idle GPUs put to work, LLMs moved between meshes, and decode SM shares retuned.
+
+use std::time::Instant;
+
+use super::baselines::{min_mesh, spatial_deployment};
+use super::{check_params, muxserve_place, LlmPlacer, LlmSolved};
+use crate::error::Result;
+use crate::llm::instance::LlmInstance;
+use crate::llm::plan::{Deployment, EngineSpec, UnitSpec};
+use crate::llm::report::LlmSimReport;
+use crate::llm::simulate;
+use crate::llm::workload::LlmTrace;
+use crate::placer::{Deadline, PlaceOptions};
+use crate::plan::SolveStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score {
+    good: u64,
+    throughput: f64,
+    goodput: f64,
+}
+
+impl Score {
+    fn of(r: &LlmSimReport) -> Score {
+        Score {
+            good: r.good,
+            throughput: r.throughput_rps,
+            goodput: r.goodput_rps,
+        }
+    }
+    /// Pareto: no fewer SLO-good requests and no lower throughput, and strictly better in one.
+    fn improves_on(&self, o: &Score) -> bool {
+        self.good >= o.good
+            && self.throughput >= o.throughput
+            && (self.good > o.good || self.throughput > o.throughput)
+    }
+}
+
+fn valid(inst: &LlmInstance, dep: &Deployment) -> bool {
+    dep.units.iter().all(|u| {
+        let llms: Vec<usize> = u.engines.iter().map(|e| e.llm).collect();
+        let dec: u32 = u.engines.iter().map(|e| e.decode_sm_pct).sum();
+        !llms.is_empty()
+            && dec <= 120
+            && u.engines
+                .iter()
+                .all(|e| u.tp() >= inst.llms[e.llm].spec.min_tp)
+            && inst.kv_pool_bytes_per_gpu(u.tp(), &llms) >= 0.05 * inst.gpu.memory_gb * 1e9
+    })
+}
+
+/// GPUs no unit uses, as power-of-two meshes within nodes (largest first).
+fn idle_meshes(inst: &LlmInstance, dep: &Deployment) -> Vec<Vec<u32>> {
+    let mut used = vec![false; inst.devices as usize];
+    for u in &dep.units {
+        for &d in &u.devices {
+            used[d as usize] = true;
+        }
+    }
+    let mut out = Vec::new();
+    let per = inst.devices_per_node;
+    for node in 0..inst.devices.div_ceil(per) {
+        let free: Vec<u32> = (node * per..((node + 1) * per).min(inst.devices))
+            .filter(|&d| !used[d as usize])
+            .collect();
+        let mut i = 0;
+        while i < free.len() {
+            let mut s = (free.len() - i).next_power_of_two();
+            if s > free.len() - i {
+                s /= 2;
+            }
+            out.push(free[i..i + s].to_vec());
+            i += s;
+        }
+    }
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    out
+}
+
+/// Candidate moves, most promising first.
+fn moves(inst: &LlmInstance, dep: &Deployment, rep: &LlmSimReport) -> Vec<Deployment> {
+    let n = inst.llms.len();
+    // LLMs by requests that missed their SLO, most first.
+    let bad: Vec<u64> = rep.per_llm.values().map(|p| p.requests - p.good).collect();
+    let mut hot: Vec<usize> = (0..n).filter(|&m| bad[m] > 0).collect();
+    hot.sort_by(|&a, &b| bad[b].cmp(&bad[a]).then(a.cmp(&b)));
+    hot.truncate(4);
+    let mut out = Vec::new();
+    let idle = idle_meshes(inst, dep);
+    for &m in &hot {
+        let eng = EngineSpec {
+            llm: m,
+            prefill_sm_pct: inst.llms[m].spec.prefill_sm_pct,
+            decode_sm_pct: 50,
+            quota: None,
+        };
+        // A new replica on an idle mesh (MuxServe leaves these GPUs unused).
+        for mesh in &idle {
+            if min_mesh(inst, m).is_some_and(|g| g <= mesh.len() as u32) {
+                let mut d = dep.clone();
+                d.units.push(UnitSpec {
+                    devices: mesh.clone(),
+                    engines: vec![EngineSpec {
+                        prefill_sm_pct: 100,
+                        decode_sm_pct: 90,
+                        ..eng.clone()
+                    }],
+                });
+                out.push(d);
+                break;
+            }
+        }
+        // A replica beside other LLMs.
+        let mut beside: Vec<usize> = (0..dep.units.len())
+            .filter(|&u| dep.units[u].engines.iter().all(|e| e.llm != m))
+            .collect();
+        beside.sort_by(|&a, &b| {
+            let fa = inst.kv_pool_bytes_per_gpu(
+                dep.units[a].tp(),
+                &dep.units[a]
+                    .engines
+                    .iter()
+                    .map(|e| e.llm)
+                    .collect::<Vec<_>>(),
+            );
+            let fb = inst.kv_pool_bytes_per_gpu(
+                dep.units[b].tp(),
+                &dep.units[b]
+                    .engines
+                    .iter()
+                    .map(|e| e.llm)
+                    .collect::<Vec<_>>(),
+            );
+            fb.total_cmp(&fa).then(a.cmp(&b))
+        });
+        for &u in beside.iter().take(2) {
+            let mut d = dep.clone();
+            d.units[u].engines.push(eng.clone());
+            out.push(d);
+        }
+        // Move m's engine off a crowded mesh to the least crowded one.
+        for (u, unit) in dep.units.iter().enumerate() {
+            if unit.engines.len() >= 2 {
+                if let Some(k) = unit.engines.iter().position(|e| e.llm == m) {
+                    for &v in beside.iter().take(1) {
+                        let mut d = dep.clone();
+                        let e = d.units[u].engines.remove(k);
+                        d.units[v].engines.push(e);
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        // Retune m's decode share.
+        for (u, unit) in dep.units.iter().enumerate() {
+            if let Some(k) = unit.engines.iter().position(|e| e.llm == m) {
+                for delta in [20i32, -10] {
+                    let mut d = dep.clone();
+                    let e = &mut d.units[u].engines[k];
+                    let v = (e.decode_sm_pct as i32 + delta).clamp(30, 90) as u32;
+                    if v != e.decode_sm_pct {
+                        e.decode_sm_pct = v;
+                        out.push(d);
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|d| valid(inst, d));
+    out
+}
+
+pub struct PlexserveLlm;
+
+impl LlmPlacer for PlexserveLlm {
+    fn name(&self) -> &'static str {
+        "plexserve-llm"
+    }
+    fn description(&self) -> &'static str {
+        "ours: MuxServe seed + simulator-evaluated local search (DP replicas, idle GPUs, moves, SM retune) on SLO goodput (options max_evals, eval_s)"
+    }
+    fn place(
+        &self,
+        inst: &LlmInstance,
+        trace: &LlmTrace,
+        opts: &PlaceOptions,
+    ) -> Result<LlmSolved> {
+        check_params(opts, self.name(), &["max_evals", "eval_s"])?;
+        let t0 = Instant::now();
+        let deadline = Deadline::new(opts.time_limit_s);
+        let max_evals = opts.number("max_evals", 40.0)?.max(1.0) as u64;
+        // Optionally evaluate on a prefix of the trace (faster search on long traces).
+        let eval_trace;
+        let tr = match opts.params.get("eval_s") {
+            Some(_) => {
+                let s = opts.number("eval_s", f64::INFINITY)?;
+                let k = trace.arrival_s.partition_point(|&t| t < s);
+                eval_trace = LlmTrace {
+                    arrival_s: trace.arrival_s[..k].to_vec(),
+                    llm: trace.llm[..k].to_vec(),
+                    prompt: trace.prompt[..k].to_vec(),
+                    output: trace.output[..k].to_vec(),
+                };
+                &eval_trace
+            }
+            None => trace,
+        };
+        let (seed, _, _) = muxserve_place(inst, trace, false)?;
+        let mut evals = 1u64;
+        let mut best = seed;
+        let mut best_rep = simulate(inst, tr, &best);
+        let mut best_score = Score::of(&best_rep);
+        if let Ok(sp) = spatial_deployment(inst, trace, true) {
+            let r = simulate(inst, tr, &sp);
+            evals += 1;
+            if Score::of(&r).improves_on(&best_score) {
+                best = sp;
+                best_score = Score::of(&r);
+                best_rep = r;
+            }
+        }
+        let mut status = SolveStatus::Heuristic;
+        'outer: while evals < max_evals {
+            let mut improved: Option<(Deployment, LlmSimReport, Score)> = None;
+            for cand in moves(inst, &best, &best_rep) {
+                if evals >= max_evals {
+                    break;
+                }
+                if deadline.expired() {
+                    status = SolveStatus::TimeLimit;
+                    break 'outer;
+                }
+                let r = simulate(inst, tr, &cand);
+                evals += 1;
+                let s = Score::of(&r);
+                let target = improved.as_ref().map_or(best_score, |x| x.2);
+                if s.improves_on(&target) {
+                    improved = Some((cand, r, s));
+                    // First improvement among the ranked moves is usually the best; keep going
+                    // only while it is cheap to look one further.
+                    break;
+                }
+            }
+            match improved {
+                Some((d, r, s)) => {
+                    best = d;
+                    best_rep = r;
+                    best_score = s;
+                }
+                None => break,
+            }
+        }
+        best.units.sort_by(|a, b| a.devices.cmp(&b.devices));
+        Ok(LlmSolved {
+            deployment: best,
+            status,
+            evaluations: evals,
+            time_s: t0.elapsed().as_secs_f64(),
+            objective: Some(best_score.goodput),
+        })
+    }
+}

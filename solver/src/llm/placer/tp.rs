@@ -1,0 +1,211 @@
+//! Tensor-parallel configurations of one LLM for the Amoeba study (llm-serving.md §3): static TP-k
+//! replicas, a static hybrid (TP-N meshes beside TP1 replicas), and dynamic TP transformation
+//! (groups of N TP1 replicas that merge into TP-N for long requests and split back).
+
+use std::time::Instant;
+
+use super::{check_params, LlmPlacer, LlmSolved};
+use crate::error::{Result, SolverError};
+use crate::llm::instance::LlmInstance;
+use crate::llm::plan::{Deployment, EngineSpec, TransformKnobs, TransformSpec, UnitSpec};
+use crate::llm::workload::LlmTrace;
+use crate::placer::PlaceOptions;
+use crate::plan::SolveStatus;
+
+fn single_llm(inst: &LlmInstance, placer: &str) -> Result<()> {
+    if inst.llms.len() != 1 {
+        return Err(SolverError::Option(format!(
+            "placer {placer} serves one LLM; the instance has {}",
+            inst.llms.len()
+        )));
+    }
+    Ok(())
+}
+
+fn degree(opts: &PlaceOptions, inst: &LlmInstance, default: f64) -> Result<u32> {
+    let t = opts.number("tp", default)?;
+    let t = t as u32;
+    if t == 0 || !t.is_power_of_two() || t > inst.devices_per_node || inst.devices % t != 0 {
+        return Err(SolverError::Option(format!(
+            "option tp: expected a power of two dividing the node, found {t}"
+        )));
+    }
+    if inst.llms[0].spec.kv_heads % t != 0 {
+        return Err(SolverError::Option(format!(
+            "option tp: {} KV heads do not split over {t} GPUs",
+            inst.llms[0].spec.kv_heads
+        )));
+    }
+    Ok(t)
+}
+
+fn engine() -> EngineSpec {
+    EngineSpec {
+        llm: 0,
+        prefill_sm_pct: 100,
+        decode_sm_pct: 100,
+        quota: None,
+    }
+}
+
+fn solved(dep: Deployment, t0: Instant) -> LlmSolved {
+    LlmSolved {
+        deployment: dep,
+        status: SolveStatus::Heuristic,
+        evaluations: 0,
+        time_s: t0.elapsed().as_secs_f64(),
+        objective: None,
+    }
+}
+
+/// All GPUs as TP-`tp` replicas.
+pub fn static_tp(inst: &LlmInstance, tp: u32) -> Deployment {
+    let units = (0..inst.devices / tp)
+        .map(|k| UnitSpec {
+            devices: (k * tp..(k + 1) * tp).collect(),
+            engines: vec![engine()],
+        })
+        .collect();
+    Deployment {
+        units,
+        transforms: vec![],
+    }
+}
+
+/// Per node: `big` TP-`tp` meshes, the rest TP1.
+pub fn hybrid_tp(inst: &LlmInstance, tp: u32, big: u32) -> Deployment {
+    let per = inst.devices_per_node;
+    let mut units = Vec::new();
+    for node in 0..inst.devices / per {
+        let base = node * per;
+        let mut d = base;
+        for _ in 0..big.min(per / tp) {
+            units.push(UnitSpec {
+                devices: (d..d + tp).collect(),
+                engines: vec![engine()],
+            });
+            d += tp;
+        }
+        while d < base + per {
+            units.push(UnitSpec {
+                devices: vec![d],
+                engines: vec![engine()],
+            });
+            d += 1;
+        }
+    }
+    Deployment {
+        units,
+        transforms: vec![],
+    }
+}
+
+/// TP1 replicas grouped by `tp` for runtime merge/split.
+pub fn dynamic_tp(inst: &LlmInstance, tp: u32, knobs: &TransformKnobs) -> Deployment {
+    let mut dep = static_tp(inst, 1);
+    for k in 0..inst.devices / tp {
+        dep.transforms.push(TransformSpec {
+            units: (k * tp..(k + 1) * tp).map(|u| u as usize).collect(),
+            llm: 0,
+            knobs: knobs.clone(),
+        });
+    }
+    dep
+}
+
+pub struct TpStatic;
+
+impl LlmPlacer for TpStatic {
+    fn name(&self) -> &'static str {
+        "tp-static"
+    }
+    fn description(&self) -> &'static str {
+        "one LLM: every GPU group a static TP-k replica (option tp, default 1)"
+    }
+    fn place(
+        &self,
+        inst: &LlmInstance,
+        _trace: &LlmTrace,
+        opts: &PlaceOptions,
+    ) -> Result<LlmSolved> {
+        check_params(opts, self.name(), &["tp"])?;
+        single_llm(inst, self.name())?;
+        let t0 = Instant::now();
+        Ok(solved(static_tp(inst, degree(opts, inst, 1.0)?), t0))
+    }
+}
+
+pub struct TpHybrid;
+
+impl LlmPlacer for TpHybrid {
+    fn name(&self) -> &'static str {
+        "tp-hybrid"
+    }
+    fn description(&self) -> &'static str {
+        "one LLM: per node `big` static TP-N meshes (options tp=4, big=1), the rest TP1; long requests go to TP-N"
+    }
+    fn place(
+        &self,
+        inst: &LlmInstance,
+        _trace: &LlmTrace,
+        opts: &PlaceOptions,
+    ) -> Result<LlmSolved> {
+        check_params(opts, self.name(), &["tp", "big"])?;
+        single_llm(inst, self.name())?;
+        let t0 = Instant::now();
+        let big = opts.number("big", 1.0)?.max(0.0) as u32;
+        Ok(solved(hybrid_tp(inst, degree(opts, inst, 4.0)?, big), t0))
+    }
+}
+
+pub struct TpDynamic;
+
+impl LlmPlacer for TpDynamic {
+    fn name(&self) -> &'static str {
+        "tp-dynamic"
+    }
+    fn description(&self) -> &'static str {
+        "one LLM (Amoeba): TP1 replicas that merge N at a time into TP-N for long requests and split back (options tp, long_fraction, hysteresis_s, staggered, weight_padding, head_centric)"
+    }
+    fn place(
+        &self,
+        inst: &LlmInstance,
+        _trace: &LlmTrace,
+        opts: &PlaceOptions,
+    ) -> Result<LlmSolved> {
+        check_params(
+            opts,
+            self.name(),
+            &[
+                "tp",
+                "long_fraction",
+                "hysteresis_s",
+                "staggered",
+                "weight_padding",
+                "head_centric",
+            ],
+        )?;
+        single_llm(inst, self.name())?;
+        let t0 = Instant::now();
+        let d = TransformKnobs::default();
+        let flag = |k: &str, def: bool| -> Result<bool> {
+            if opts.params.contains_key(k) {
+                opts.flag(k)
+            } else {
+                Ok(def)
+            }
+        };
+        let knobs = TransformKnobs {
+            long_fraction: opts.number("long_fraction", d.long_fraction)?,
+            hysteresis_s: opts.number("hysteresis_s", d.hysteresis_s)?,
+            staggered: flag("staggered", d.staggered)?,
+            weight_padding: flag("weight_padding", d.weight_padding)?,
+            head_centric: flag("head_centric", d.head_centric)?,
+            ..d
+        };
+        Ok(solved(
+            dynamic_tp(inst, degree(opts, inst, 4.0)?, &knobs),
+            t0,
+        ))
+    }
+}

@@ -1,0 +1,92 @@
+//! Exploration helpers (ignored): print figures for calibrating instances.
+use std::path::Path;
+use std::time::Instant;
+
+use plexserve_solver::llm::*;
+use plexserve_solver::PlaceOptions;
+
+fn run(path: &str, scale: f64, placers: &[&str]) {
+    let mut inst = LlmInstance::load(Path::new(path)).unwrap();
+    inst.workload.scale_rate(scale);
+    let trace = inst
+        .workload
+        .generate(inst.base_dir(), inst.llms.len())
+        .unwrap();
+    for p in placers {
+        let t0 = Instant::now();
+        let (pl, o) = llm_placer(p, &PlaceOptions::default()).unwrap();
+        let s = pl.place(&inst, &trace, &o).unwrap();
+        let tp = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let r = simulate(&inst, &trace, &s.deployment);
+        eprintln!(
+            "{path} x{scale} {p:28} req {} fin {} drop {} good {} att {:.3} thr {:.2} mux {:.2} gput {:.2} ttft99 {:.2} tpot99 {:.3} pre {} iters {} merges {} units {} place {:.2}s sim {:.2}s",
+            r.requests, r.finished, r.dropped, r.good, r.slo_attainment, r.throughput_rps, r.muxserve_throughput_rps, r.goodput_rps,
+            r.ttft_s.p99, r.tpot_s.p99, r.preemptions, r.iterations, r.merges, s.deployment.units.len(), tp, t1.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn explore_synthetic() {
+    let a: f64 = std::env::var("ALPHA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.9);
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let mut inst: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("../instances/llm/muxserve-synthetic.json").unwrap(),
+    )
+    .unwrap();
+    inst["workload"]["alpha"] = a.into();
+    let p = std::env::temp_dir().join(format!("syn-{a}.json"));
+    std::fs::write(&p, inst.to_string()).unwrap();
+    run(
+        p.to_str().unwrap(),
+        s,
+        &[
+            "spatial",
+            "spatial:by_load",
+            "temporal",
+            "muxserve",
+            "muxserve:faithful",
+            "plexserve-llm",
+        ],
+    );
+}
+
+#[test]
+#[ignore]
+fn explore_azure() {
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let f = std::env::var("TRACE").unwrap_or("conv".into());
+    let mut inst: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("../instances/llm/azure-{f}-qwen32b.json")).unwrap(),
+    )
+    .unwrap();
+    if let Ok(b) = std::env::var("BETA") {
+        inst["cost_model"]["tp_inefficiency"] = b.parse::<f64>().unwrap().into();
+    }
+    if let Ok(b) = std::env::var("SLO") {
+        inst["llms"][0] = serde_json::json!({"name": "qwen2.5-32b", "spec": "qwen2.5-32b", "slo_scale": b.parse::<f64>().unwrap()});
+    }
+    let p = std::env::temp_dir().join(format!("az-{f}.json"));
+    std::fs::write(
+        &p,
+        inst.to_string()
+            .replace("data/Azure", "/work/main/instances/llm/data/Azure"),
+    )
+    .unwrap();
+    let pl = std::env::var("PLACERS").unwrap_or(
+        "tp-static:tp=1;tp-static:tp=2;tp-static:tp=4;tp-static:tp=8;tp-hybrid;tp-dynamic".into(),
+    );
+    let pl: Vec<&str> = pl.split(';').collect();
+    run(p.to_str().unwrap(), s, &pl);
+}
