@@ -16,9 +16,13 @@ pub fn run(
     requests_out: Option<&Path>,
 ) -> Result<(), Exit> {
     let inst = load_instance(instance)?;
-    let schedule = PlanFile::load(plan)?.resolve(plan, &inst)?;
+    let plan_file = PlanFile::load(plan)?;
+    let schedule = plan_file.resolve(plan, &inst)?;
     let trace = inst.workload.generate(inst.base_dir())?;
-    let sim = Simulator::new(&inst, &trace);
+    let mut sim = Simulator::new(&inst, &trace);
+    if let Some(d) = plan_file.dispatch {
+        sim.config.dispatch = d;
+    }
     let (report, outcomes) = sim.report(&schedule);
     if let Some(path) = requests_out {
         let file = std::fs::File::create(path).map_err(|e| Exit {

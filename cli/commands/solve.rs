@@ -39,8 +39,13 @@ pub fn run(
     let bar = Bar::new(&format!("solve {spec}"));
     let solved = with_threads(search.threads, || placer.place(&inst, &trace, &opts, &bar))??;
     bar.finish();
-    let (report, _) = Simulator::new(&inst, &trace).report(&solved.schedule);
+    let mut sim = Simulator::new(&inst, &trace);
+    if let Some(d) = solved.dispatch {
+        sim.config.dispatch = d;
+    }
+    let (report, _) = sim.report(&solved.schedule);
     let mut plan = PlanFile::from_schedule(&inst, spec, &solved.schedule);
+    plan.dispatch = solved.dispatch;
     plan.predicted = Some(Predicted {
         slo_attainment: report.slo_attainment,
         requests: report.requests,

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{parse_json, read_file, Result, SolverError};
-use crate::instance::Instance;
+use crate::instance::{Dispatch, Instance};
 
 pub const PLAN_SCHEMA: &str = "plexserve/plan/v1";
 
@@ -18,6 +18,9 @@ pub struct PlanFile {
     pub instance: String,
     pub placer: String,
     pub segments: Vec<SegmentFile>,
+    /// Dispatch policy the plan was made for; overrides the instance's `simulator.dispatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<Dispatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<Predicted>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +257,7 @@ impl PlanFile {
                         .collect(),
                 })
                 .collect(),
+            dispatch: None,
             predicted: None,
             solve: None,
         }

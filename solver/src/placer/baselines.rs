@@ -13,7 +13,11 @@ use super::greedy::Search;
 use super::{Deadline, Observer, PlaceOptions, Placer, Solved};
 
 /// Builds the search context shared by the placers: `faithful` switches every AlpaServe quirk on.
-fn search<'a>(inst: &'a Instance, trace: &'a Trace, opts: &PlaceOptions) -> Result<Search<'a>> {
+pub(super) fn search<'a>(
+    inst: &'a Instance,
+    trace: &'a Trace,
+    opts: &PlaceOptions,
+) -> Result<Search<'a>> {
     let faithful = opts.flag("faithful")?;
     let sim = Simulator::new(inst, trace).with_options(SimOptions {
         faithful_segments: faithful,
@@ -23,7 +27,7 @@ fn search<'a>(inst: &'a Instance, trace: &'a Trace, opts: &PlaceOptions) -> Resu
     Ok(Search::new(sim, faithful, Deadline::new(opts.time_limit_s)))
 }
 
-fn solved(search: &Search, schedule: Schedule, score: crate::sim::Score) -> Solved {
+pub(super) fn solved(search: &Search, schedule: Schedule, score: crate::sim::Score) -> Solved {
     Solved {
         schedule,
         score,
@@ -35,11 +39,12 @@ fn solved(search: &Search, schedule: Schedule, score: crate::sim::Score) -> Solv
         evaluations: search.evaluations.load(Ordering::Relaxed),
         time_s: search.deadline.elapsed_s(),
         objective: None,
+        dispatch: None,
     }
 }
 
 /// Rejects options a placer does not know, so a typo never passes silently.
-fn known_options(name: &str, opts: &PlaceOptions, known: &[&str]) -> Result<()> {
+pub(super) fn known_options(name: &str, opts: &PlaceOptions, known: &[&str]) -> Result<()> {
     for k in opts.params.keys() {
         if !known.contains(&k.as_str()) {
             return Err(SolverError::Option(format!(

@@ -76,6 +76,8 @@ pub struct Solved {
     pub time_s: f64,
     /// The optimizer's own objective, when it has one.
     pub objective: Option<f64>,
+    /// Dispatch policy the schedule is meant to run under (the instance's when `None`).
+    pub dispatch: Option<crate::instance::Dispatch>,
 }
 
 /// A placement algorithm.
