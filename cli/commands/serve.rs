@@ -1,0 +1,41 @@
+//! `plexserve serve`: deploy a plan and serve it over HTTP until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use plexserve_executor::{serve_blocking, ExecutorError, RunnerKind};
+use plexserve_solver::PlanFile;
+
+use super::load_instance;
+use crate::Exit;
+
+fn executor_exit(e: ExecutorError) -> Exit {
+    let code = match &e {
+        ExecutorError::Solver(s) if s.is_input_error() => 2,
+        ExecutorError::Unsupported(_) | ExecutorError::UnknownRunner(_) => 2,
+        _ => 1,
+    };
+    Exit {
+        code,
+        message: e.to_string(),
+    }
+}
+
+pub fn run(instance: &Path, plan: &Path, listen: &str, runner: &str) -> Result<(), Exit> {
+    let inst = load_instance(instance)?;
+    let schedule = PlanFile::load(plan)?.resolve(plan, &inst)?;
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        Exit::input(format!(
+            "--listen: expected IP:PORT (e.g. 127.0.0.1:8080), found \"{listen}\""
+        ))
+    })?;
+    let kind: RunnerKind = runner.parse().map_err(executor_exit)?;
+    serve_blocking(&inst, &schedule, addr, kind, |bound| {
+        eprintln!(
+            "plexserve: serving {} ({} runner) on http://{bound}",
+            inst.name,
+            kind.as_str()
+        );
+    })
+    .map_err(executor_exit)
+}
