@@ -38,8 +38,10 @@ pub enum LlmCommand {
     /// Compare placers, optionally over a sweep (`rate_scale=0.5,1,1.5`); writes TSV and SVG plots.
     Compare {
         instance: PathBuf,
-        #[arg(long, value_delimiter = ',')]
-        placers: Vec<String>,
+        /// Comma-separated placers; `key=value` items after a `NAME:` continue its options
+        /// (`tp-hybrid:tp=2,big=2,tp-static`).
+        #[arg(long)]
+        placers: String,
         #[arg(long)]
         sweep: Option<String>,
         #[arg(short = 'o', long = "output", default_value = ".")]
@@ -79,7 +81,12 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             placers,
             sweep,
             output,
-        } => compare(&instance, &placers, sweep.as_deref(), &output),
+        } => compare(
+            &instance,
+            &split_placers(&placers),
+            sweep.as_deref(),
+            &output,
+        ),
         LlmCommand::Placers { json } => {
             let reg = llm::llm_registry();
             if json {
@@ -96,6 +103,21 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             Ok(())
         }
     }
+}
+
+/// Splits a placer list on commas, keeping `key=value` items with the placer they follow.
+fn split_placers(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for tok in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match out.last_mut() {
+            Some(prev) if tok.contains('=') && !tok.contains(':') && prev.contains(':') => {
+                prev.push(',');
+                prev.push_str(tok);
+            }
+            _ => out.push(tok.to_string()),
+        }
+    }
+    out
 }
 
 fn load(path: &Path) -> Result<(LlmInstance, llm::LlmTrace), Exit> {
