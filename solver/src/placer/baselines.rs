@@ -241,7 +241,7 @@ impl Placer for AlpaServe {
 }
 
 /// Infeasible unless every model fits a group of at least one uniform partition.
-fn require_some_fit(inst: &Instance, n: u32, faithful: bool) -> Result<()> {
+pub(super) fn require_some_fit(inst: &Instance, n: u32, faithful: bool) -> Result<()> {
     let parts = uniform_partitions(n, faithful);
     let mut last_err = None;
     for m in 0..inst.models.len() {

@@ -5,7 +5,11 @@
 
 pub mod alpaserve;
 mod baselines;
+mod exhaustive;
 pub mod greedy;
+/// MILP placers; behind the `milp` feature (they list, and refuse to run, without it).
+pub mod milp;
+mod plexserve;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -113,7 +117,7 @@ pub fn parse_placer_spec(spec: &str) -> Result<(String, BTreeMap<String, String>
 }
 
 /// The placer `solve` uses when none is named.
-pub const DEFAULT_PLACER: &str = "alpaserve-sep";
+pub const DEFAULT_PLACER: &str = "plexserve";
 
 /// Every placer with its default parameters, in the order `plexserve placers` lists them.
 pub fn registry() -> Vec<Box<dyn Placer>> {
@@ -124,6 +128,11 @@ pub fn registry() -> Vec<Box<dyn Placer>> {
         Box::new(baselines::GreedyPp { k: 4 }),
         Box::new(baselines::AlpaServe),
         Box::new(baselines::AlpaServeSep),
+        Box::new(plexserve::PlexServe),
+        Box::new(exhaustive::Exhaustive),
+        Box::new(milp::Milp),
+        Box::new(milp::AlpaServeIlp),
+        Box::new(milp::SrIlp),
     ]
 }
 

@@ -1,0 +1,535 @@
+//! The inner placement MILP of stage-dp-and-milp.md §5.2: the device groups are fixed, the MILP
+//! chooses replicas and traffic shares.
+//!
+//! Variables exist only for feasible (model, group) pairs: the model has a profile for the group's
+//! shape, its largest per-device stage weight fits the budget, and its penalized stage sum plus
+//! the per-request overhead meets its SLO (a replica that can never meet the SLO is useless).
+//!
+//! ```text
+//! x_p ∈ {0,1} (replica), r_p ∈ [0,1] (traffic share), U ≥ 0        for every feasible pair p = (i, j)
+//! Σ_{p∈j} (w_p / M) x_p ≤ 1                         ∀ group j    (contract's memory rule)
+//! r_p ≤ x_p                                          ∀ p
+//! Σ_{p∋i} r_p = 1   (goodput: = σ_i ∈ [0,1])         ∀ model i with requests
+//! Σ_{p∋i} x_p ≥ 1   (utilisation objective only)     ∀ model i    (every model is served)
+//! Σ_{p∈j} λ_i ℓ'_{p,k} r_p ≤ U   (goodput: ≤ ρ)      ∀ group j, stage k   (exact per-stage load)
+//! Σ_i x_{i,j} ≥ Σ_i x_{i,j+1}                        for consecutive groups of one shape
+//! utilisation: minimise U + ε Σ x_p;   goodput: maximise Σ λ_i σ_i / Σ λ − ε Σ x_p
+//! ```
+//! `ℓ'` is the stage latency times the simulator's pipeline penalty `1 + pp_penalty·pp`, so a
+//! load of 1 keeps that stage busy all the time. Every row is dimensionless and O(1) (memory as a
+//! fraction of the budget, load as λ·ℓ), as HiGHS likes it.
+
+use good_lp::{variable, Expression, ProblemVariables, Variable};
+
+use crate::instance::Instance;
+use crate::plan::{Placement, SolveStatus};
+use crate::workload::Trace;
+
+use super::highs::{self, NoIncumbent, Settings};
+
+/// Memory slack matching the greedy placers' `≤ budget + 1e-9` test, as a fraction of the budget.
+const MEM_SLACK_GIB: f64 = 1e-9;
+
+/// What the MILP optimises.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// Route all traffic, minimise the most loaded stage `U` (min-max fairness across groups).
+    Utilisation,
+    /// Keep every stage's load ≤ `target`, maximise the served fraction of the traffic.
+    Goodput { target: f64 },
+}
+
+/// Parameters of one inner MILP.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    pub objective: Objective,
+    /// Replica tie-break: positive saves replicas, negative adds them.
+    pub eps: f64,
+    pub settings: Settings,
+}
+
+/// A feasible (model, group) pair.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub model: usize,
+    pub group: usize,
+    /// Largest per-device stage weight as a fraction of the budget.
+    pub weight: f64,
+    /// `λ_model · ℓ'_k` for every stage `k` of the group.
+    pub stage_load: Vec<f64>,
+}
+
+/// The data of one inner MILP: a partition, the feasible pairs and the rates.
+#[derive(Debug, Clone)]
+pub struct Formulation {
+    pub shapes: Vec<(u32, u32)>,
+    /// Requests per second of every model on the trace.
+    pub rates: Vec<f64>,
+    /// Feasible pairs, grouped by group, models ascending inside a group.
+    pub pairs: Vec<Pair>,
+    pub n_models: usize,
+}
+
+/// Requests per second of every model: its count over the trace's span (1 s for a span of 0).
+pub fn arrival_rates(trace: &Trace, n_models: usize) -> Vec<f64> {
+    let span = match (trace.arrival_s.first(), trace.arrival_s.last()) {
+        (Some(a), Some(b)) if b - a > 0.0 => b - a,
+        _ => 1.0,
+    };
+    trace
+        .counts(n_models)
+        .into_iter()
+        .map(|c| c as f64 / span)
+        .collect()
+}
+
+/// Why model `m` has no feasible pair on `shape`, or `None` when it has one.
+pub fn pair_blocker(inst: &Instance, m: usize, shape: (u32, u32)) -> Option<Blocker> {
+    let Some(cfg) = inst.profile_of(m).config(shape.0, shape.1) else {
+        return Some(Blocker::NoProfile);
+    };
+    if cfg.weight_gib() > inst.budget_gib() + MEM_SLACK_GIB {
+        return Some(Blocker::Memory);
+    }
+    if latency_s(inst, m, shape).is_none_or(|l| l > inst.models[m].slo_s) {
+        return Some(Blocker::Slo);
+    }
+    None
+}
+
+/// Why a pair is not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Blocker {
+    NoProfile,
+    Memory,
+    Slo,
+}
+
+/// Penalized stage latencies of model `m` on `shape` at the simulator's batch row (index 0: the
+/// simulator scores placements at its first batch row).
+fn stage_latencies_s(inst: &Instance, m: usize, shape: (u32, u32)) -> Option<Vec<f64>> {
+    let cfg = inst.profile_of(m).config(shape.0, shape.1)?;
+    let row = cfg.stage_latency_s.first()?;
+    let factor = 1.0 + inst.simulator.pp_penalty * shape.0 as f64;
+    Some(row.iter().map(|l| l * factor).collect())
+}
+
+/// Unloaded request latency on `shape`: penalized stage sum plus the per-request overhead, the
+/// quantity the simulator compares with the SLO.
+pub fn latency_s(inst: &Instance, m: usize, shape: (u32, u32)) -> Option<f64> {
+    stage_latencies_s(inst, m, shape).map(|s| s.iter().sum::<f64>() + inst.simulator.overhead_s)
+}
+
+impl Formulation {
+    pub fn new(inst: &Instance, rates: &[f64], shapes: &[(u32, u32)]) -> Formulation {
+        let n_models = inst.models.len();
+        let budget = inst.budget_gib();
+        let mut pairs = Vec::new();
+        for (g, &shape) in shapes.iter().enumerate() {
+            for m in 0..n_models {
+                if pair_blocker(inst, m, shape).is_some() {
+                    continue;
+                }
+                let weight = crate::plan::model_weight_gib(inst, m, shape.0, shape.1) / budget;
+                let stages = stage_latencies_s(inst, m, shape).unwrap_or_default();
+                pairs.push(Pair {
+                    model: m,
+                    group: g,
+                    weight,
+                    stage_load: stages.iter().map(|l| rates[m] * l).collect(),
+                });
+            }
+        }
+        Formulation {
+            shapes: shapes.to_vec(),
+            rates: rates.to_vec(),
+            pairs,
+            n_models,
+        }
+    }
+
+    /// Models without any feasible pair (the utilisation MILP is infeasible while one exists).
+    pub fn uncovered(&self) -> Vec<usize> {
+        let mut covered = vec![false; self.n_models];
+        for p in &self.pairs {
+            covered[p.model] = true;
+        }
+        (0..self.n_models).filter(|&m| !covered[m]).collect()
+    }
+
+    fn pair_index(&self) -> std::collections::BTreeMap<(usize, usize), usize> {
+        self.pairs
+            .iter()
+            .enumerate()
+            .map(|(k, p)| ((p.model, p.group), k))
+            .collect()
+    }
+
+    /// The replica set of `p` as pair flags, for a placement on this partition's devices (groups
+    /// are matched by their first device, so a normalized placement maps back). Replicas on
+    /// infeasible pairs are dropped; a model left without a replica gets one on the first feasible
+    /// group with room. Groups of one shape are reordered to satisfy the symmetry rows. `None`
+    /// when some model cannot be given a replica.
+    pub fn chosen_from(&self, p: &Placement) -> Option<Vec<bool>> {
+        let mut first_device = std::collections::BTreeMap::new();
+        let mut next = 0u32;
+        for (g, &(pp, tp)) in self.shapes.iter().enumerate() {
+            first_device.insert(next, g);
+            next += pp * tp;
+        }
+        let index = self.pair_index();
+        let mut chosen = vec![false; self.pairs.len()];
+        for group in &p.groups {
+            let Some(&g) = group.devices.first().and_then(|d| first_device.get(d)) else {
+                continue;
+            };
+            for &m in &group.models {
+                if let Some(&k) = index.get(&(m as usize, g)) {
+                    chosen[k] = true;
+                }
+            }
+        }
+        self.cover(&mut chosen).then(|| self.symmetric(&chosen))
+    }
+
+    /// Gives every uncovered model a replica on the first feasible group with room.
+    fn cover(&self, chosen: &mut [bool]) -> bool {
+        let mut used = vec![0.0f64; self.shapes.len()];
+        let mut has = vec![false; self.n_models];
+        for (k, p) in self.pairs.iter().enumerate() {
+            if chosen[k] {
+                used[p.group] += p.weight;
+                has[p.model] = true;
+            }
+        }
+        for m in 0..self.n_models {
+            if has[m] {
+                continue;
+            }
+            let slot = self.pairs.iter().enumerate().find(|(_, p)| {
+                p.model == m && used[p.group] + p.weight <= 1.0 + self.mem_slack()
+            });
+            let Some((k, p)) = slot else {
+                return false;
+            };
+            chosen[k] = true;
+            used[p.group] += p.weight;
+        }
+        true
+    }
+
+    fn mem_slack(&self) -> f64 {
+        // `weight` is already a fraction; the slack mirrors `MEM_SLACK_GIB` for budgets ≥ 1 GiB.
+        MEM_SLACK_GIB
+    }
+
+    /// Permutes groups inside each run of identical shapes so that replica counts do not increase
+    /// (the symmetry rows), keeping the relative order of equal counts.
+    fn symmetric(&self, chosen: &[bool]) -> Vec<bool> {
+        let g_count = self.shapes.len();
+        let mut count = vec![0usize; g_count];
+        for (k, p) in self.pairs.iter().enumerate() {
+            if chosen[k] {
+                count[p.group] += 1;
+            }
+        }
+        // perm[new] = old group whose replicas move to `new`.
+        let mut perm: Vec<usize> = (0..g_count).collect();
+        let mut start = 0;
+        while start < g_count {
+            let mut end = start + 1;
+            while end < g_count && self.shapes[end] == self.shapes[start] {
+                end += 1;
+            }
+            perm[start..end].sort_by_key(|&g| std::cmp::Reverse(count[g]));
+            start = end;
+        }
+        let index = self.pair_index();
+        let mut out = vec![false; chosen.len()];
+        for (new, &old) in perm.iter().enumerate() {
+            for (k, p) in self.pairs.iter().enumerate() {
+                if p.group == old && chosen[k] {
+                    // Identical shapes have identical feasible models, so the pair exists.
+                    if let Some(&k2) = index.get(&(p.model, new)) {
+                        out[k2] = true;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A quick start without the simulator: models by descending load, each on the feasible
+    /// group with room whose busiest stage stays lowest (longest-processing-time first).
+    pub fn lpt(&self) -> Option<Vec<bool>> {
+        let mut by_model: Vec<Vec<usize>> = vec![Vec::new(); self.n_models];
+        for (k, p) in self.pairs.iter().enumerate() {
+            by_model[p.model].push(k);
+        }
+        let peak = |k: usize| self.pairs[k].stage_load.iter().copied().fold(0.0, f64::max);
+        let mut order: Vec<usize> = (0..self.n_models).collect();
+        let need = |m: usize| {
+            by_model[m]
+                .iter()
+                .map(|&k| peak(k))
+                .fold(f64::INFINITY, f64::min)
+        };
+        order.sort_by(|&a, &b| need(b).total_cmp(&need(a)).then(a.cmp(&b)));
+        let mut used = vec![0.0f64; self.shapes.len()];
+        let mut load: Vec<Vec<f64>> = self.shapes.iter().map(|s| vec![0.0; s.0 as usize]).collect();
+        let mut chosen = vec![false; self.pairs.len()];
+        for m in order {
+            let mut best: Option<(f64, usize)> = None;
+            for &k in &by_model[m] {
+                let p = &self.pairs[k];
+                if used[p.group] + p.weight > 1.0 + self.mem_slack() {
+                    continue;
+                }
+                let after = load[p.group]
+                    .iter()
+                    .zip(&p.stage_load)
+                    .map(|(a, b)| a + b)
+                    .fold(0.0, f64::max);
+                if best.is_none_or(|(b, _)| after < b) {
+                    best = Some((after, k));
+                }
+            }
+            let (_, k) = best?;
+            let p = &self.pairs[k];
+            chosen[k] = true;
+            used[p.group] += p.weight;
+            for (a, b) in load[p.group].iter_mut().zip(&p.stage_load) {
+                *a += b;
+            }
+        }
+        Some(self.symmetric(&chosen))
+    }
+
+    /// Even traffic split over each model's chosen replicas, scaled down for the goodput
+    /// objective until every stage load is within the target: a feasible point to start from.
+    fn start_point(&self, chosen: &[bool], objective: Objective) -> (Vec<f64>, f64, f64) {
+        let mut replicas = vec![0usize; self.n_models];
+        for (k, p) in self.pairs.iter().enumerate() {
+            if chosen[k] {
+                replicas[p.model] += 1;
+            }
+        }
+        let mut share: Vec<f64> = self
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                if chosen[k] && self.rates[p.model] > 0.0 {
+                    1.0 / replicas[p.model] as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let peak = self.peak_load(&share);
+        let scale = match objective {
+            Objective::Utilisation => 1.0,
+            Objective::Goodput { target } if peak > target => target / peak,
+            Objective::Goodput { .. } => 1.0,
+        };
+        for s in &mut share {
+            *s *= scale;
+        }
+        (share, peak * scale, scale)
+    }
+
+    /// Largest stage load for the given shares.
+    pub fn peak_load(&self, share: &[f64]) -> f64 {
+        let mut load: Vec<Vec<f64>> = self.shapes.iter().map(|s| vec![0.0; s.0 as usize]).collect();
+        for (p, &r) in self.pairs.iter().zip(share) {
+            for (a, b) in load[p.group].iter_mut().zip(&p.stage_load) {
+                *a += b * r;
+            }
+        }
+        load.iter().flatten().copied().fold(0.0, f64::max)
+    }
+}
+
+/// The result of one inner MILP.
+#[derive(Debug, Clone)]
+pub struct PartitionSolution {
+    /// Groups in the formulation's order on consecutive devices, models ascending.
+    pub placement: Placement,
+    /// Which pairs hold a replica.
+    pub chosen: Vec<bool>,
+    /// Traffic share of every pair.
+    pub share: Vec<f64>,
+    /// The MILP objective at the incumbent (recomputed from the rounded solution).
+    pub objective: f64,
+    pub status: SolveStatus,
+}
+
+/// Builds and solves the MILP of `f`; `warm` is a replica set to start from (see
+/// [`Formulation::chosen_from`]).
+pub fn solve(
+    f: &Formulation,
+    params: &Params,
+    warm: Option<&[bool]>,
+) -> Result<PartitionSolution, NoIncumbent> {
+    let util = matches!(params.objective, Objective::Utilisation);
+    if util && !f.uncovered().is_empty() {
+        return Err(NoIncumbent::Infeasible);
+    }
+    let n_pairs = f.pairs.len();
+    let mut vars = ProblemVariables::new();
+    let x: Vec<Variable> = (0..n_pairs).map(|_| vars.add(variable().binary())).collect();
+    let r: Vec<Variable> = (0..n_pairs)
+        .map(|_| vars.add(variable().min(0.0).max(1.0)))
+        .collect();
+    let u = vars.add(variable().min(0.0));
+    let total_rate: f64 = f.rates.iter().sum();
+    let served: Vec<Option<Variable>> = (0..f.n_models)
+        .map(|m| (!util && f.rates[m] > 0.0).then(|| vars.add(variable().min(0.0).max(1.0))))
+        .collect();
+
+    let mut objective = Expression::with_capacity(n_pairs + f.n_models + 1);
+    if util {
+        objective.add_mul(1.0, u);
+        for &v in &x {
+            objective.add_mul(params.eps, v);
+        }
+    } else {
+        for (m, s) in served.iter().enumerate() {
+            if let Some(s) = *s {
+                objective.add_mul(f.rates[m] / total_rate, s);
+            }
+        }
+        for &v in &x {
+            objective.add_mul(-params.eps, v);
+        }
+    }
+    let mut problem = if util {
+        vars.minimise(objective.clone()).using(good_lp::highs)
+    } else {
+        vars.maximise(objective.clone()).using(good_lp::highs)
+    };
+    use good_lp::SolverModel;
+
+    let n_groups = f.shapes.len();
+    let mut in_group: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
+    let mut of_model: Vec<Vec<usize>> = vec![Vec::new(); f.n_models];
+    for (k, p) in f.pairs.iter().enumerate() {
+        in_group[p.group].push(k);
+        of_model[p.model].push(k);
+    }
+    for (g, ks) in in_group.iter().enumerate() {
+        if ks.is_empty() {
+            continue;
+        }
+        let mut mem = Expression::with_capacity(ks.len());
+        for &k in ks {
+            mem.add_mul(f.pairs[k].weight, x[k]);
+        }
+        problem.add_constraint(mem.leq(1.0 + MEM_SLACK_GIB));
+        for stage in 0..f.shapes[g].0 as usize {
+            let mut load = Expression::with_capacity(ks.len() + 1);
+            for &k in ks {
+                let l = f.pairs[k].stage_load[stage];
+                if l > 0.0 {
+                    load.add_mul(l, r[k]);
+                }
+            }
+            match params.objective {
+                Objective::Utilisation => problem.add_constraint(load.leq(u)),
+                Objective::Goodput { target } => problem.add_constraint(load.leq(target)),
+            };
+        }
+    }
+    for k in 0..n_pairs {
+        problem.add_constraint(Expression::from(r[k]).leq(x[k]));
+    }
+    for (m, ks) in of_model.iter().enumerate() {
+        if ks.is_empty() {
+            continue;
+        }
+        let mut sum_r = Expression::with_capacity(ks.len());
+        let mut sum_x = Expression::with_capacity(ks.len());
+        for &k in ks {
+            sum_r.add_mul(1.0, r[k]);
+            sum_x.add_mul(1.0, x[k]);
+        }
+        if util {
+            if f.rates[m] > 0.0 {
+                problem.add_constraint(sum_r.eq(1.0));
+            }
+            problem.add_constraint(sum_x.geq(1.0));
+        } else if let Some(s) = served[m] {
+            problem.add_constraint(sum_r.eq(s));
+        }
+    }
+    // Symmetry: groups of one shape are interchangeable, so order them by replica count.
+    for g in 1..n_groups {
+        if f.shapes[g] != f.shapes[g - 1] {
+            continue;
+        }
+        let mut diff = Expression::with_capacity(in_group[g].len() + in_group[g - 1].len());
+        for &k in &in_group[g - 1] {
+            diff.add_mul(1.0, x[k]);
+        }
+        for &k in &in_group[g] {
+            diff.add_mul(-1.0, x[k]);
+        }
+        problem.add_constraint(diff.geq(0.0));
+    }
+
+    let start = warm.map(|chosen| {
+        let (share, peak, scale) = f.start_point(chosen, params.objective);
+        let mut point: Vec<(Variable, f64)> = Vec::with_capacity(2 * n_pairs + f.n_models + 1);
+        for k in 0..n_pairs {
+            point.push((x[k], if chosen[k] { 1.0 } else { 0.0 }));
+            point.push((r[k], share[k]));
+        }
+        point.push((u, peak));
+        for s in served.iter().flatten() {
+            point.push((*s, scale));
+        }
+        point
+    });
+
+    let mut read: Vec<Variable> = x.clone();
+    read.extend(&r);
+    let inc = highs::solve(problem, params.settings, start, &read)?;
+    let chosen: Vec<bool> = inc.values[..n_pairs]
+        .iter()
+        .map(|&v| highs::is_set(v))
+        .collect();
+    let share: Vec<f64> = inc.values[n_pairs..]
+        .iter()
+        .zip(&chosen)
+        .map(|(&v, &c)| if c { v.clamp(0.0, 1.0) } else { 0.0 })
+        .collect();
+    let replicas = chosen.iter().filter(|&&c| c).count() as f64;
+    let objective = match params.objective {
+        Objective::Utilisation => f.peak_load(&share) + params.eps * replicas,
+        Objective::Goodput { .. } => {
+            let mut served = vec![0.0f64; f.n_models];
+            for (p, s) in f.pairs.iter().zip(&share) {
+                served[p.model] += s;
+            }
+            let frac: f64 = served
+                .iter()
+                .zip(&f.rates)
+                .map(|(s, r)| s.min(1.0) * r / total_rate)
+                .sum();
+            frac - params.eps * replicas
+        }
+    };
+    let mut placement = Placement::from_shapes(&f.shapes);
+    for (k, p) in f.pairs.iter().enumerate() {
+        if chosen[k] {
+            placement.groups[p.group].models.push(p.model as u32);
+        }
+    }
+    Ok(PartitionSolution {
+        placement,
+        chosen,
+        share,
+        objective,
+        status: inc.status,
+    })
+}
