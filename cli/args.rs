@@ -57,6 +57,25 @@ pub enum Command {
         #[arg(long = "requests-out")]
         requests_out: Option<PathBuf>,
     },
+    /// Run several placers over sweeps of one instance parameter; write a TSV and SVG/PNG plots.
+    Compare {
+        instance: PathBuf,
+        /// Placers, comma-separated, each NAME[:key=value,...] (see `plexserve placers`).
+        #[arg(long, required = true)]
+        placers: Vec<String>,
+        /// AXIS=V1,V2,... with AXIS one of devices, rate_scale, cv_scale, slo_scale, models
+        /// (rate and cv scales are factors on the instance's); repeat for one plot per axis.
+        #[arg(long)]
+        sweep: Vec<String>,
+        /// Folder for INSTANCE.tsv and INSTANCE-AXIS.svg/.png.
+        #[arg(short = 'o', long = "output", default_value = ".")]
+        output: PathBuf,
+        /// Print one JSON document (every row) on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        search: SearchArgs,
+    },
     /// Deploy a plan and serve it over HTTP (Ctrl-C drains and stops).
     Serve {
         instance: PathBuf,

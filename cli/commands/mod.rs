@@ -1,5 +1,6 @@
 //! One module per verb.
 
+mod compare;
 mod doctor;
 pub mod llm;
 mod partition;
@@ -37,6 +38,14 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             requests_out,
         } => simulate::run(&instance, &plan, json, requests_out.as_deref()),
         Command::Placers { json } => placers::run(json),
+        Command::Compare {
+            instance,
+            placers,
+            sweep,
+            output,
+            json,
+            search,
+        } => compare::run(&instance, &placers, &sweep, &output, json, &search),
         Command::Llm { command } => llm::run(command),
         Command::Profile {
             device,

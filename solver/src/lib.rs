@@ -15,6 +15,7 @@ mod error;
 mod instance;
 mod plan;
 mod stage_dp;
+pub mod compare;
 pub mod llm;
 pub mod placer;
 pub mod sim;
