@@ -90,3 +90,55 @@ fn explore_azure() {
     let pl: Vec<&str> = pl.split(';').collect();
     run(p.to_str().unwrap(), s, &pl);
 }
+
+/// Per-window SLO attainment by arrival time (which configuration wins when), for studying
+/// whether a trace has phases that favour different TP degrees.
+#[test]
+#[ignore]
+fn explore_windows() {
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let f = std::env::var("TRACE").unwrap_or("conv".into());
+    let win: f64 = std::env::var("WIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30.0);
+    let mut inst = LlmInstance::load(Path::new(&format!(
+        "../instances/llm/azure-{f}-qwen32b.json"
+    )))
+    .unwrap();
+    inst.workload.scale_rate(s);
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let pl = std::env::var("PLACERS").unwrap_or("tp-static:tp=1;tp-static:tp=2;tp-dynamic".into());
+    let nw = (trace.arrival_s.last().copied().unwrap_or(0.0) / win).floor() as usize + 1;
+    let mut n = vec![0u32; nw];
+    let mut tok = vec![0u64; nw];
+    for r in 0..trace.len() {
+        let w = (trace.arrival_s[r] / win) as usize;
+        n[w] += 1;
+        tok[w] += (trace.prompt[r] + trace.output[r]) as u64;
+    }
+    eprintln!("window n {:?}", n);
+    eprintln!(
+        "window ktok {:?}",
+        tok.iter().map(|t| t / 1000).collect::<Vec<_>>()
+    );
+    for p in pl.split(';') {
+        let (pl, o) = llm_placer(p, &PlaceOptions::default()).unwrap();
+        let sol = pl.place(&inst, &trace, &o).unwrap();
+        let res = LlmSim::new(&inst, &trace, &sol.deployment).run(&RunOptions::default());
+        let v = judge(&inst, &trace, &res);
+        let mut good = vec![0u32; nw];
+        for r in 0..trace.len() {
+            if v[r] == Some(true) {
+                good[(trace.arrival_s[r] / win) as usize] += 1;
+            }
+        }
+        eprintln!(
+            "{p:40} good {:?} merges {} splits {}",
+            good, res.stats.merges, res.stats.splits
+        );
+    }
+}

@@ -25,8 +25,8 @@ pub use instance::{
     LLM_INSTANCE_SCHEMA,
 };
 pub use plan::{
-    Deployment, EngineFile, EngineSpec, LlmPlanFile, TransformFile, TransformKnobs, TransformSpec,
-    UnitFile, UnitSpec, LLM_PLAN_SCHEMA,
+    Deployment, EngineFile, EngineSpec, LlmPlanFile, TransformFile, TransformKnobs,
+    TransformPolicy, TransformSpec, UnitFile, UnitSpec, LLM_PLAN_SCHEMA,
 };
 pub use report::{judge, LlmModelReport, LlmSimReport, Percentiles, LLM_SIM_SCHEMA};
 pub use sim::{

@@ -48,10 +48,39 @@ pub struct EngineFile {
     pub quota: Option<u32>,
 }
 
+/// Who decides when a transformation group merges and splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformPolicy {
+    /// llm-serving.md §3.4 as written: merge when a long request arrives, split back after
+    /// `hysteresis_s` without long requests. The default, so that plans written before the
+    /// adaptive policy existed keep their meaning.
+    #[default]
+    LongRequest,
+    /// Long requests still force a merge, and in addition every `decide_s` each group compares a
+    /// fluid estimate of the time its queued work takes at TP1 × N and at TP-N (KV-limited batch,
+    /// prefill and decode costs from the cost model) and transforms when the other configuration
+    /// is faster by more than the transformation cost plus a margin (see `sim.rs`, "adaptive").
+    Adaptive,
+}
+
 /// How a transformation moves resident KV and weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformKnobs {
+    /// Merge/split decision rule.
+    pub policy: TransformPolicy,
+    /// Adaptive policy: seconds between two decisions of a group.
+    pub decide_s: f64,
+    /// Adaptive policy: a group keeps a configuration at least this long after a transformation
+    /// (damps oscillation under bursty load).
+    pub min_dwell_s: f64,
+    /// Adaptive policy: a merge must shorten the estimated drain time by this fraction of it on
+    /// top of its own cost; estimates are rough and a wrong merge costs two transformations.
+    pub gain_margin: f64,
+    /// Adaptive policy: the request mix a decision weighs is the group's arrivals of the last
+    /// `mix_window_s` seconds (the load it must carry next), not only what is queued now.
+    pub mix_window_s: f64,
     /// A request is long when prompt + predicted output exceeds this fraction of a TP1 engine's KV
     /// capacity (Amoeba: "long" is relative to TP1 capacity, not absolute).
     pub long_fraction: f64,
@@ -80,6 +109,11 @@ pub struct TransformKnobs {
 impl Default for TransformKnobs {
     fn default() -> Self {
         TransformKnobs {
+            policy: TransformPolicy::LongRequest,
+            decide_s: 1.0,
+            min_dwell_s: 5.0,
+            gain_margin: 0.15,
+            mix_window_s: 30.0,
             long_fraction: 0.25,
             output_quantile: 0.9,
             hysteresis_s: 10.0,
@@ -304,11 +338,16 @@ impl LlmPlanFile {
             if !(k.long_fraction > 0.0
                 && k.output_quantile >= 0.0
                 && k.output_quantile <= 1.0
-                && k.hysteresis_s >= 0.0)
+                && k.hysteresis_s >= 0.0
+                && k.decide_s > 0.0
+                && k.min_dwell_s >= 0.0
+                && k.gain_margin >= 0.0
+                && k.mix_window_s > 0.0)
             {
                 return Err(bad(
                     format!("{at}.knobs"),
-                    "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0"
+                    "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0, \
+                     decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0, mix_window_s > 0"
                         .into(),
                 ));
             }

@@ -16,7 +16,9 @@
 //! - **Routing**: a request goes to the least-loaded replica of its LLM that can hold it (load =
 //!   outstanding tokens per GPU); long requests prefer larger meshes.
 //! - **TP transformation** (Amoeba): TP1 units of a group merge into one TP-N engine when a long
-//!   request arrives, and split back after a quiet period, with the cost model of §3.5.
+//!   request arrives, and split back after a quiet period, with the cost model of §3.5. The
+//!   adaptive policy (`TransformPolicy::Adaptive`) also merges and splits on load: see
+//!   `Run::decide`.
 //!
 //! Deterministic: events are ordered by (time, sequence number); no hash maps.
 
@@ -25,7 +27,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use super::cost::StepCost;
 use super::instance::{BatchPolicy, LlmInstance};
-use super::plan::{Deployment, TransformKnobs};
+use super::plan::{Deployment, TransformKnobs, TransformPolicy};
 use super::workload::LlmTrace;
 
 /// Bytes of one head-block: K and V of one (layer, head) for 32 tokens at head_dim 128 in fp16.
@@ -171,6 +173,11 @@ struct Group {
     state: GState,
     knobs: TransformKnobs,
     last_long_s: f64,
+    /// When the group last finished a transformation (adaptive policy: minimum dwell).
+    last_change_s: f64,
+    /// Requests routed to the group's engines, with arrival times, over the last
+    /// `mix_window_s` (adaptive policy's view of the load).
+    recent: VecDeque<(f64, u32)>,
 }
 
 const EV_PREFILL: u32 = 0;
@@ -178,6 +185,7 @@ const EV_DECODE: u32 = 1;
 const EV_REBALANCE: u32 = 2;
 const EV_READY: u32 = 3;
 const EV_SPLIT_CHECK: u32 = 4;
+const EV_DECIDE: u32 = 5;
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -193,6 +201,12 @@ pub struct LlmSim<'a> {
     dep: &'a Deployment,
     /// Predicted output length per LLM (quantile of its outputs in the trace).
     pred_out: Vec<Vec<u32>>,
+    /// Output lengths per LLM, sorted, and their suffix sums: the adaptive policy's expected
+    /// remaining output of a request that has generated g tokens is E[out − g | out > g] over this
+    /// profile (the trace's distribution plays the part of a historical profile; a request's own
+    /// length is never looked at).
+    out_sorted: Vec<Vec<u32>>,
+    out_suffix: Vec<Vec<f64>>,
 }
 
 /// Everything a run produces.
@@ -234,12 +248,35 @@ impl<'a> LlmSim<'a> {
                 ));
             }
         }
+        let mut out_suffix = Vec::with_capacity(n);
+        for o in outs.iter_mut() {
+            o.sort_unstable();
+            let mut suf = vec![0.0; o.len() + 1];
+            for i in (0..o.len()).rev() {
+                suf[i] = suf[i + 1] + o[i] as f64;
+            }
+            out_suffix.push(suf);
+        }
         LlmSim {
             inst,
             trace,
             dep,
             pred_out,
+            out_sorted: outs,
+            out_suffix,
         }
+    }
+
+    /// Expected decode steps left for a request of LLM `m` that has generated `gen` tokens.
+    fn residual_output(&self, m: usize, gen: u32) -> f64 {
+        let o = &self.out_sorted[m];
+        let i = o.partition_point(|&x| x <= gen);
+        let n = o.len() - i;
+        if n == 0 {
+            // Longer than every profiled output: expect at least one more step.
+            return 1.0;
+        }
+        ((self.out_suffix[m][i] - gen as f64 * n as f64) / n as f64).max(1.0)
     }
 
     pub fn run(&self, opts: &RunOptions) -> RunResult {
@@ -412,6 +449,8 @@ impl<'s, 'a> Run<'s, 'a> {
                 state: GState::Split,
                 knobs: t.knobs.clone(),
                 last_long_s: f64::NEG_INFINITY,
+                last_change_s: f64::NEG_INFINITY,
+                recent: VecDeque::new(),
             });
         }
         let nan = f64::NAN;
@@ -482,6 +521,14 @@ impl<'s, 'a> Run<'s, 'a> {
         if cfg.policy == BatchPolicy::Adbs && !trace.is_empty() {
             self.push(trace.arrival_s[0] + cfg.rebalance_s, EV_REBALANCE, 0);
         }
+        if !trace.is_empty() {
+            for g in 0..self.groups.len() {
+                let k = &self.groups[g].knobs;
+                if k.policy == TransformPolicy::Adaptive {
+                    self.push(trace.arrival_s[0] + k.decide_s, EV_DECIDE, g as u32);
+                }
+            }
+        }
         loop {
             let t_arr = trace.arrival_s.get(next).copied().unwrap_or(f64::INFINITY);
             let t_ev = self
@@ -517,6 +564,15 @@ impl<'s, 'a> Run<'s, 'a> {
                     }
                     EV_READY => self.transform_ready(a as usize),
                     EV_SPLIT_CHECK => self.split_check(a as usize),
+                    EV_DECIDE => {
+                        let g = a as usize;
+                        self.decide(g);
+                        if self.remaining > 0 {
+                            // A floor keeps a hand-built zero period from stalling the clock.
+                            let dt = self.groups[g].knobs.decide_s.max(1e-3);
+                            self.push(self.now + dt, EV_DECIDE, a);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -644,6 +700,12 @@ impl<'s, 'a> Run<'s, 'a> {
         if long && eng.group != u32::MAX && eng.tp > 1 {
             eng.long_count += 1;
             self.groups[eng.group as usize].last_long_s = self.now;
+        }
+        let g = self.engines[e].group;
+        if g != u32::MAX && self.groups[g as usize].knobs.policy == TransformPolicy::Adaptive {
+            self.groups[g as usize]
+                .recent
+                .push_back((self.now, r as u32));
         }
         let u = self.engines[e].unit as usize;
         self.tick(u);
@@ -1221,6 +1283,7 @@ impl<'s, 'a> Run<'s, 'a> {
         unit.pool_free = unit.pool_total.saturating_sub(used);
         unit.parts_free = self.sim.inst.sim.sm_parts as i32;
         self.groups[g].state = GState::Merged;
+        self.groups[g].last_change_s = self.now;
         self.note_kv(mu);
         self.rebuild_by_llm();
         if self.engines[me].long_count == 0 {
@@ -1232,7 +1295,8 @@ impl<'s, 'a> Run<'s, 'a> {
 
     fn split_check(&mut self, g: usize) {
         let grp = &self.groups[g];
-        if grp.state != GState::Merged {
+        // The adaptive policy splits from `decide`, which also weighs the queued work.
+        if grp.state != GState::Merged || grp.knobs.policy == TransformPolicy::Adaptive {
             return;
         }
         let me = grp.merged_engine as usize;
@@ -1241,13 +1305,173 @@ impl<'s, 'a> Run<'s, 'a> {
         {
             return;
         }
-        let mu = grp.merged_unit as usize;
+        self.start_split(g);
+    }
+
+    fn start_split(&mut self, g: usize) {
+        let mu = self.groups[g].merged_unit as usize;
         let resident = self.units[mu].pool_total - self.units[mu].pool_free;
         let t = self.transform_time(g, resident, true);
         self.groups[g].state = GState::Splitting;
         let ready = self.begin_transform(g, &[mu as u32], t);
         self.stats.splits += 1;
         self.push(ready, EV_READY, g as u32);
+    }
+
+    // ---------------------------------------------------------------- adaptive policy
+
+    /// Fluid estimate of the time `n_eng` engines of engine `proto`'s kind (capacity, step cost)
+    /// need for the requests `reqs`, counted from their arrival (whole prompt to prefill,
+    /// expected output from the first token), when they run at full efficiency; i.e. the load
+    /// sample measured in units of the configuration's capacity for this request mix:
+    /// - prefill: the cost model's time for every prompt, spread over the engines;
+    /// - decode: Σ expected steps, in batches as large as the engine's KV holds average final
+    ///   footprints (prompt + expected output). This cap is what makes TP1 slow on long
+    ///   contexts: Qwen2.5-32B at TP1 holds ≈ 25 k tokens, so a handful of 4 k-token requests
+    ///   serialises it, while TP2 holds ≈ 300 k.
+    ///
+    /// Capacity, not the latency of the few requests queued now, is the yardstick: at low load
+    /// every configuration meets the SLO and TP-N's lower latency buys no goodput, while a merge
+    /// made in a lull is caught by the next prefill burst at a fraction of the prefill
+    /// throughput (an earlier version that weighed the queue merged 30–50 times on the code
+    /// trace and lost 10–25 % goodput to static TP1). Prefill and decode add up because a unit
+    /// does not run them concurrently at full SM shares.
+    fn mix_time(&self, reqs: &[u32], n_eng: usize, proto: usize) -> f64 {
+        if reqs.is_empty() {
+            return 0.0;
+        }
+        let trace = self.sim.trace;
+        let eng = &self.engines[proto];
+        let m = eng.llm as usize;
+        let rest = self.sim.residual_output(m, 1);
+        let (mut prefill, mut foot, mut mid_ctx) = (0.0, 0.0, 0.0);
+        for &r in reqs {
+            let p = trace.prompt[r as usize] as f64;
+            prefill += eng.cost.prefill_s(p, p * p, 1.0);
+            foot += p + rest;
+            mid_ctx += p + rest / 2.0;
+        }
+        let n = reqs.len() as f64;
+        let k = n_eng.max(1) as f64;
+        let batch = (eng.capacity_tokens as f64 / (foot / n)).floor().max(1.0);
+        let per_step = eng.cost.decode_s(batch, batch * mid_ctx / n, 1.0);
+        prefill / k + n * rest / k / batch * per_step
+    }
+
+    /// Wall time a transformation of group `g` costs its engines: the §3.5 duration plus, when
+    /// staggered, one synchronisation per layer step.
+    fn transform_penalty(&self, g: usize, resident_hb: u64, split: bool) -> f64 {
+        let k = &self.groups[g].knobs;
+        let t = self.transform_time(g, resident_hb, split);
+        if k.staggered {
+            let layers = self.sim.inst.llms[self.groups[g].llm as usize].spec.layers as f64;
+            t + layers * k.c_sync_s
+        } else {
+            t
+        }
+    }
+
+    /// The adaptive policy's sample of a group's load: its arrivals of the last `mix_window_s`,
+    /// less those whose expected footprint does not fit a TP1 engine (they force a merge on
+    /// arrival and pin the group merged while present; once gone they should not argue against
+    /// splitting).
+    fn load_mix(&mut self, g: usize) -> Vec<u32> {
+        let horizon = self.now - self.groups[g].knobs.mix_window_s;
+        while self.groups[g]
+            .recent
+            .front()
+            .is_some_and(|&(t, _)| t < horizon)
+        {
+            self.groups[g].recent.pop_front();
+        }
+        let trace = self.sim.trace;
+        let grp = &self.groups[g];
+        let m = grp.llm as usize;
+        let e1 = self.units[grp.members[0] as usize].engines[0] as usize;
+        let cap1 = self.engines[e1].capacity_tokens as f64;
+        grp.recent
+            .iter()
+            .map(|&(_, r)| r)
+            .filter(|&r| trace.prompt[r as usize] as f64 + self.sim.residual_output(m, 1) <= cap1)
+            .collect()
+    }
+
+    /// Adaptive policy, run every `decide_s` per group. The group compares the time its recent
+    /// arrivals (`load_mix`) take at full efficiency as N × TP1 (`t1`) and as one TP-N engine
+    /// (`tn`), i.e. which configuration has more capacity for the request mix it is receiving:
+    /// - split → merged when `tn` + merge cost + `gain_margin` · `t1` < `t1` (a merge must pay
+    ///   for itself with a margin, since a wrong one costs a merge and a split);
+    /// - merged → split when no request that needs TP-N memory is left, `hysteresis_s` has passed
+    ///   since the last one arrived, the resident KV fits the TP1 pools, and either no load is
+    ///   left in the window or `t1` + split cost ≤ `tn` (TP1 is the home configuration: the merged
+    ///   state has to keep earning its place, and the band between the two rules is the
+    ///   hysteresis);
+    /// - never within `min_dwell_s` of the last transformation, nor while one is in progress.
+    ///
+    /// Long requests that do not fit TP1 are not decided here: `arrive` merges for them at once.
+    fn decide(&mut self, g: usize) {
+        let mix = self.load_mix(g);
+        let grp = &self.groups[g];
+        if self.now < grp.last_change_s + grp.knobs.min_dwell_s - 1e-9 {
+            return;
+        }
+        let members: Vec<usize> = grp
+            .members
+            .iter()
+            .map(|&u| self.units[u as usize].engines[0] as usize)
+            .collect();
+        let me = grp.merged_engine as usize;
+        let n = members.len();
+        match grp.state {
+            GState::Split => {
+                if mix.is_empty() {
+                    return;
+                }
+                let t1 = self.mix_time(&mix, n, members[0]);
+                let tn = self.mix_time(&mix, 1, me);
+                let resident = grp
+                    .members
+                    .iter()
+                    .map(|&u| self.units[u as usize].pool_total - self.units[u as usize].pool_free)
+                    .max()
+                    .unwrap_or(0);
+                let cost = self.transform_penalty(g, resident, false);
+                if tn + cost + self.groups[g].knobs.gain_margin * t1 < t1 {
+                    self.start_merge(g);
+                }
+            }
+            GState::Merged => {
+                let k = &grp.knobs;
+                if self.engines[me].long_count > 0
+                    || self.now < grp.last_long_s + k.hysteresis_s - 1e-9
+                {
+                    return;
+                }
+                let mu = grp.merged_unit as usize;
+                let resident = self.units[mu].pool_total - self.units[mu].pool_free;
+                // Resident KV must fit the TP1 pools (a TP1 engine needs N× the head-blocks per
+                // token-block of the TP-N engine), else the split would preempt requests.
+                let tp1_pool: u64 = grp
+                    .members
+                    .iter()
+                    .map(|&u| self.units[u as usize].pool_total)
+                    .sum();
+                let resident_tp1 = resident * self.engines[members[0]].hb_per_block
+                    / self.engines[me].hb_per_block.max(1);
+                if resident_tp1 > tp1_pool * 9 / 10 {
+                    return;
+                }
+                let go = mix.is_empty() || {
+                    let t1 = self.mix_time(&mix, n, members[0]);
+                    let tn = self.mix_time(&mix, 1, me);
+                    t1 + self.transform_penalty(g, resident, true) <= tn
+                };
+                if go {
+                    self.start_split(g);
+                }
+            }
+            GState::Merging | GState::Splitting => {}
+        }
     }
 
     fn finish_split(&mut self, g: usize) {
@@ -1320,6 +1544,7 @@ impl<'s, 'a> Run<'s, 'a> {
         unit.pool_free = unit.pool_total;
         unit.extra_until = 0.0;
         self.groups[g].state = GState::Split;
+        self.groups[g].last_change_s = self.now;
         self.rebuild_by_llm();
         for &u in &members {
             self.note_kv(u);

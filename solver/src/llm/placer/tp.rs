@@ -7,7 +7,9 @@ use std::time::Instant;
 use super::{check_params, LlmPlacer, LlmSolved};
 use crate::error::{Result, SolverError};
 use crate::llm::instance::LlmInstance;
-use crate::llm::plan::{Deployment, EngineSpec, TransformKnobs, TransformSpec, UnitSpec};
+use crate::llm::plan::{
+    Deployment, EngineSpec, TransformKnobs, TransformPolicy, TransformSpec, UnitSpec,
+};
 use crate::llm::workload::LlmTrace;
 use crate::placer::PlaceOptions;
 use crate::plan::SolveStatus;
@@ -165,7 +167,7 @@ impl LlmPlacer for TpDynamic {
         "tp-dynamic"
     }
     fn description(&self) -> &'static str {
-        "one LLM (Amoeba): TP1 replicas that merge N at a time into TP-N for long requests and split back (options tp, long_fraction, hysteresis_s, staggered, weight_padding, head_centric)"
+        "one LLM (Amoeba): TP1 replicas that merge N at a time into TP-N and split back; policy=adaptive (default) also transforms on queued load, policy=long only for long requests (options tp, policy, long_fraction, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
     }
     fn place(
         &self,
@@ -178,8 +180,13 @@ impl LlmPlacer for TpDynamic {
             self.name(),
             &[
                 "tp",
+                "policy",
                 "long_fraction",
                 "hysteresis_s",
+                "decide_s",
+                "min_dwell_s",
+                "gain_margin",
+                "mix_window_s",
                 "staggered",
                 "weight_padding",
                 "head_centric",
@@ -195,14 +202,47 @@ impl LlmPlacer for TpDynamic {
                 Ok(def)
             }
         };
+        let policy = match opts.params.get("policy").map(String::as_str) {
+            None | Some("adaptive") => TransformPolicy::Adaptive,
+            Some("long") => TransformPolicy::LongRequest,
+            Some(v) => {
+                return Err(SolverError::Option(format!(
+                    "option policy: expected adaptive or long, found \"{v}\""
+                )))
+            }
+        };
         let knobs = TransformKnobs {
-            long_fraction: opts.number("long_fraction", d.long_fraction)?,
+            policy,
+            // Adaptive: only requests that (nearly) fill a TP1 engine force a merge; the load
+            // rule weighs the rest. 0.9 leaves room for the requests already resident.
+            long_fraction: opts.number(
+                "long_fraction",
+                if policy == TransformPolicy::Adaptive {
+                    0.9
+                } else {
+                    d.long_fraction
+                },
+            )?,
             hysteresis_s: opts.number("hysteresis_s", d.hysteresis_s)?,
+            decide_s: opts.number("decide_s", d.decide_s)?,
+            min_dwell_s: opts.number("min_dwell_s", d.min_dwell_s)?,
+            gain_margin: opts.number("gain_margin", d.gain_margin)?,
+            mix_window_s: opts.number("mix_window_s", d.mix_window_s)?,
             staggered: flag("staggered", d.staggered)?,
             weight_padding: flag("weight_padding", d.weight_padding)?,
             head_centric: flag("head_centric", d.head_centric)?,
             ..d
         };
+        if !(knobs.decide_s > 0.0
+            && knobs.min_dwell_s >= 0.0
+            && knobs.gain_margin >= 0.0
+            && knobs.mix_window_s > 0.0)
+        {
+            return Err(SolverError::Option(
+                "options decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0 and mix_window_s > 0 expected"
+                    .into(),
+            ));
+        }
         Ok(solved(
             dynamic_tp(inst, degree(opts, inst, 4.0)?, &knobs),
             t0,
