@@ -321,3 +321,122 @@ fn transformation_cost_model_follows_the_note() {
     let tokens = room / spec.kv_bytes_per_token();
     assert!(tokens > 24_000.0 && tokens < 26_000.0, "{tokens}");
 }
+
+#[test]
+fn adaptive_policy_merges_for_a_request_too_long_for_tp1_and_splits_when_it_drains() {
+    // Two toy GPUs (2 GB of weights, 512 B of KV per token). TP1 keeps 128 head-blocks = 4096
+    // tokens of KV; merged TP2 holds ~1 GB per GPU. Transformation costs are reduced to the weight
+    // regather of a split, 1/2 · 2 GB / 100 GB/s = 0.01 s, so the timeline is hand-checkable.
+    let text = r#"{
+      "schema": "plexserve/llm-instance/v1",
+      "name": "toy2",
+      "cluster": { "devices": 2, "devices_per_node": 2, "gpu": { "name": "toy", "memory_gb": 2.0021,
+                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 } },
+      "specs": { "toy": { "params_b": 1.0, "layers": 1, "heads": 2, "kv_heads": 2, "head_dim": 64, "hidden": 128 } },
+      "llms": [ { "name": "a", "spec": "toy", "slo_scale": 100 } ],
+      "cost_model": { "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
+                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 },
+      "workload": { "kind": "requests", "requests": [
+        {"t_s": 0.0, "llm": "a", "prompt_tokens": 5000, "output_tokens": 3},
+        {"t_s": 5.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2} ] },
+      "simulator": { "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }
+    }"#;
+    let inst = LlmInstance::from_json(Path::new("toy2.json"), text).unwrap();
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let knobs = TransformKnobs {
+        policy: TransformPolicy::Adaptive,
+        long_fraction: 0.9,
+        decide_s: 1.0,
+        min_dwell_s: 0.0,
+        hysteresis_s: 0.0,
+        staggered: false,
+        c_copy_s: 0.0,
+        c_launch_s: 0.0,
+        c_sync_s: 0.0,
+        c_init_s: 0.0,
+        ..TransformKnobs::default()
+    };
+    let unit = |d: u32| UnitSpec {
+        devices: vec![d],
+        engines: vec![EngineSpec {
+            llm: 0,
+            prefill_sm_pct: 100,
+            decode_sm_pct: 100,
+            quota: None,
+        }],
+    };
+    let dep = Deployment {
+        units: vec![unit(0), unit(1)],
+        transforms: vec![TransformSpec {
+            units: vec![0, 1],
+            llm: 0,
+            knobs,
+        }],
+    };
+    let res = LlmSim::new(&inst, &trace, &dep).run(&RunOptions { record: true });
+    // t=0: r0 needs 5000 + 3 tokens > 4096 → merge at once (nothing resident, so it is free);
+    //   the merged engine (id 2) prefills at tp 2: 0.1 + 5000 · 0.001 / 2 = 2.6 s, then two
+    //   decode steps of 0.01 + 0.001 / 2 = 0.0105 s → r0 finishes at 2.621.
+    // t=1, 2: decisions keep the group merged (r0, a request that needs TP2, is resident).
+    // t=3: first decision after r0 drained; no load that fits TP1 in the window → split, 0.01 s.
+    // t=5: r1 goes to TP1 engine 0: prefill 0.1 + 0.1 = 0.2 s, one decode step of 0.011 s.
+    let it: Vec<(u32, bool, f64, f64)> = res
+        .iterations
+        .iter()
+        .map(|i| (i.engine, i.prefill, i.start_s, i.end_s))
+        .collect();
+    let want = [
+        (2, true, 0.0, 2.6),
+        (2, false, 2.6, 2.6105),
+        (2, false, 2.6105, 2.621),
+        (0, true, 5.0, 5.2),
+        (0, false, 5.2, 5.211),
+    ];
+    assert_eq!(it.len(), want.len(), "{it:?}");
+    for (a, b) in it.iter().zip(want.iter()) {
+        assert!(
+            a.0 == b.0 && a.1 == b.1 && close(a.2, b.2) && close(a.3, b.3),
+            "{it:?}"
+        );
+    }
+    assert_eq!((res.stats.merges, res.stats.splits), (1, 1));
+    assert!(
+        close(res.stats.transform_s, 0.01),
+        "{}",
+        res.stats.transform_s
+    );
+    assert_eq!(res.outcomes.engine, vec![2, 0]);
+    assert!(close(res.outcomes.finish_s[0], 2.621) && close(res.outcomes.finish_s[1], 5.211));
+}
+
+#[test]
+fn adaptive_dynamic_tp_tracks_the_best_static_degree_on_both_azure_traces() {
+    // Qwen2.5-32B-like on 8 × A100-80GB. The code trace (long prompts, ~27 output tokens) is
+    // prefill-bound and favours TP1; the conversation trace (~260 output tokens) is decode- and
+    // KV-bound and favours TP2. One adaptive policy has to land on the right side of each, while
+    // the static degrees each lose badly on one trace (docs/llm/README.md has the full sweep).
+    for (name, scale) in [("code", 0.5), ("code", 1.0), ("conv", 0.5), ("conv", 1.0)] {
+        let mut inst = LlmInstance::load(Path::new(&format!(
+            "../instances/llm/azure-{name}-qwen32b.json"
+        )))
+        .unwrap();
+        inst.workload.scale_rate(scale);
+        let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        let tp1 = place_and_simulate(&inst, &trace, "tp-static:tp=1").goodput_rps;
+        let tp2 = place_and_simulate(&inst, &trace, "tp-static:tp=2").goodput_rps;
+        let tp4 = place_and_simulate(&inst, &trace, "tp-static:tp=4").goodput_rps;
+        let dynamic = place_and_simulate(&inst, &trace, "tp-dynamic:tp=2");
+        let best = tp1.max(tp2).max(tp4);
+        let at = format!(
+            "{name} ×{scale}: tp1 {tp1:.3} tp2 {tp2:.3} tp4 {tp4:.3} dynamic {:.3} ({} merges)",
+            dynamic.goodput_rps, dynamic.merges
+        );
+        assert!(dynamic.goodput_rps >= 0.97 * best, "{at}");
+        if name == "code" {
+            // Prefill-bound everywhere: a merge would only cost capacity.
+            assert_eq!(dynamic.merges, 0, "{at}");
+        } else {
+            assert!(dynamic.merges > 0, "{at}");
+        }
+    }
+}
