@@ -15,8 +15,18 @@ fn spec() -> ModelSpec {
 fn bench(c: &mut Criterion) {
     let spec = spec();
     let opts = ProfileOptions::default();
-    let first = profile(&spec, &Device::Cpu, &opts).expect("first run");
-    let second = profile(&spec, &Device::Cpu, &opts).expect("second run");
+    // One worker thread (and MATMUL_NUM_THREADS=1 from the caller): on a shared two-core machine a
+    // two-thread pool measures the neighbours' load more than the operators.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    let first = pool
+        .install(|| profile(&spec, &Device::Cpu, &opts))
+        .expect("first run");
+    let second = pool
+        .install(|| profile(&spec, &Device::Cpu, &opts))
+        .expect("second run");
     // Per layer kind and (tp, batch): |a − b| / min(a, b) over the two runs' medians.
     let mut worst = 0.0f64;
     let mut sum = 0.0;

@@ -323,7 +323,7 @@ fn source_of(
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median of {} runs after {} warm-up runs (largest (max-min)/median {:.1} %); layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: median of {} samples (each the mean of back-to-back runs lasting at least 2 ms on the CPU) after {} warm-up runs (largest (max-min)/median {:.1} %); layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     opts.repeats,
                     opts.warmup,

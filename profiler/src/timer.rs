@@ -68,7 +68,15 @@ fn random1(rng: &mut ChaCha8Rng, n: usize) -> Array1<f32> {
     Array1::from_shape_fn(n, |_| rng.random_range(-1.0f32..1.0))
 }
 
-/// Runs `setup` before every run (unmeasured) and `run` measured by the wall clock.
+/// Shortest measured sample: faster operators run several times per sample (and the sample is
+/// divided by the count), so that timer resolution and one-off scheduler hiccups on a shared
+/// machine do not dominate microsecond operators.
+const MIN_SAMPLE_S: f64 = 2e-3;
+/// Most runs folded into one sample.
+const MAX_RUNS_PER_SAMPLE: usize = 256;
+
+/// Runs `setup` before every run (unmeasured) and `run` measured by the wall clock; each sample
+/// is the mean of enough back-to-back runs to last [`MIN_SAMPLE_S`].
 fn measure<S>(
     warmup: usize,
     repeats: usize,
@@ -78,12 +86,23 @@ fn measure<S>(
     for _ in 0..warmup {
         run(setup())?;
     }
+    let state = setup();
+    let start = Instant::now();
+    run(state)?;
+    let once = start.elapsed().as_secs_f64();
+    let per_sample = if once > 0.0 {
+        ((MIN_SAMPLE_S / once).ceil() as usize).clamp(1, MAX_RUNS_PER_SAMPLE)
+    } else {
+        MAX_RUNS_PER_SAMPLE
+    };
     let mut samples = Vec::with_capacity(repeats);
     for _ in 0..repeats {
-        let state = setup();
+        let states: Vec<S> = (0..per_sample).map(|_| setup()).collect();
         let start = Instant::now();
-        run(state)?;
-        samples.push(start.elapsed().as_secs_f64());
+        for state in states {
+            run(state)?;
+        }
+        samples.push(start.elapsed().as_secs_f64() / per_sample as f64);
     }
     Ok(Samples(samples))
 }
