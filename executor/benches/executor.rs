@@ -93,7 +93,9 @@ fn submit_at_2000rps(c: &mut Criterion) {
     let mut admitted = 0u64;
     let mut total = 0u64;
     let mut group = c.benchmark_group("executor");
-    group.sample_size(10).measurement_time(Duration::from_secs(6));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6));
     group.bench_function("submit_at_2000rps", |b| {
         b.iter_custom(|iters| {
             let interval = Duration::from_micros(500);

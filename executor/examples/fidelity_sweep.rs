@@ -37,7 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let mut out = Vec::new();
         for h in handles {
-            out.push(h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
+            out.push(
+                h.await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?,
+            );
         }
         Ok::<_, Box<dyn std::error::Error>>(out)
     })?;
@@ -126,7 +130,12 @@ fn svg(title: &str, pts: &[(f64, f64, f64)]) -> String {
         );
         for p in pts {
             let v = if k == 1 { p.1 } else { p.2 };
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, x(p.0), y(v));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                x(p.0),
+                y(v)
+            );
         }
     }
     let _ = writeln!(

@@ -226,7 +226,8 @@ impl AdmissionCore {
                 .iter()
                 .map(|&d| self.device_busy[d as usize])
                 .fold(0.0, f64::max);
-            let range = new.compiled.group_clock[g] as usize..new.compiled.group_clock[g + 1] as usize;
+            let range =
+                new.compiled.group_clock[g] as usize..new.compiled.group_clock[g + 1] as usize;
             new.ready_s[g] = ready;
             if group.devices.iter().any(|&d| self.device_down[d as usize]) {
                 new.clocks[range].fill(f64::INFINITY);

@@ -18,7 +18,7 @@ use plexserve_solver::{Instance, Schedule};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
-use crate::core::{AdmissionCore, Admission, RejectReason, Ticket};
+use crate::core::{Admission, AdmissionCore, RejectReason, Ticket};
 use crate::error::{ExecutorError, Result};
 use crate::metrics::Metrics;
 use crate::runner::{StageRunner, StageWork};
@@ -174,7 +174,9 @@ impl Executor {
             clock,
             runner,
             compiled,
-            device_alive: (0..inst.cluster.devices).map(|_| AtomicBool::new(true)).collect(),
+            device_alive: (0..inst.cluster.devices)
+                .map(|_| AtomicBool::new(true))
+                .collect(),
             stop: AtomicBool::new(false),
             poll: Duration::from_secs_f64(opts.poll_s.clamp(0.001, 1.0)),
         });
@@ -302,7 +304,11 @@ impl Executor {
         match self.entry[ticket.segment][ticket.group].try_send(job) {
             Ok(()) => Ok(Pending { id, m, ticket, rx }),
             Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
-                sh.fail(job, 0, "the group's first stage is not accepting work".into());
+                sh.fail(
+                    job,
+                    0,
+                    "the group's first stage is not accepting work".into(),
+                );
                 sh.metrics.failed(m, ticket.global_group);
                 Err(InferError::Failed(format!(
                     "group {} is down",
@@ -402,7 +408,9 @@ pub struct Pending {
 
 impl std::fmt::Debug for Done {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Done").field("finish_s", &self.finish_s).finish()
+        f.debug_struct("Done")
+            .field("finish_s", &self.finish_s)
+            .finish()
     }
 }
 
@@ -430,7 +438,10 @@ impl WorkerCtx {
     fn run(self, rx: Receiver<Job>) {
         // If this thread dies for any reason (a panicking runner included), its group goes down
         // and whatever it still holds is answered with an error rather than left hanging.
-        let guard = ExitGuard { ctx: &self, rx: &rx };
+        let guard = ExitGuard {
+            ctx: &self,
+            rx: &rx,
+        };
         let mut free_at = 0.0f64;
         loop {
             if self.shared.stop.load(Ordering::SeqCst) || !self.devices_alive() {
@@ -442,7 +453,11 @@ impl WorkerCtx {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             if !self.devices_alive() {
-                self.shared.fail(job, self.stage, format!("group {} is down", self.global_group));
+                self.shared.fail(
+                    job,
+                    self.stage,
+                    format!("group {} is down", self.global_group),
+                );
                 break;
             }
             free_at = self.process(job, free_at);
@@ -473,7 +488,10 @@ impl WorkerCtx {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(group = self.global_group, stage = self.stage, error = %e, "stage failed");
-                let why = format!("stage {} of group {} failed: {e}", self.stage, self.global_group);
+                let why = format!(
+                    "stage {} of group {} failed: {e}",
+                    self.stage, self.global_group
+                );
                 sh.fail(job, self.stage, why);
                 return free_at.max(start_s);
             }
@@ -481,7 +499,11 @@ impl WorkerCtx {
         sh.core().stage_done(&job.ticket, self.stage, finish_s);
         if !self.devices_alive() {
             // Killed while the stage ran: the result is lost with the device.
-            sh.fail(job, self.stage + 1, format!("group {} is down", self.global_group));
+            sh.fail(
+                job,
+                self.stage + 1,
+                format!("group {} is down", self.global_group),
+            );
             return finish_s;
         }
         match &self.next {

@@ -58,7 +58,13 @@ pub async fn simulate_and_measure(
         },
         Duration::from_secs(30),
     ));
-    let measured = replay(inst, trace, &format!("http://{addr}"), &ReplayOptions::default()).await;
+    let measured = replay(
+        inst,
+        trace,
+        &format!("http://{addr}"),
+        &ReplayOptions::default(),
+    )
+    .await;
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok((sim, measured?.0))

@@ -121,7 +121,11 @@ async fn infer(State(app): State<App>, Path(model): Path<String>, body: Body) ->
             Ok(r) => r,
             Err(e) => {
                 exec.metrics().bad_request();
-                return error(StatusCode::BAD_REQUEST, "bad_json", format!("invalid request body: {e}"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("invalid request body: {e}"),
+                );
             }
         }
     };

@@ -99,7 +99,14 @@ pub fn serve_blocking(
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down: draining accepted requests");
         };
-        serve(listener, exec, HttpOptions::default(), stop, Duration::from_secs(60)).await
+        serve(
+            listener,
+            exec,
+            HttpOptions::default(),
+            stop,
+            Duration::from_secs(60),
+        )
+        .await
     })
 }
 

@@ -92,7 +92,10 @@ impl Metrics {
     pub(crate) fn rejected(&self, m: usize, group: Option<usize>, reason: RejectReason) {
         self.with(|d| {
             d.models[m].requests += 1;
-            let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+            let i = RejectReason::ALL
+                .iter()
+                .position(|r| *r == reason)
+                .unwrap_or(0);
             d.models[m].rejected[i] += 1;
             if let Some(g) = group {
                 d.groups[g].routed += 1;
@@ -160,15 +163,37 @@ impl Metrics {
         let counter = |o: &mut String, metric: &str, help: &str| {
             let _ = writeln!(o, "# HELP {metric} {help}\n# TYPE {metric} counter");
         };
-        counter(&mut o, "plexserve_requests_total", "Inference requests received per model.");
+        counter(
+            &mut o,
+            "plexserve_requests_total",
+            "Inference requests received per model.",
+        );
         for (m, s) in models.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_requests_total{{model=\"{}\"}} {}", name(m), s.requests);
+            let _ = writeln!(
+                o,
+                "plexserve_requests_total{{model=\"{}\"}} {}",
+                name(m),
+                s.requests
+            );
         }
-        counter(&mut o, "plexserve_admitted_total", "Requests admitted per model.");
+        counter(
+            &mut o,
+            "plexserve_admitted_total",
+            "Requests admitted per model.",
+        );
         for (m, s) in models.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_admitted_total{{model=\"{}\"}} {}", name(m), s.admitted);
+            let _ = writeln!(
+                o,
+                "plexserve_admitted_total{{model=\"{}\"}} {}",
+                name(m),
+                s.admitted
+            );
         }
-        counter(&mut o, "plexserve_rejected_total", "Requests rejected at arrival per model and reason.");
+        counter(
+            &mut o,
+            "plexserve_rejected_total",
+            "Requests rejected at arrival per model and reason.",
+        );
         for (m, s) in models.iter().enumerate() {
             for (i, r) in RejectReason::ALL.iter().enumerate() {
                 let _ = writeln!(
@@ -180,28 +205,68 @@ impl Metrics {
                 );
             }
         }
-        counter(&mut o, "plexserve_completed_total", "Admitted requests answered with a result.");
+        counter(
+            &mut o,
+            "plexserve_completed_total",
+            "Admitted requests answered with a result.",
+        );
         for (m, s) in models.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_completed_total{{model=\"{}\"}} {}", name(m), s.completed);
+            let _ = writeln!(
+                o,
+                "plexserve_completed_total{{model=\"{}\"}} {}",
+                name(m),
+                s.completed
+            );
         }
-        counter(&mut o, "plexserve_good_total", "Requests answered within their SLO.");
+        counter(
+            &mut o,
+            "plexserve_good_total",
+            "Requests answered within their SLO.",
+        );
         for (m, s) in models.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_good_total{{model=\"{}\"}} {}", name(m), s.good);
+            let _ = writeln!(
+                o,
+                "plexserve_good_total{{model=\"{}\"}} {}",
+                name(m),
+                s.good
+            );
         }
-        counter(&mut o, "plexserve_late_total", "Admitted requests answered after their SLO.");
+        counter(
+            &mut o,
+            "plexserve_late_total",
+            "Admitted requests answered after their SLO.",
+        );
         for (m, s) in models.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_late_total{{model=\"{}\"}} {}", name(m), s.late);
+            let _ = writeln!(
+                o,
+                "plexserve_late_total{{model=\"{}\"}} {}",
+                name(m),
+                s.late
+            );
         }
-        counter(&mut o, "plexserve_failed_total", "Admitted requests that got an error (group down, stage failure).");
+        counter(
+            &mut o,
+            "plexserve_failed_total",
+            "Admitted requests that got an error (group down, stage failure).",
+        );
         for (m, s) in models.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_failed_total{{model=\"{}\"}} {}", name(m), s.failed);
+            let _ = writeln!(
+                o,
+                "plexserve_failed_total{{model=\"{}\"}} {}",
+                name(m),
+                s.failed
+            );
         }
         let _ = writeln!(
             o,
             "# HELP plexserve_slo_attainment Fraction of received requests answered within their SLO.\n# TYPE plexserve_slo_attainment gauge"
         );
         for (m, s) in models.iter().enumerate() {
-            let a = if s.requests == 0 { 0.0 } else { s.good as f64 / s.requests as f64 };
+            let a = if s.requests == 0 {
+                0.0
+            } else {
+                s.good as f64 / s.requests as f64
+            };
             let _ = writeln!(o, "plexserve_slo_attainment{{model=\"{}\"}} {a}", name(m));
         }
         let _ = writeln!(
@@ -219,31 +284,84 @@ impl Metrics {
                 );
             }
             cum += s.buckets[LATENCY_BUCKETS_S.len()];
-            let _ = writeln!(o, "plexserve_latency_seconds_bucket{{model=\"{}\",le=\"+Inf\"}} {cum}", name(m));
-            let _ = writeln!(o, "plexserve_latency_seconds_sum{{model=\"{}\"}} {}", name(m), s.latency_sum_s);
-            let _ = writeln!(o, "plexserve_latency_seconds_count{{model=\"{}\"}} {cum}", name(m));
+            let _ = writeln!(
+                o,
+                "plexserve_latency_seconds_bucket{{model=\"{}\",le=\"+Inf\"}} {cum}",
+                name(m)
+            );
+            let _ = writeln!(
+                o,
+                "plexserve_latency_seconds_sum{{model=\"{}\"}} {}",
+                name(m),
+                s.latency_sum_s
+            );
+            let _ = writeln!(
+                o,
+                "plexserve_latency_seconds_count{{model=\"{}\"}} {cum}",
+                name(m)
+            );
         }
-        counter(&mut o, "plexserve_group_routed_total", "Requests dispatched to each group (rejected ones included).");
+        counter(
+            &mut o,
+            "plexserve_group_routed_total",
+            "Requests dispatched to each group (rejected ones included).",
+        );
         for (g, s) in groups.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_group_routed_total{{group=\"{g}\"}} {}", s.routed);
+            let _ = writeln!(
+                o,
+                "plexserve_group_routed_total{{group=\"{g}\"}} {}",
+                s.routed
+            );
         }
-        counter(&mut o, "plexserve_group_admitted_total", "Requests admitted to each group.");
+        counter(
+            &mut o,
+            "plexserve_group_admitted_total",
+            "Requests admitted to each group.",
+        );
         for (g, s) in groups.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_group_admitted_total{{group=\"{g}\"}} {}", s.admitted);
+            let _ = writeln!(
+                o,
+                "plexserve_group_admitted_total{{group=\"{g}\"}} {}",
+                s.admitted
+            );
         }
-        counter(&mut o, "plexserve_group_completed_total", "Requests each group answered.");
+        counter(
+            &mut o,
+            "plexserve_group_completed_total",
+            "Requests each group answered.",
+        );
         for (g, s) in groups.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_group_completed_total{{group=\"{g}\"}} {}", s.completed);
+            let _ = writeln!(
+                o,
+                "plexserve_group_completed_total{{group=\"{g}\"}} {}",
+                s.completed
+            );
         }
-        counter(&mut o, "plexserve_group_failed_total", "Admitted requests each group failed.");
+        counter(
+            &mut o,
+            "plexserve_group_failed_total",
+            "Admitted requests each group failed.",
+        );
         for (g, s) in groups.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_group_failed_total{{group=\"{g}\"}} {}", s.failed);
+            let _ = writeln!(
+                o,
+                "plexserve_group_failed_total{{group=\"{g}\"}} {}",
+                s.failed
+            );
         }
         let _ = writeln!(o, "# HELP plexserve_group_up 1 while the group serves, 0 once a device of it failed.\n# TYPE plexserve_group_up gauge");
         for (g, s) in groups.iter().enumerate() {
-            let _ = writeln!(o, "plexserve_group_up{{group=\"{g}\"}} {}", u8::from(!s.down));
+            let _ = writeln!(
+                o,
+                "plexserve_group_up{{group=\"{g}\"}} {}",
+                u8::from(!s.down)
+            );
         }
-        counter(&mut o, "plexserve_bad_requests_total", "Malformed requests answered with a 4xx.");
+        counter(
+            &mut o,
+            "plexserve_bad_requests_total",
+            "Malformed requests answered with a 4xx.",
+        );
         let _ = writeln!(o, "plexserve_bad_requests_total {bad}");
         o
     }
@@ -251,5 +369,7 @@ impl Metrics {
 
 /// Escapes a Prometheus label value.
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

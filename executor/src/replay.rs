@@ -224,7 +224,8 @@ pub async fn replay_trace(
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let sent = start + Duration::from_secs_f64(at);
-            let res = tokio::time::timeout(timeout, http_request(&target, "POST", &path, b"{}")).await;
+            let res =
+                tokio::time::timeout(timeout, http_request(&target, "POST", &path, b"{}")).await;
             let latency_s = sent.elapsed().as_secs_f64();
             drop(permit);
             let mut rec = RequestRecord {
@@ -241,7 +242,9 @@ pub async fn replay_trace(
                 Ok(Ok((status, body))) => {
                     rec.status = status;
                     if status == 200 {
-                        rec.group = serde_json::from_slice::<Answer>(&body).ok().and_then(|a| a.group);
+                        rec.group = serde_json::from_slice::<Answer>(&body)
+                            .ok()
+                            .and_then(|a| a.group);
                         rec.good = latency_s <= slo;
                         if !rec.good {
                             rec.reason = "late".into();
@@ -325,21 +328,33 @@ pub fn summarize(
             model.name.clone(),
             ModelSummary {
                 requests: req_m[m],
-                slo_attainment: if req_m[m] == 0 { 0.0 } else { good_m[m] as f64 / req_m[m] as f64 },
+                slo_attainment: if req_m[m] == 0 {
+                    0.0
+                } else {
+                    good_m[m] as f64 / req_m[m] as f64
+                },
             },
         );
     }
     ReplayReport {
         schema: REPLAY_SCHEMA.into(),
         target: target.into(),
-        slo_attainment: if requests == 0 { 0.0 } else { good as f64 / requests as f64 },
+        slo_attainment: if requests == 0 {
+            0.0
+        } else {
+            good as f64 / requests as f64
+        },
         requests,
         good,
         rejected,
         late,
         errors,
         latency_s: LatencySummary {
-            mean: if lat.is_empty() { 0.0 } else { lat.iter().sum::<f64>() / lat.len() as f64 },
+            mean: if lat.is_empty() {
+                0.0
+            } else {
+                lat.iter().sum::<f64>() / lat.len() as f64
+            },
             p50: percentile(&lat, 0.50),
             p90: percentile(&lat, 0.90),
             p99: percentile(&lat, 0.99),
@@ -362,7 +377,14 @@ pub async fn replay(
     let t = Instant::now();
     let records = replay_trace(inst, trace, &target, opts).await;
     let warmup = opts.warmup_s.unwrap_or(inst.simulator.warmup_s);
-    let report = summarize(inst, trace, &records, target_url, warmup, t.elapsed().as_secs_f64());
+    let report = summarize(
+        inst,
+        trace,
+        &records,
+        target_url,
+        warmup,
+        t.elapsed().as_secs_f64(),
+    );
     Ok((report, records))
 }
 
@@ -374,10 +396,17 @@ pub fn write_records_csv(
     records: &[RequestRecord],
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    writeln!(w, "request,model,arrival_s,group,start_s,finish_s,good,status,reason")?;
+    writeln!(
+        w,
+        "request,model,arrival_s,group,start_s,finish_s,good,status,reason"
+    )?;
     for r in records {
         let group = r.group.map(|g| g.to_string()).unwrap_or_default();
-        let finish = if r.status == 200 { r.arrival_s + r.latency_s } else { r.arrival_s };
+        let finish = if r.status == 200 {
+            r.arrival_s + r.latency_s
+        } else {
+            r.arrival_s
+        };
         writeln!(
             w,
             "{},{},{},{},{},{},{},{},{}",

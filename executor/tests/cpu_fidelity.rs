@@ -26,7 +26,11 @@ fn cpu_runner_within_two_points() {
     // Stages of about 25 ms, a whole number of calibrated layers.
     let layers = (0.025 / layer_s).ceil().max(2.0);
     let stage_s = layers * layer_s;
-    eprintln!("cpu layer {:.3} ms, stage {:.2} ms ({layers} layers)", layer_s * 1e3, stage_s * 1e3);
+    eprintln!(
+        "cpu layer {:.3} ms, stage {:.2} ms ({layers} layers)",
+        layer_s * 1e3,
+        stage_s * 1e3
+    );
     let capacity = 1.0 / (stage_s * 1.018);
     let rate = 0.3 * capacity;
     for (scale, seed) in [(2.0, 3u64), (6.0, 4)] {
@@ -43,7 +47,11 @@ fn cpu_runner_within_two_points() {
   "simulator": {{ "warmup_s": 0 }} }}"#,
             l1 = 2.0 * stage_s
         );
-        let inst = Instance::from_json(&common::repo_root().join("executor/tests/data/cpu.json"), &text).unwrap();
+        let inst = Instance::from_json(
+            &common::repo_root().join("executor/tests/data/cpu.json"),
+            &text,
+        )
+        .unwrap();
         let plan = plexserve_solver::Placement {
             groups: vec![plexserve_solver::Group {
                 pp: 2,
@@ -56,7 +64,12 @@ fn cpu_runner_within_two_points() {
         let trace = inst.workload.generate(inst.base_dir()).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (sim, meas) = rt
-            .block_on(simulate_and_measure(&inst, &schedule, &trace, runner.clone()))
+            .block_on(simulate_and_measure(
+                &inst,
+                &schedule,
+                &trace,
+                runner.clone(),
+            ))
             .unwrap();
         let d = (sim.slo_attainment - meas.slo_attainment).abs();
         eprintln!(
@@ -64,6 +77,9 @@ fn cpu_runner_within_two_points() {
             sim.slo_attainment, meas.slo_attainment, meas.requests, meas.late, meas.errors, meas.latency_s.p99
         );
         assert_eq!(meas.errors, 0);
-        assert!(d <= 0.02, "cpu runner gap {d:.4} exceeds two points at slo_scale {scale}");
+        assert!(
+            d <= 0.02,
+            "cpu runner gap {d:.4} exceeds two points at slo_scale {scale}"
+        );
     }
 }

@@ -38,12 +38,21 @@ fn admission_core_matches_simulator_exactly() {
             match core.admit(t, m) {
                 Admission::Admitted(tk) => {
                     admitted += 1;
-                    assert!(out.good[i], "request {i}: executor admits, simulator rejects");
+                    assert!(
+                        out.good[i],
+                        "request {i}: executor admits, simulator rejects"
+                    );
                     assert_eq!(tk.global_group as u32, out.group[i], "request {i}: group");
-                    assert!((tk.finish_s - out.finish_s[i]).abs() < 1e-12, "request {i}: finish");
+                    assert!(
+                        (tk.finish_s - out.finish_s[i]).abs() < 1e-12,
+                        "request {i}: finish"
+                    );
                 }
                 Admission::Rejected { reason, group } => {
-                    assert!(!out.good[i], "request {i}: executor rejects, simulator admits");
+                    assert!(
+                        !out.good[i],
+                        "request {i}: executor rejects, simulator admits"
+                    );
                     match reason {
                         RejectReason::Deadline => {
                             assert_eq!(group.map(|g| g as u32).unwrap_or(NO_GROUP), out.group[i])
@@ -54,7 +63,10 @@ fn admission_core_matches_simulator_exactly() {
                 }
             }
         }
-        assert!(admitted > 0 && admitted < trace.len(), "the trace must exercise both outcomes");
+        assert!(
+            admitted > 0 && admitted < trace.len(),
+            "the trace must exercise both outcomes"
+        );
     }
 }
 
@@ -86,7 +98,10 @@ fn measured_overrun_makes_admission_stricter() {
     }
     // Group 0's first stage is now known busy until ≥ 0.35 + queued work: its last-stage clock
     // cannot be earlier than that.
-    assert!(matches!(honest, Admission::Rejected { .. }) || matches!(honest, Admission::Admitted(t) if t.finish_s > 0.35));
+    assert!(
+        matches!(honest, Admission::Rejected { .. })
+            || matches!(honest, Admission::Admitted(t) if t.finish_s > 0.35)
+    );
 }
 
 /// SLO-scale sweep with the emulate runner over loopback HTTP: measured attainment within one
@@ -128,7 +143,9 @@ fn emulate_sweep_within_one_point() {
     }
     assert!(worst <= 0.01, "largest gap {worst:.4} exceeds one point");
     // The sweep must be informative: attainment changes across it.
-    let lo = results.iter().map(|r| r.0.slo_attainment).fold(1.0, f64::min);
+    let lo = results
+        .iter()
+        .map(|r| r.0.slo_attainment)
+        .fold(1.0, f64::min);
     assert!(lo < 0.97, "the sweep never leaves full attainment");
 }
-

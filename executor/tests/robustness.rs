@@ -70,14 +70,29 @@ fn overload_ten_times_capacity() {
             .filter(|r| r.status != 200 && r.status != 429 && r.status != 503)
             .take(5)
             .collect();
-        assert!(other.is_empty(), "requests without a proper answer: {other:?}");
+        assert!(
+            other.is_empty(),
+            "requests without a proper answer: {other:?}"
+        );
         assert_eq!(ok + rejected, trace.len());
-        assert!(rejected as f64 > 0.8 * trace.len() as f64, "overload must reject most");
+        assert!(
+            rejected as f64 > 0.8 * trace.len() as f64,
+            "overload must reject most"
+        );
         let (_, text) = http_request(&target, "GET", "/metrics", b"").await.unwrap();
         let text = String::from_utf8(text).unwrap();
-        assert_eq!(metric_sum(&text, "plexserve_rejected_total", "") as usize, rejected);
-        assert_eq!(metric_sum(&text, "plexserve_completed_total", "") as usize, ok);
-        assert_eq!(metric_sum(&text, "plexserve_admitted_total", "") as usize, ok);
+        assert_eq!(
+            metric_sum(&text, "plexserve_rejected_total", "") as usize,
+            rejected
+        );
+        assert_eq!(
+            metric_sum(&text, "plexserve_completed_total", "") as usize,
+            ok
+        );
+        assert_eq!(
+            metric_sum(&text, "plexserve_admitted_total", "") as usize,
+            ok
+        );
         assert_eq!(metric_sum(&text, "plexserve_failed_total", ""), 0.0);
         let (status, _) = http_request(&target, "GET", "/healthz", b"").await.unwrap();
         assert_eq!(status, 200);
@@ -122,7 +137,10 @@ fn worker_killed_mid_run() {
         .await
         .expect("replay finishes: nothing hangs");
         killer.await.unwrap();
-        assert!(records.iter().all(|r| r.status != 0), "every request gets an answer");
+        assert!(
+            records.iter().all(|r| r.status != 0),
+            "every request gets an answer"
+        );
         // After the failure (plus the in-flight window) group 0 serves nothing.
         let late_g0 = records
             .iter()
@@ -160,14 +178,22 @@ fn malformed_requests_get_4xx_with_reason() {
             &schedule,
             Arc::new(EmulateRunner),
             ExecutorOptions::default(),
-            HttpOptions { max_body_bytes: 4096 },
+            HttpOptions {
+                max_body_bytes: 4096,
+            },
         )
         .await;
         let t = Target::parse(&server.url).unwrap();
         let big = vec![b' '; 10_000];
         let cases: Vec<(&str, &str, &[u8], u16, &str)> = vec![
             ("POST", "/v1/models/m0/infer", b"{not json", 400, "bad_json"),
-            ("POST", "/v1/models/m0/infer", b"{\"nope\": 1}", 400, "bad_json"),
+            (
+                "POST",
+                "/v1/models/m0/infer",
+                b"{\"nope\": 1}",
+                400,
+                "bad_json",
+            ),
             ("POST", "/v1/models/m0/infer", b"[1, 2]", 400, "bad_json"),
             ("POST", "/v1/models/zz/infer", b"{}", 404, "unknown_model"),
             ("POST", "/v1/models/m0/infer", &big, 413, "body_too_large"),
@@ -181,7 +207,9 @@ fn malformed_requests_get_4xx_with_reason() {
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
         }
         // A good request still works afterwards, and the models are listed.
-        let (status, body) = http_request(&t, "POST", "/v1/models/m1/infer", b"{}").await.unwrap();
+        let (status, body) = http_request(&t, "POST", "/v1/models/m1/infer", b"{}")
+            .await
+            .unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["model"], "m1");
@@ -214,10 +242,13 @@ fn graceful_shutdown_drains_accepted_requests() {
         for i in 0..20 {
             let t = t.clone();
             let path = format!("/v1/models/m{}/infer", i % 2);
-            reqs.push(tokio::spawn(async move { http_request(&t, "POST", &path, b"{}").await }));
+            reqs.push(tokio::spawn(async move {
+                http_request(&t, "POST", &path, b"{}").await
+            }));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let admitted = server.exec.metrics().model(0).admitted + server.exec.metrics().model(1).admitted;
+        let admitted =
+            server.exec.metrics().model(0).admitted + server.exec.metrics().model(1).admitted;
         assert!(admitted > 0);
         let exec = server.exec.clone();
         server.stop().await;

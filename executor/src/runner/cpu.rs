@@ -252,7 +252,9 @@ impl CpuRunner {
     /// Layers a stage of `profiled_s` runs at `tp`.
     pub fn layers_for(&self, profiled_s: f64, tp: usize) -> usize {
         match self.layer_time_s(tp) {
-            Some(l) if l > 0.0 => ((profiled_s / (l * self.spec.headroom.max(1.0))).floor() as usize).max(1),
+            Some(l) if l > 0.0 => {
+                ((profiled_s / (l * self.spec.headroom.max(1.0))).floor() as usize).max(1)
+            }
             _ => 1,
         }
     }

@@ -63,8 +63,11 @@ impl Server {
         http: HttpOptions,
     ) -> Server {
         let clock: Arc<dyn Clock> = Arc::new(RealClock::new());
-        let exec = Arc::new(Executor::start(inst, schedule, runner, clock, &opts).expect("deploys"));
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.expect("binds loopback");
+        let exec =
+            Arc::new(Executor::start(inst, schedule, runner, clock, &opts).expect("deploys"));
+        let listener = bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("binds loopback");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(

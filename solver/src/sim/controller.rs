@@ -113,9 +113,18 @@ impl<'a> Controller<'a> {
             let finish = x + self.overhead_s;
             if finish - t <= slo {
                 self.clocks[base] = x;
-                return Decision::Admit { group, replica: r, start_s: start, finish_s: finish };
+                return Decision::Admit {
+                    group,
+                    replica: r,
+                    start_s: start,
+                    finish_s: finish,
+                };
             }
-            return Decision::Reject { group, replica: r, projected_finish_s: finish };
+            return Decision::Reject {
+                group,
+                replica: r,
+                projected_finish_s: finish,
+            };
         }
         const STACK: usize = 16;
         if pp <= STACK {
@@ -132,17 +141,35 @@ impl<'a> Controller<'a> {
             let finish = x + self.overhead_s;
             if finish - t <= slo {
                 self.clocks[base..base + pp].copy_from_slice(&stage_end[..pp]);
-                return Decision::Admit { group, replica: r, start_s: start, finish_s: finish };
+                return Decision::Admit {
+                    group,
+                    replica: r,
+                    start_s: start,
+                    finish_s: finish,
+                };
             }
-            return Decision::Reject { group, replica: r, projected_finish_s: finish };
+            return Decision::Reject {
+                group,
+                replica: r,
+                projected_finish_s: finish,
+            };
         }
         let (start, fin) = project(c, self.clocks, r, t);
         let finish = fin + self.overhead_s;
         if finish - t <= slo {
             commit(c, self.clocks, r, t);
-            Decision::Admit { group, replica: r, start_s: start, finish_s: finish }
+            Decision::Admit {
+                group,
+                replica: r,
+                start_s: start,
+                finish_s: finish,
+            }
         } else {
-            Decision::Reject { group, replica: r, projected_finish_s: finish }
+            Decision::Reject {
+                group,
+                replica: r,
+                projected_finish_s: finish,
+            }
         }
     }
 
