@@ -94,7 +94,7 @@ fn alpaserve_is_never_worse_than_greedy_pipelines_it_enumerates() {
                     .unwrap()
                     .score;
                 assert!(
-                    best.value >= g.value,
+                    best.at_least(&g),
                     "{file}{faithful}: alpaserve {best:?} < mp-greedy-{k} {g:?}"
                 );
             }
@@ -102,7 +102,7 @@ fn alpaserve_is_never_worse_than_greedy_pipelines_it_enumerates() {
                 .unwrap()
                 .score;
             assert!(
-                sep.value >= best.value,
+                sep.at_least(&best),
                 "{file}{faithful}: sep {sep:?} < alpaserve {best:?}"
             );
         }

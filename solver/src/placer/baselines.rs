@@ -21,7 +21,7 @@ pub(super) fn search<'a>(
     let faithful = opts.flag("faithful")?;
     let sim = Simulator::new(inst, trace).with_options(SimOptions {
         faithful_segments: faithful,
-        faithful_mean_latency: faithful,
+        faithful_search_stats: faithful,
         faithful_batching: faithful,
     });
     Ok(Search::new(sim, faithful, Deadline::new(opts.time_limit_s)))

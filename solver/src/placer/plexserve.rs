@@ -40,18 +40,28 @@ impl Placer for PlexServe {
         known_options("plexserve", opts, &["dispatch", "rounds"])?;
         let mut s = search(inst, trace, opts)?;
         require_some_fit(inst, inst.cluster.devices, false)?;
-        let (start, _) = separated_search(&s, trace, obs);
+        let (start, start_score) = separated_search(&s, trace, obs);
         let keep = opts.params.get("dispatch").is_some_and(|d| d == "keep");
         let variant =
             inst.simulator.max_batch > 1 || inst.simulator.dispatch == Dispatch::ShortestQueue;
-        let dispatch = (!keep && !variant).then_some(Dispatch::SloAware);
-        if let Some(d) = dispatch {
-            s.sim.config.dispatch = d;
-        }
         let rounds = opts.number("rounds", MAX_ROUNDS as f64)?.max(0.0) as usize;
-        let (p, score) = local_search(&s, start, rounds);
-        let mut out = solved(&s, Schedule::fixed(p), score);
-        out.dispatch = dispatch;
+        let mut best = (start.clone(), start_score, None);
+        if !keep && !variant {
+            // The same search under SLO-aware dispatch; kept only if it scores better, so the
+            // result is never worse than the AlpaServe placement it started from.
+            s.sim.config.dispatch = Dispatch::SloAware;
+            let (p, score) = local_search(&s, start, rounds);
+            if score.beats(&best.1) {
+                best = (p, score, Some(Dispatch::SloAware));
+            }
+        } else {
+            let (p, score) = local_search(&s, start, rounds);
+            if score.beats(&best.1) {
+                best = (p, score, None);
+            }
+        }
+        let mut out = solved(&s, Schedule::fixed(best.0), best.1);
+        out.dispatch = best.2;
         Ok(out)
     }
 }

@@ -41,10 +41,13 @@ pub struct SimOptions {
     /// all its devices have finished the work admitted before the switch.
     #[serde(default)]
     pub faithful_segments: bool,
-    /// AlpaServe's mean latency counts rejected requests as 0 s (used only in the search score's
-    /// tie-break). Off: the mean is over good requests.
+    /// AlpaServe's search statistics: untrimmed attainment, a mean latency that counts rejected
+    /// requests as 0 s, and the weighted score `attainment − latency/10^4 + replicas/10^6`.
+    /// Off: the warm-up trimmed attainment that `simulate` reports, the mean latency of good
+    /// requests, compared lexicographically (attainment, then latency, then replicas), so a
+    /// better score always means a better reported attainment or an exact tie.
     #[serde(default)]
-    pub faithful_mean_latency: bool,
+    pub faithful_search_stats: bool,
     /// AlpaServe's batching quirks (§1.3): overhead before the first stage but checked after the
     /// last, no re-check of batch members, and a stalled wake-up loop.
     #[serde(default)]
@@ -55,7 +58,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             faithful_segments: false,
-            faithful_mean_latency: false,
+            faithful_search_stats: false,
             faithful_batching: false,
         }
     }
@@ -140,6 +143,8 @@ pub struct Score {
     pub mean_latency_s: f64,
     pub replicas: usize,
     pub value: f64,
+    /// Compare (attainment, −latency, replicas) lexicographically instead of by `value`.
+    pub lexicographic: bool,
 }
 
 impl Score {
@@ -150,7 +155,14 @@ impl Score {
             mean_latency_s,
             replicas,
             value: attainment - mean_latency_s / 1e4 + replicas as f64 / 1e6,
+            lexicographic: false,
         }
+    }
+
+    /// The same score compared lexicographically.
+    pub fn lexicographic(mut self) -> Score {
+        self.lexicographic = true;
+        self
     }
 
     /// The worst possible score.
@@ -160,12 +172,34 @@ impl Score {
             mean_latency_s: 0.0,
             replicas: 0,
             value: f64::NEG_INFINITY,
+            lexicographic: false,
         }
     }
 
     /// Strictly better (a tie keeps the incumbent, so earlier candidates win ties).
     pub fn beats(&self, other: &Score) -> bool {
-        self.value > other.value
+        if other.value.is_infinite() && other.value < 0.0 {
+            return self.value > other.value;
+        }
+        if self.lexicographic || other.lexicographic {
+            use std::cmp::Ordering::*;
+            match self.attainment.total_cmp(&other.attainment) {
+                Greater => true,
+                Less => false,
+                Equal => match other.mean_latency_s.total_cmp(&self.mean_latency_s) {
+                    Greater => true,
+                    Less => false,
+                    Equal => self.replicas > other.replicas,
+                },
+            }
+        } else {
+            self.value > other.value
+        }
+    }
+
+    /// At least as good: `other` does not beat it.
+    pub fn at_least(&self, other: &Score) -> bool {
+        !other.beats(self)
     }
 }
 
@@ -233,43 +267,78 @@ impl<'a> Simulator<'a> {
         scratch.clocks.resize(c.n_clocks(), 0.0);
         let arrival = &self.trace.arrival_s[range.clone()];
         let model = &self.trace.model[range];
+        let n = arrival.len();
+        let faithful = self.options.faithful_search_stats;
+        let skip = if faithful {
+            0
+        } else {
+            warmup_skip(arrival, self.config.warmup_s)
+        };
         let mut latency_sum_all = 0.0;
+        // Good requests inside the reported (trimmed) range.
+        let good_kept;
         match self.config.dispatch {
             Dispatch::EarliestLastStage | Dispatch::SloAware if self.config.max_batch <= 1 => {
-                run_fast(
-                    &c,
-                    arrival,
-                    model,
-                    &self.slo_s,
-                    self.config.overhead_s,
-                    self.config.dispatch == Dispatch::SloAware,
-                    &mut scratch.clocks,
-                    &mut scratch.tmp,
-                    &mut scratch.counters,
-                    None,
-                );
+                // Three runs over consecutive slices with shared clocks are one run; the
+                // counters between them give the trimmed count at no per-request cost.
+                let mut good_before = 0;
+                for (j, (lo, hi)) in [(0, skip), (skip, n - skip), (n - skip, n)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    run_fast(
+                        &c,
+                        &arrival[lo..hi],
+                        &model[lo..hi],
+                        &self.slo_s,
+                        self.config.overhead_s,
+                        self.config.dispatch == Dispatch::SloAware,
+                        &mut scratch.clocks,
+                        &mut scratch.tmp,
+                        &mut scratch.counters,
+                        None,
+                    );
+                    if j == 0 {
+                        good_before = scratch.counters.good();
+                    }
+                    if j == 1 {
+                        good_before = scratch.counters.good() - good_before;
+                    }
+                }
+                good_kept = good_before;
             }
             _ => {
-                let mut out = Outcomes::with_len(arrival.len());
+                let mut out = Outcomes::with_len(n);
                 self.run_variant(&c, arrival, model, &mut scratch.counters, &mut out);
-                latency_sum_all = (0..arrival.len())
+                latency_sum_all = (0..n)
                     .filter(|&i| out.good[i] || out.late[i])
                     .map(|i| out.finish_s[i] - arrival[i])
                     .sum();
+                good_kept = out.good[skip..n - skip].iter().filter(|&&g| g).count() as u64;
             }
         }
         let k = &scratch.counters;
-        let n = k.requests();
-        let mean_latency = if self.options.faithful_mean_latency {
-            if latency_sum_all > 0.0 {
-                latency_sum_all / n.max(1) as f64
+        let requests = k.requests();
+        if faithful {
+            let lat = if latency_sum_all > 0.0 {
+                latency_sum_all
             } else {
-                k.latency_sum_good_s / n.max(1) as f64
-            }
+                k.latency_sum_good_s
+            };
+            return Score::new(
+                k.attainment(),
+                lat / requests.max(1) as f64,
+                placement.replicas(),
+            );
+        }
+        let kept = (n - 2 * skip) as u64;
+        let attainment = if kept == 0 {
+            0.0
         } else {
-            k.latency_sum_good_s / k.good().max(1) as f64
+            good_kept as f64 / kept as f64
         };
-        Score::new(k.attainment(), mean_latency, placement.replicas())
+        let mean_latency = k.latency_sum_good_s / k.good().max(1) as f64;
+        Score::new(attainment, mean_latency, placement.replicas()).lexicographic()
     }
 
     fn batch1(&self) -> usize {
