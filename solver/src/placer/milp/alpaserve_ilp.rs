@@ -145,6 +145,36 @@ fn capacity_objective(cap: &[f64], coef: &[f64]) -> f64 {
     min + SUM_WEIGHT * active.iter().sum::<f64>()
 }
 
+/// MP-ILP's `c_i`: the model's whole weight (its single-device weight; without a (1, 1) profile,
+/// the stage weights of its shallowest pipeline summed). A model that fits no pipeline of the
+/// ILP's degrees within the per-device budget makes the instance infeasible.
+fn total_weights(inst: &Instance, degrees: &[u32]) -> Result<Vec<f64>> {
+    (0..inst.models.len())
+        .map(|m| {
+            let fits = degrees
+                .iter()
+                .any(|&pp| model_weight_gib(inst, m, pp, 1) <= inst.budget_gib() + 1e-9);
+            let whole = degrees
+                .iter()
+                .find_map(|&pp| inst.profile_of(m).config(pp, 1))
+                .map(|c| c.stage_weight_gib.iter().sum::<f64>());
+            match whole {
+                Some(w) if fits => Ok(w),
+                _ => Err(SolverError::Infeasible(format!(
+                    "model {} fits no pipeline (pp {}, tp 1) within {} GiB per device",
+                    inst.models[m].name,
+                    degrees
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    inst.budget_gib()
+                ))),
+            }
+        })
+        .collect()
+}
+
 /// AlpaServe's `compute_capability`: requests a replica can still finish within the SLO when they
 /// arrive together, `floor((SLO − Σℓ) / maxℓ) + 1`, at least 0, times `0.99^pp`.
 pub fn capability(slo_s: f64, stage_latency_s: &[f64], pp: u32) -> f64 {
@@ -166,11 +196,11 @@ pub fn capability(slo_s: f64, stage_latency_s: &[f64], pp: u32) -> f64 {
 /// The decoded plan must pass the per-device memory check that AlpaServe's row does not make:
 /// in an over-full group the models with the most normalised capacity to spare are dropped first.
 pub fn mp_ilp(inst: &Instance, rates: &[f64], settings: Settings) -> Result<IlpPlan> {
-    let single = single_device(inst)?;
     let n_dev = inst.cluster.devices;
     let slots = n_dev as usize;
     let n_models = inst.models.len();
     let degrees: Vec<u32> = MP_DEGREES.iter().copied().filter(|&d| d <= n_dev).collect();
+    let total_weight = total_weights(inst, &degrees)?;
     // f[m][k]: capability of model m in config k (0 without a profile).
     let f: Vec<Vec<f64>> = (0..n_models)
         .map(|m| {
@@ -241,7 +271,7 @@ pub fn mp_ilp(inst: &Instance, rates: &[f64], settings: Settings) -> Result<IlpP
         problem.add_constraint(one.leq(1.0));
         let mut mem = Expression::with_capacity(n_models);
         for m in 0..n_models {
-            mem.add_mul(single[m].1 / inst.budget_gib(), p[m][j]);
+            mem.add_mul(total_weight[m] / inst.budget_gib(), p[m][j]);
         }
         problem.add_constraint(mem.leq(size + 1e-9));
         // Slots are interchangeable: order them by config (not in AlpaServe; removes copies).

@@ -19,13 +19,14 @@
 //! load of 1 keeps that stage busy all the time. Every row is dimensionless and O(1) (memory as a
 //! fraction of the budget, load as λ·ℓ), as HiGHS likes it.
 
-use good_lp::{variable, Expression, ProblemVariables, Variable};
+use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
 
 use crate::instance::Instance;
 use crate::plan::{Placement, SolveStatus};
 use crate::workload::Trace;
 
-use super::highs::{self, NoIncumbent, Settings};
+use super::highs;
+pub use super::highs::{NoIncumbent, Settings};
 
 /// Memory slack matching the greedy placers' `≤ budget + 1e-9` test, as a fraction of the budget.
 const MEM_SLACK_GIB: f64 = 1e-9;
@@ -408,7 +409,6 @@ pub fn solve(
     } else {
         vars.maximise(objective.clone()).using(good_lp::highs)
     };
-    use good_lp::SolverModel;
 
     let n_groups = f.shapes.len();
     let mut in_group: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
