@@ -42,6 +42,10 @@ pub struct Plot<'a> {
     pub x_label: &'a str,
     /// Target attainment drawn as a dashed line (0.99).
     pub target: f64,
+    /// Label only whole numbers on the x axis (devices, model sets).
+    pub integral_x: bool,
+    /// Legend in the lower left (curves falling to the right) instead of the lower right.
+    pub legend_left: bool,
     pub series: &'a [Series],
 }
 
@@ -103,7 +107,19 @@ where
         .y_desc("SLO attainment (%)")
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .x_label_formatter(&|x| {
+            if !plot.integral_x {
+                // Shortest form that still tells ticks apart (0.25, 1.5, 10).
+                format!("{}", (x * 1e6).round() / 1e6)
+            } else if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round())
+            } else {
+                String::new()
+            }
+        })
         .draw()
         .map_err(err)?;
 
@@ -119,6 +135,10 @@ where
 
     for (i, s) in plot.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // Placers often coincide: earlier lines are wider and every placer has its own point
+        // shape, so a line hidden under another still shows at its edges.
+        let width = 2 + 2 * (plot.series.len() - 1 - i) as u32;
+        let shape = i % 3;
         let mut pts: Vec<(f64, Option<f64>)> = s.points.clone();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         // A point without a plan breaks the line instead of pretending to be 0 %.
@@ -132,7 +152,10 @@ where
         let mut first = true;
         for run in runs.iter().filter(|r| !r.is_empty()) {
             let series = chart
-                .draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    run.iter().copied(),
+                    color.stroke_width(width),
+                ))
                 .map_err(err)?;
             if first {
                 series.label(s.label.clone()).legend(move |(x, y)| {
@@ -140,22 +163,41 @@ where
                 });
                 first = false;
             }
-            chart
-                .draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            for &p in run {
+                match shape {
+                    0 => chart.draw_series(std::iter::once(Circle::new(p, 4, color.filled()))),
+                    1 => chart.draw_series(std::iter::once(TriangleMarker::new(
+                        p,
+                        5,
+                        color.filled(),
+                    ))),
+                    _ => {
+                        chart.draw_series(std::iter::once(Cross::new(p, 4, color.stroke_width(2))))
+                    }
+                }
                 .map_err(err)?;
+            }
         }
         if let Some(mx) = s.marker {
             let hit = runs.iter().flatten().find(|p| (p.0 - mx).abs() < 1e-12);
             if let Some(&p) = hit {
                 chart
-                    .draw_series(std::iter::once(Circle::new(p, 9, color.stroke_width(2))))
+                    .draw_series(std::iter::once(Circle::new(
+                        p,
+                        9 + 4 * i as u32,
+                        color.stroke_width(2),
+                    )))
                     .map_err(err)?;
             }
         }
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(if plot.legend_left {
+            SeriesLabelPosition::LowerLeft
+        } else {
+            SeriesLabelPosition::LowerRight
+        })
         .margin(12)
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.9))

@@ -2,6 +2,8 @@
 
 #[path = "suite/common.rs"]
 mod common;
+#[path = "suite/compare.rs"]
+mod compare;
 #[path = "suite/malformed.rs"]
 mod malformed;
 #[path = "suite/solve.rs"]

@@ -61,6 +61,8 @@ pub fn run(
             title: &title,
             x_label: s.axis.label(),
             target: TARGET,
+            integral_x: matches!(s.axis, Axis::Devices | Axis::Models),
+            legend_left: !s.axis.more_is_easier(),
             series: &series,
         };
         let svg = out_dir.join(format!("{stem}-{}.svg", s.axis.name()));
