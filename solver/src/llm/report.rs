@@ -131,7 +131,7 @@ impl LlmSimReport {
         let t0 = trace.arrival_s.first().copied().unwrap_or(0.0);
         let mut t_end = t0;
         let mut tokens = 0u64;
-        for r in 0..trace.len() {
+        for (r, v) in verdict.iter().enumerate() {
             let m = trace.llm[r] as usize;
             per[m].requests += 1;
             match o.dropped[r] {
@@ -160,7 +160,7 @@ impl LlmSimReport {
                     lat.push(f - a);
                     per_ttft[m].push(t1);
                     per_tpot[m].push(t2);
-                    if verdict[r] == Some(true) {
+                    if *v == Some(true) {
                         rep.good += 1;
                         per[m].good += 1;
                     }

@@ -1248,7 +1248,7 @@ impl<'s, 'a> Run<'s, 'a> {
             for &r in &self.engines[e].running {
                 used += self.blocks[r as usize] as u64 * mhb;
             }
-            running.extend(self.engines[e].running.drain(..));
+            running.append(&mut self.engines[e].running);
             waiting.extend(self.engines[e].waiting.drain(..));
             let load = self.engines[e].load_tokens;
             self.engines[me].load_tokens += load;

@@ -78,11 +78,15 @@ pub fn spatial_deployment(
             break;
         }
     }
-    let devices = lay_out(&sizes, inst.devices, inst.devices_per_node).unwrap_or_default();
+    // The loop above only keeps sizes that lay out, so this is an invariant, reported as a
+    // value rather than a panic should it ever break.
+    let devices = lay_out(&sizes, inst.devices, inst.devices_per_node).ok_or_else(|| {
+        SolverError::Infeasible("spatial partitioning lost its layout while growing meshes".into())
+    })?;
     let mut dep = Deployment::default();
-    for m in 0..n {
+    for (m, devs) in devices.into_iter().enumerate().take(n) {
         dep.units.push(UnitSpec {
-            devices: devices[m].clone(),
+            devices: devs,
             engines: vec![EngineSpec {
                 llm: m,
                 prefill_sm_pct: 100,
