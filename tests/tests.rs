@@ -8,3 +8,5 @@ mod compare;
 mod malformed;
 #[path = "suite/solve.rs"]
 mod solve;
+#[path = "suite/pipeline.rs"]
+mod pipeline;
