@@ -53,7 +53,12 @@ const MIXED: &str = r#"{
                              { "model": "c", "rate": 3.0, "cv": 3.0 } ] }
 }"#;
 
-fn place(spec: &str, inst: &Instance, trace: &Trace, limit: Option<f64>) -> Result<Solved, SolverError> {
+fn place(
+    spec: &str,
+    inst: &Instance,
+    trace: &Trace,
+    limit: Option<f64>,
+) -> Result<Solved, SolverError> {
     let (name, params) = parse_placer_spec(spec).unwrap();
     by_name(&name)?.place(
         inst,
@@ -76,7 +81,11 @@ struct TestPair {
     load: Vec<f64>,
 }
 
-fn derive_pairs(inst: &Instance, trace: &Trace, shapes: &[(u32, u32)]) -> (Vec<TestPair>, Vec<f64>) {
+fn derive_pairs(
+    inst: &Instance,
+    trace: &Trace,
+    shapes: &[(u32, u32)],
+) -> (Vec<TestPair>, Vec<f64>) {
     let n = inst.models.len();
     let mut counts = vec![0usize; n];
     for &m in &trace.model {
@@ -87,7 +96,9 @@ fn derive_pairs(inst: &Instance, trace: &Trace, shapes: &[(u32, u32)]) -> (Vec<T
     let mut pairs = Vec::new();
     for (g, &(pp, tp)) in shapes.iter().enumerate() {
         for (m, model) in inst.models.iter().enumerate() {
-            let Some(cfg) = inst.profile_of(m).config(pp, tp) else { continue };
+            let Some(cfg) = inst.profile_of(m).config(pp, tp) else {
+                continue;
+            };
             let w = model_weight_gib(inst, m, pp, tp);
             let factor = 1.0 + inst.simulator.pp_penalty * pp as f64;
             let stages: Vec<f64> = cfg.stage_latency_s[0].iter().map(|l| l * factor).collect();
@@ -115,7 +126,10 @@ fn route(
     objective: Objective,
 ) -> Option<f64> {
     let mut vars = ProblemVariables::new();
-    let r: Vec<Variable> = chosen.iter().map(|_| vars.add(variable().min(0.0).max(1.0))).collect();
+    let r: Vec<Variable> = chosen
+        .iter()
+        .map(|_| vars.add(variable().min(0.0).max(1.0)))
+        .collect();
     let u = vars.add(variable().min(0.0));
     let total: f64 = rates.iter().sum();
     let mut obj = Expression::default();
@@ -131,7 +145,9 @@ fn route(
         Objective::Utilisation => vars.minimise(obj.clone()).using(good_lp::highs),
         Objective::Goodput { .. } => vars.maximise(obj.clone()).using(good_lp::highs),
     };
-    problem = problem.set_option("output_flag", false).set_option("threads", 1);
+    problem = problem
+        .set_option("output_flag", false)
+        .set_option("threads", 1);
     for m in 0..rates.len() {
         let mut sum = Expression::default();
         for (i, &k) in chosen.iter().enumerate() {
@@ -164,9 +180,18 @@ fn route(
 
 /// The formulation's optimum over every replica set: memory per group, every model covered
 /// (utilisation objective), best routing by LP, plus the replica tie-break.
-fn brute_force(inst: &Instance, trace: &Trace, shapes: &[(u32, u32)], params: &Params) -> Option<f64> {
+fn brute_force(
+    inst: &Instance,
+    trace: &Trace,
+    shapes: &[(u32, u32)],
+    params: &Params,
+) -> Option<f64> {
     let (pairs, rates) = derive_pairs(inst, trace, shapes);
-    assert!(pairs.len() <= 16, "brute force over {} pairs is too slow", pairs.len());
+    assert!(
+        pairs.len() <= 16,
+        "brute force over {} pairs is too slow",
+        pairs.len()
+    );
     let util = matches!(params.objective, Objective::Utilisation);
     let mut best: Option<f64> = None;
     for mask in 0u32..(1 << pairs.len()) {
@@ -239,7 +264,12 @@ fn inner_milp_matches_brute_force() {
         for shapes in partitions(inst) {
             let f = Formulation::new(inst, &rates, &shapes);
             let (pairs, _) = derive_pairs(inst, trace, &shapes);
-            assert_eq!(f.pairs.len(), pairs.len(), "{} {shapes:?}: feasible pairs", inst.name);
+            assert_eq!(
+                f.pairs.len(),
+                pairs.len(),
+                "{} {shapes:?}: feasible pairs",
+                inst.name
+            );
             if pairs.len() > 14 {
                 continue;
             }
@@ -260,11 +290,20 @@ fn inner_milp_matches_brute_force() {
                             params.objective,
                             sol.objective
                         );
-                        assert_eq!(sol.status, SolveStatus::Optimal);
+                        assert_eq!(
+                            sol.status,
+                            SolveStatus::Optimal,
+                            "{} {shapes:?} {:?}: gap {}",
+                            inst.name,
+                            params.objective,
+                            sol.gap
+                        );
                         // The same optimum from the LPT warm start.
                         if let Some(start) = f.lpt() {
                             let warm = inner::solve(&f, &params, Some(&start)).unwrap();
-                            assert!((warm.objective - sol.objective).abs() <= 1e-6 * (1.0 + w.abs()));
+                            assert!(
+                                (warm.objective - sol.objective).abs() <= 1e-6 * (1.0 + w.abs())
+                            );
                         }
                         sol.placement.validate(inst).unwrap();
                         compared += 1;
@@ -289,12 +328,20 @@ fn milp_plans_are_valid_and_exhaustive_dominates() {
         tiny("three-test-profiles.json"),
         inline(MIXED),
     ] {
-        for spec in ["milp:gap=0", "milp:gap=0,warm=lpt,fill=false", "milp:objective=goodput,target=0.8"] {
+        for spec in [
+            "milp:gap=0",
+            "milp:gap=0,warm=lpt,fill=false",
+            "milp:objective=goodput,target=0.8",
+        ] {
             let m = place(spec, &inst, &trace, Some(600.0)).unwrap();
             let p = &m.schedule.segments[0].1;
-            p.validate(&inst).unwrap_or_else(|e| panic!("{} {spec}: {e}", inst.name));
+            p.validate(&inst)
+                .unwrap_or_else(|e| panic!("{} {spec}: {e}", inst.name));
             assert!(m.objective.is_some());
-            assert!(matches!(m.status, SolveStatus::Optimal | SolveStatus::GapLimit));
+            assert!(matches!(
+                m.status,
+                SolveStatus::Optimal | SolveStatus::GapLimit
+            ));
             let ex = place("exhaustive", &inst, &trace, None).unwrap();
             assert!(
                 ex.score.value >= m.score.value - 1e-12,
@@ -306,7 +353,11 @@ fn milp_plans_are_valid_and_exhaustive_dominates() {
         }
         let again = place("milp:gap=0", &inst, &trace, Some(600.0)).unwrap();
         let first = place("milp:gap=0", &inst, &trace, Some(600.0)).unwrap();
-        assert_eq!(again.schedule, first.schedule, "{}: deterministic", inst.name);
+        assert_eq!(
+            again.schedule, first.schedule,
+            "{}: deterministic",
+            inst.name
+        );
         assert_eq!(first.status, SolveStatus::Optimal);
     }
 }
@@ -341,27 +392,42 @@ fn sr_ilp_matches_brute_force() {
     let (_, rates) = derive_pairs(&inst, &trace, &[(1, 1)]);
     let coef: Vec<f64> = (0..n)
         .map(|m| {
-            let l: f64 = inst.profile_of(m).config(1, 1).unwrap().stage_latency_s[0].iter().sum();
-            if rates[m] > 0.0 { 1.0 / l / rates[m] } else { 0.0 }
+            let l: f64 = inst.profile_of(m).config(1, 1).unwrap().stage_latency_s[0]
+                .iter()
+                .sum();
+            if rates[m] > 0.0 {
+                1.0 / l / rates[m]
+            } else {
+                0.0
+            }
         })
         .collect();
     let mut best = f64::NEG_INFINITY;
     for mask in 0u32..(1 << (n * d)) {
         let on = |m: usize, j: usize| mask >> (m * d + j) & 1 == 1;
         let fits = (0..d).all(|j| {
-            (0..n).filter(|&m| on(m, j)).map(|m| model_weight_gib(&inst, m, 1, 1)).sum::<f64>()
+            (0..n)
+                .filter(|&m| on(m, j))
+                .map(|m| model_weight_gib(&inst, m, 1, 1))
+                .sum::<f64>()
                 <= inst.budget_gib() + 1e-9
         });
         if !fits {
             continue;
         }
-        let cap: Vec<f64> = (0..n).map(|m| (0..d).filter(|&j| on(m, j)).count() as f64 * coef[m]).collect();
+        let cap: Vec<f64> = (0..n)
+            .map(|m| (0..d).filter(|&j| on(m, j)).count() as f64 * coef[m])
+            .collect();
         let active: Vec<f64> = (0..n).filter(|&m| coef[m] > 0.0).map(|m| cap[m]).collect();
-        let v = active.iter().copied().fold(f64::INFINITY, f64::min) + 1e-4 * active.iter().sum::<f64>();
+        let v = active.iter().copied().fold(f64::INFINITY, f64::min)
+            + 1e-4 * active.iter().sum::<f64>();
         best = best.max(v);
     }
     let got = s.objective.unwrap();
-    assert!((got - best).abs() <= 1e-6 * (1.0 + best.abs()), "sr-ilp {got} vs brute force {best}");
+    assert!(
+        (got - best).abs() <= 1e-6 * (1.0 + best.abs()),
+        "sr-ilp {got} vs brute force {best}"
+    );
 }
 
 #[test]
@@ -434,28 +500,49 @@ fn infeasible_instances_name_the_model() {
     for spec in ["milp", "sr-ilp", "alpaserve-ilp"] {
         match place(spec, &inst, &trace, Some(60.0)) {
             Err(SolverError::Infeasible(msg)) if msg.contains("whale") => {}
-            other => panic!("{spec}: expected Infeasible naming whale, got {:?}", other.map(|s| s.score)),
+            other => panic!(
+                "{spec}: expected Infeasible naming whale, got {:?}",
+                other.map(|s| s.score)
+            ),
         }
     }
-    let tight = json.replace(r#""slo_s": 1.0 },
-    { "name": "whale""#, r#""slo_s": 0.05 },
-    { "name": "whale""#);
-    let tight = tight.replace(r#""stage_weight_gib": [9.0]"#, r#""stage_weight_gib": [1.0]"#);
+    let tight = json.replace(
+        r#""slo_s": 1.0 },
+    { "name": "whale""#,
+        r#""slo_s": 0.05 },
+    { "name": "whale""#,
+    );
+    let tight = tight.replace(
+        r#""stage_weight_gib": [9.0]"#,
+        r#""stage_weight_gib": [1.0]"#,
+    );
     let (inst, trace) = inline(&tight);
     match place("milp", &inst, &trace, Some(60.0)) {
         Err(SolverError::Infeasible(msg)) => {
             assert!(msg.contains("fine") && msg.contains("SLO"), "{msg}")
         }
-        other => panic!("expected an SLO infeasibility, got {:?}", other.map(|s| s.score)),
+        other => panic!(
+            "expected an SLO infeasibility, got {:?}",
+            other.map(|s| s.score)
+        ),
     }
 }
 
 #[test]
 fn milp_rejects_bad_options() {
     let (inst, trace) = tiny("two-test-models.json");
-    for spec in ["milp:gap=2", "milp:objective=fast", "milp:warm=magic", "milp:nope=1", "sr-ilp:eps=1"] {
+    for spec in [
+        "milp:gap=2",
+        "milp:objective=fast",
+        "milp:warm=magic",
+        "milp:nope=1",
+        "sr-ilp:eps=1",
+    ] {
         assert!(
-            matches!(place(spec, &inst, &trace, None), Err(SolverError::Option(_))),
+            matches!(
+                place(spec, &inst, &trace, None),
+                Err(SolverError::Option(_))
+            ),
             "{spec}"
         );
     }

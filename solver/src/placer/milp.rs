@@ -74,7 +74,8 @@ impl Placer for AlpaServeIlp {
         "alpaserve-ilp".into()
     }
     fn description(&self) -> String {
-        "AlpaServe's model-parallel ILP (HiGHS): slot configs pp 1/2/4/8, max-min burst capability".into()
+        "AlpaServe's model-parallel ILP (HiGHS): slot configs pp 1/2/4/8, max-min burst capability"
+            .into()
     }
     fn place(
         &self,
@@ -257,7 +258,11 @@ mod driver {
     }
 
     /// Warm starts for `forms`: the fast greedy (simulator) in parallel, or nothing.
-    fn greedy_starts(s: &Search, forms: &[Formulation], use_greedy: bool) -> Vec<Option<Placement>> {
+    fn greedy_starts(
+        s: &Search,
+        forms: &[Formulation],
+        use_greedy: bool,
+    ) -> Vec<Option<Placement>> {
         if !use_greedy {
             return vec![None; forms.len()];
         }
@@ -272,12 +277,7 @@ mod driver {
             .collect()
     }
 
-    fn solve_candidate(
-        c: &mut Candidate,
-        params: &Params,
-        warm_kind: &str,
-        budget_s: f64,
-    ) {
+    fn solve_candidate(c: &mut Candidate, params: &Params, warm_kind: &str, budget_s: f64) {
         if budget_s <= 0.0 {
             c.status = SolveStatus::TimeLimit;
             return;
@@ -459,7 +459,8 @@ mod driver {
                 solution: None,
                 status: SolveStatus::Optimal,
             };
-            let budget = (milp_end - s.deadline.elapsed_s()) / planned.saturating_sub(done).max(1) as f64;
+            let budget =
+                (milp_end - s.deadline.elapsed_s()) / planned.saturating_sub(done).max(1) as f64;
             solve_candidate(&mut c, &params, &warm_kind, budget);
             done += 1;
             obs.progress(done as u64, planned as u64);

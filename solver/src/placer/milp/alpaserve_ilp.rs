@@ -112,8 +112,8 @@ pub fn sr_ilp(inst: &Instance, rates: &[f64], settings: Settings) -> Result<IlpP
             problem.add_constraint(cap.geq(t_min));
         }
     }
-    let read: Vec<Variable> = p.iter().flatten().copied().collect();
-    let inc = highs::solve(problem, settings, None, &read).map_err(|e| no_incumbent("sr-ilp", e))?;
+    // Columns: p in model-major order, then t_min.
+    let inc = highs::solve(problem, settings, None).map_err(|e| no_incumbent("sr-ilp", e))?;
     let mut placement = Placement::from_shapes(&vec![(1, 1); n_dev]);
     let mut cap = vec![0.0f64; n_models];
     for m in 0..n_models {
@@ -222,7 +222,12 @@ pub fn mp_ilp(inst: &Instance, rates: &[f64], settings: Settings) -> Result<IlpP
 
     let mut vars = ProblemVariables::new();
     let s: Vec<Vec<Variable>> = (0..slots)
-        .map(|_| degrees.iter().map(|_| vars.add(variable().binary())).collect())
+        .map(|_| {
+            degrees
+                .iter()
+                .map(|_| vars.add(variable().binary()))
+                .collect()
+        })
         .collect();
     let p: Vec<Vec<Variable>> = (0..n_models)
         .map(|_| (0..slots).map(|_| vars.add(variable().binary())).collect())
@@ -299,10 +304,9 @@ pub fn mp_ilp(inst: &Instance, rates: &[f64], settings: Settings) -> Result<IlpP
             problem.add_constraint(cap[m].clone().geq(t_min));
         }
     }
-    let mut read: Vec<Variable> = s.iter().flatten().copied().collect();
-    read.extend(p.iter().flatten().copied());
+    // Columns: s (slot-major), p (model-major), then z and t_min.
     let inc =
-        highs::solve(problem, settings, None, &read).map_err(|e| no_incumbent("alpaserve-ilp", e))?;
+        highs::solve(problem, settings, None).map_err(|e| no_incumbent("alpaserve-ilp", e))?;
     let kd = degrees.len();
     let s_val = |j: usize, k: usize| highs::is_set(inc.values[j * kd + k]);
     let p_val = |m: usize, j: usize| highs::is_set(inc.values[slots * kd + m * slots + j]);

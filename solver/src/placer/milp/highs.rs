@@ -1,10 +1,16 @@
 //! The one place that talks to HiGHS (through good_lp): reproducible settings, status mapping.
+//!
+//! good_lp builds the model; we then drive the HiGHS model ourselves (`into_inner`) because
+//! good_lp's own `solve` hides the final MIP gap, and "optimal" must mean the gap was closed, not
+//! merely that HiGHS stopped inside `mip_rel_gap`. The `highs` crate is not a direct dependency,
+//! so its status enums are read through their `Debug` names (stable variant names of highs 2.x).
 
 use good_lp::solvers::highs::HighsProblem;
-use good_lp::solvers::{ResolutionError, Solution, SolutionStatus};
-use good_lp::{SolverModel, Variable, WithInitialSolution};
 
 use crate::plan::SolveStatus;
+
+/// A final relative gap at or below this counts as closed (HiGHS' tolerances are of this order).
+const CLOSED_GAP: f64 = 1e-6;
 
 /// Solver settings shared by every MILP of this module.
 #[derive(Debug, Clone, Copy)]
@@ -18,10 +24,12 @@ pub struct Settings {
 /// A MILP that ended with an incumbent.
 #[derive(Debug, Clone)]
 pub struct Incumbent {
-    /// `Optimal` only when HiGHS closed the gap; `GapLimit` when it stopped inside `mip_rel_gap`;
-    /// `TimeLimit` when it ran out of time (or hit another work limit).
+    /// `Optimal` only when the final gap is closed; `GapLimit` when HiGHS stopped inside
+    /// `mip_rel_gap`; `TimeLimit` when it ran out of time (or hit another work limit).
     pub status: SolveStatus,
-    /// Value of every variable asked for, in the order asked.
+    /// HiGHS' final relative MIP gap.
+    pub gap: f64,
+    /// Value of every column, in variable creation order (good_lp adds columns in that order).
     pub values: Vec<f64>,
 }
 
@@ -37,42 +45,79 @@ pub enum NoIncumbent {
 }
 
 /// Solves `problem` with one thread and a fixed seed, so that a run that stops on the gap (not
-/// on the clock) is reproducible bit for bit. `warm` is a complete start point; HiGHS ignores it
-/// when it is infeasible, so a bad start costs time, never correctness.
+/// on the clock) is reproducible bit for bit. `warm` is a complete start point (one value per
+/// column, in creation order); HiGHS ignores an infeasible start, so a bad start costs time,
+/// never correctness.
 pub fn solve(
     problem: HighsProblem,
     settings: Settings,
-    warm: Option<Vec<(Variable, f64)>>,
-    read: &[Variable],
+    warm: Option<Vec<f64>>,
 ) -> Result<Incumbent, NoIncumbent> {
-    let mut problem = problem
-        .set_option("threads", 1)
-        .set_option("random_seed", 0)
-        .set_option("mip_rel_gap", settings.gap.max(0.0))
-        .set_option("output_flag", false)
-        .set_option("log_to_console", false);
+    let failed = |what: &str| NoIncumbent::Failed(format!("HiGHS: {what}"));
+    let mut model = problem
+        .try_into_inner()
+        .map_err(|e| NoIncumbent::Failed(e.to_string()))?;
+    model.make_quiet();
+    let set = |ok: bool, name: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(failed(&format!("cannot set {name}")))
+        }
+    };
+    set(model.try_set_option("threads", 1).is_ok(), "threads")?;
+    set(
+        model.try_set_option("random_seed", 0).is_ok(),
+        "random_seed",
+    )?;
+    set(
+        model
+            .try_set_option("mip_rel_gap", settings.gap.max(0.0))
+            .is_ok(),
+        "mip_rel_gap",
+    )?;
+    // The absolute gap would otherwise stop small objectives early (default 1e-6).
+    set(
+        model.try_set_option("mip_abs_gap", 1e-9).is_ok(),
+        "mip_abs_gap",
+    )?;
     if let Some(t) = settings.time_limit_s {
-        problem = problem.set_time_limit(t.max(0.0));
+        set(
+            model.try_set_option("time_limit", t.max(0.0)).is_ok(),
+            "time_limit",
+        )?;
     }
     if let Some(w) = warm {
-        problem = problem.with_initial_solution(w);
+        model
+            .try_set_solution(Some(&w), None, None, None)
+            .map_err(|e| failed(&format!("start point rejected: {e:?}")))?;
     }
-    match problem.solve() {
-        Ok(sol) => {
-            let status = match sol.status() {
-                SolutionStatus::Optimal => SolveStatus::Optimal,
-                SolutionStatus::GapLimit => SolveStatus::GapLimit,
-                SolutionStatus::TimeLimit => SolveStatus::TimeLimit,
-            };
-            Ok(Incumbent {
-                status,
-                values: read.iter().map(|&v| sol.value(v)).collect(),
-            })
-        }
-        Err(ResolutionError::Infeasible) => Err(NoIncumbent::Infeasible),
-        Err(ResolutionError::Other("NoSolutionFound")) => Err(NoIncumbent::Stopped),
-        Err(e) => Err(NoIncumbent::Failed(e.to_string())),
+    let solved = model
+        .try_solve()
+        .map_err(|e| failed(&format!("solve failed: {e:?}")))?;
+    let status = format!("{:?}", solved.status());
+    let has_solution = format!("{:?}", solved.primal_solution_status()) == "Feasible";
+    let gap = solved.mip_gap();
+    let status = match status.as_str() {
+        // An infinite gap with an optimal status means no integer column was left: a plain LP.
+        "Optimal" if !gap.is_finite() || gap <= CLOSED_GAP => SolveStatus::Optimal,
+        "Optimal" => SolveStatus::GapLimit,
+        "ReachedTimeLimit"
+        | "ReachedIterationLimit"
+        | "ReachedSolutionLimit"
+        | "ReachedInterrupt"
+        | "ReachedMemoryLimit" => SolveStatus::TimeLimit,
+        "Infeasible" | "UnboundedOrInfeasible" => return Err(NoIncumbent::Infeasible),
+        other => return Err(failed(&format!("model status {other}"))),
+    };
+    if !has_solution {
+        return Err(NoIncumbent::Stopped);
     }
+    Ok(Incumbent {
+        status,
+        gap,
+        values: solved.get_solution().columns().to_vec(),
+    })
 }
 
 /// A binary variable's value read with HiGHS' integrality tolerance in mind.

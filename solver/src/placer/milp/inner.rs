@@ -207,9 +207,10 @@ impl Formulation {
             if has[m] {
                 continue;
             }
-            let slot = self.pairs.iter().enumerate().find(|(_, p)| {
-                p.model == m && used[p.group] + p.weight <= 1.0 + self.mem_slack()
-            });
+            let slot =
+                self.pairs.iter().enumerate().find(|(_, p)| {
+                    p.model == m && used[p.group] + p.weight <= 1.0 + self.mem_slack()
+                });
             let Some((k, p)) = slot else {
                 return false;
             };
@@ -277,7 +278,11 @@ impl Formulation {
         };
         order.sort_by(|&a, &b| need(b).total_cmp(&need(a)).then(a.cmp(&b)));
         let mut used = vec![0.0f64; self.shapes.len()];
-        let mut load: Vec<Vec<f64>> = self.shapes.iter().map(|s| vec![0.0; s.0 as usize]).collect();
+        let mut load: Vec<Vec<f64>> = self
+            .shapes
+            .iter()
+            .map(|s| vec![0.0; s.0 as usize])
+            .collect();
         let mut chosen = vec![false; self.pairs.len()];
         for m in order {
             let mut best: Option<(f64, usize)> = None;
@@ -341,7 +346,11 @@ impl Formulation {
 
     /// Largest stage load for the given shares.
     pub fn peak_load(&self, share: &[f64]) -> f64 {
-        let mut load: Vec<Vec<f64>> = self.shapes.iter().map(|s| vec![0.0; s.0 as usize]).collect();
+        let mut load: Vec<Vec<f64>> = self
+            .shapes
+            .iter()
+            .map(|s| vec![0.0; s.0 as usize])
+            .collect();
         for (p, &r) in self.pairs.iter().zip(share) {
             for (a, b) in load[p.group].iter_mut().zip(&p.stage_load) {
                 *a += b * r;
@@ -363,6 +372,8 @@ pub struct PartitionSolution {
     /// The MILP objective at the incumbent (recomputed from the rounded solution).
     pub objective: f64,
     pub status: SolveStatus,
+    /// HiGHS' final relative gap.
+    pub gap: f64,
 }
 
 /// Builds and solves the MILP of `f`; `warm` is a replica set to start from (see
@@ -378,7 +389,9 @@ pub fn solve(
     }
     let n_pairs = f.pairs.len();
     let mut vars = ProblemVariables::new();
-    let x: Vec<Variable> = (0..n_pairs).map(|_| vars.add(variable().binary())).collect();
+    let x: Vec<Variable> = (0..n_pairs)
+        .map(|_| vars.add(variable().binary()))
+        .collect();
     let r: Vec<Variable> = (0..n_pairs)
         .map(|_| vars.add(variable().min(0.0).max(1.0)))
         .collect();
@@ -477,28 +490,22 @@ pub fn solve(
         problem.add_constraint(diff.geq(0.0));
     }
 
+    // Columns in creation order: x, r, U, then σ of the models with requests.
     let start = warm.map(|chosen| {
         let (share, peak, scale) = f.start_point(chosen, params.objective);
-        let mut point: Vec<(Variable, f64)> = Vec::with_capacity(2 * n_pairs + f.n_models + 1);
-        for k in 0..n_pairs {
-            point.push((x[k], if chosen[k] { 1.0 } else { 0.0 }));
-            point.push((r[k], share[k]));
-        }
-        point.push((u, peak));
-        for s in served.iter().flatten() {
-            point.push((*s, scale));
-        }
+        let mut point: Vec<f64> = Vec::with_capacity(2 * n_pairs + f.n_models + 1);
+        point.extend(chosen.iter().map(|&c| if c { 1.0 } else { 0.0 }));
+        point.extend(&share);
+        point.push(peak);
+        point.extend(served.iter().flatten().map(|_| scale));
         point
     });
-
-    let mut read: Vec<Variable> = x.clone();
-    read.extend(&r);
-    let inc = highs::solve(problem, params.settings, start, &read)?;
+    let inc = highs::solve(problem, params.settings, start)?;
     let chosen: Vec<bool> = inc.values[..n_pairs]
         .iter()
         .map(|&v| highs::is_set(v))
         .collect();
-    let share: Vec<f64> = inc.values[n_pairs..]
+    let share: Vec<f64> = inc.values[n_pairs..2 * n_pairs]
         .iter()
         .zip(&chosen)
         .map(|(&v, &c)| if c { v.clamp(0.0, 1.0) } else { 0.0 })
@@ -531,5 +538,6 @@ pub fn solve(
         share,
         objective,
         status: inc.status,
+        gap: inc.gap,
     })
 }
