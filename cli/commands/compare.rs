@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use plexserve_solver::compare::{threshold_points, to_tsv, Axis, Experiment, Row, Sweep};
+use plexserve_solver::compare::{
+    status_word, threshold_points, to_tsv, Axis, Experiment, Row, Sweep,
+};
 use plexserve_solver::{by_name, parse_placer_spec};
 
 use super::{with_threads, write_file};
@@ -105,7 +107,7 @@ pub fn run(
         let (att, status, plan) = match &r.outcome {
             Ok(o) => (
                 format!("{:.4}", o.slo_attainment),
-                format!("{:?}", o.status).to_lowercase(),
+                status_word(o.status).to_string(),
                 format!("{} groups, {} replicas, {}", o.groups, o.replicas, o.shapes),
             ),
             Err((word, _)) => ("-".into(), word.clone(), String::new()),

@@ -466,7 +466,7 @@ fn summary(schedule: &Schedule) -> (usize, usize, String) {
             None => shapes.push((g.pp, g.tp, 1)),
         }
     }
-    shapes.sort_by(|a, b| (b.0 * b.1, b.0).cmp(&(a.0 * a.1, a.0)));
+    shapes.sort_by_key(|s| std::cmp::Reverse((s.0 * s.1, s.0)));
     let text = shapes
         .iter()
         .map(|(pp, tp, n)| format!("{n}*{pp}x{tp}"))
@@ -523,10 +523,7 @@ pub fn to_tsv(rows: &[Row]) -> String {
         );
         match &r.outcome {
             Ok(o) => {
-                let status = serde_json::to_value(o.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let status = status_word(o.status);
                 let _ = writeln!(
                     s,
                     "{status}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.6}\t{}\t-\t{:.3}",
@@ -547,6 +544,16 @@ pub fn to_tsv(rows: &[Row]) -> String {
         }
     }
     s
+}
+
+/// The status as plan files spell it (`time_limit`, not `TimeLimit`).
+pub fn status_word(status: SolveStatus) -> &'static str {
+    match status {
+        SolveStatus::Optimal => "optimal",
+        SolveStatus::GapLimit => "gap_limit",
+        SolveStatus::TimeLimit => "time_limit",
+        SolveStatus::Heuristic => "heuristic",
+    }
 }
 
 /// A TSV field: tabs and line breaks become spaces.
