@@ -59,9 +59,10 @@ pub enum Command {
     },
     /// Run several placers over sweeps of one instance parameter; write a TSV and SVG/PNG plots.
     Compare {
-        instance: PathBuf,
+        #[arg(required_unless_present = "replot")]
+        instance: Option<PathBuf>,
         /// Placers, comma-separated, each NAME[:key=value,...] (see `plexserve placers`).
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "replot")]
         placers: Vec<String>,
         /// AXIS=V1,V2,... with AXIS one of devices, rate_scale, cv_scale, slo_scale, models
         /// (rate and cv scales are factors on the instance's); repeat for one plot per axis.
@@ -73,6 +74,9 @@ pub enum Command {
         /// Print one JSON document (every row) on stdout.
         #[arg(long)]
         json: bool,
+        /// Redraw the plots of a TSV written by compare, without solving anything.
+        #[arg(long, conflicts_with_all = ["instance", "placers", "sweep"])]
+        replot: Option<PathBuf>,
         #[command(flatten)]
         search: SearchArgs,
     },

@@ -137,7 +137,7 @@ where
         let color = COLORS[i % COLORS.len()];
         // Placers often coincide: earlier lines are wider and every placer has its own point
         // shape, so a line hidden under another still shows at its edges.
-        let width = 2 + 2 * (plot.series.len() - 1 - i) as u32;
+        let width = 2 + (plot.series.len() - 1 - i).min(4) as u32;
         let shape = i % 3;
         let mut pts: Vec<(f64, Option<f64>)> = s.points.clone();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -184,7 +184,7 @@ where
                 chart
                     .draw_series(std::iter::once(Circle::new(
                         p,
-                        9 + 4 * i as u32,
+                        7 + 3 * i as u32,
                         color.stroke_width(2),
                     )))
                     .map_err(err)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use plexserve_solver::compare::{
-    status_word, threshold_points, to_tsv, Axis, Experiment, Row, Sweep,
+    from_tsv, status_word, threshold_points, to_tsv, Axis, Experiment, Row, Sweep,
 };
 use plexserve_solver::{by_name, parse_placer_spec};
 
@@ -56,23 +56,8 @@ pub fn run(
     let tsv = out_dir.join(format!("{stem}.tsv"));
     write_file(&tsv, &to_tsv(&rows))?;
     written.push(tsv);
-    for s in &sweeps {
-        let series = series_of(&rows, s.axis);
-        let title = format!("{}: SLO attainment vs {}", exp.base.name, s.axis.name());
-        let plot = Plot {
-            title: &title,
-            x_label: s.axis.label(),
-            target: TARGET,
-            integral_x: matches!(s.axis, Axis::Devices | Axis::Models),
-            legend_left: !s.axis.more_is_easier(),
-            series: &series,
-        };
-        let svg = out_dir.join(format!("{stem}-{}.svg", s.axis.name()));
-        let png = out_dir.join(format!("{stem}-{}.png", s.axis.name()));
-        plot::write(&plot, &svg, &png).map_err(|message| Exit { code: 1, message })?;
-        written.push(svg);
-        written.push(png);
-    }
+    let axes: Vec<Axis> = sweeps.iter().map(|s| s.axis).collect();
+    written.extend(plots(&rows, &axes, &exp.base.name, out_dir)?);
     for r in &rows {
         if let Err((word, msg)) = &r.outcome {
             eprintln!(
@@ -127,6 +112,56 @@ pub fn run(
         eprintln!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// `compare --replot TSV`: the plots of every axis in a TSV written by `compare`, drawn again.
+pub fn replot(tsv: &Path, out_dir: &Path) -> Result<(), Exit> {
+    let text = std::fs::read_to_string(tsv).map_err(|e| Exit {
+        code: 2,
+        message: format!("{}: cannot read: {e}", tsv.display()),
+    })?;
+    let rows = from_tsv(&text).map_err(|e| Exit::input(format!("{}: {e}", tsv.display())))?;
+    let mut axes: Vec<Axis> = Vec::new();
+    for a in rows.iter().filter_map(|r| r.axis) {
+        if !axes.contains(&a) {
+            axes.push(a);
+        }
+    }
+    let name = rows.first().map_or("compare", |r| r.instance.as_str());
+    std::fs::create_dir_all(out_dir)?;
+    for p in plots(&rows, &axes, name, out_dir)? {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// One SVG and one PNG per axis, `DIR/<instance>-<axis>.svg/.png`.
+fn plots(
+    rows: &[Row],
+    axes: &[Axis],
+    instance: &str,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, Exit> {
+    let stem = file_stem(instance);
+    let mut written = Vec::new();
+    for &axis in axes {
+        let series = series_of(rows, axis);
+        let title = format!("{instance}: SLO attainment vs {}", axis.name());
+        let plot = Plot {
+            title: &title,
+            x_label: axis.label(),
+            target: TARGET,
+            integral_x: matches!(axis, Axis::Devices | Axis::Models),
+            legend_left: !axis.more_is_easier(),
+            series: &series,
+        };
+        let svg = out_dir.join(format!("{stem}-{}.svg", axis.name()));
+        let png = out_dir.join(format!("{stem}-{}.png", axis.name()));
+        plot::write(&plot, &svg, &png).map_err(|message| Exit { code: 1, message })?;
+        written.push(svg);
+        written.push(png);
+    }
+    Ok(written)
 }
 
 /// `--placers` items split on commas; an item that is not itself a placer name continues the

@@ -44,8 +44,17 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             sweep,
             output,
             json,
+            replot,
             search,
-        } => compare::run(&instance, &placers, &sweep, &output, json, &search),
+        } => match (replot, instance) {
+            (Some(tsv), _) => compare::replot(&tsv, &output),
+            (None, Some(instance)) => {
+                compare::run(&instance, &placers, &sweep, &output, json, &search)
+            }
+            (None, None) => Err(crate::Exit::input(
+                "compare: name an INSTANCE or --replot TSV",
+            )),
+        },
         Command::Llm { command } => llm::run(command),
         Command::Profile {
             device,

@@ -593,3 +593,89 @@ pub fn threshold_points(rows: &[Row], axis: Axis, target: f64) -> Vec<(String, O
         })
         .collect()
 }
+
+/// Reads rows back from [`to_tsv`] output (to redraw plots without solving again). Fields the TSV
+/// does not carry exactly (float formatting) come back as written.
+pub fn from_tsv(text: &str) -> Result<Vec<Row>> {
+    let bad = |line: usize, msg: String| SolverError::Option(format!("TSV line {line}: {msg}"));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if header != TSV_COLUMNS.join("\t") {
+        return Err(bad(
+            1,
+            "expected the header written by `plexserve compare`".into(),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
+        let n = i + 2;
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != TSV_COLUMNS.len() {
+            return Err(bad(
+                n,
+                format!("expected {} fields, found {}", TSV_COLUMNS.len(), f.len()),
+            ));
+        }
+        let num = |k: usize| -> Result<f64> {
+            f[k].parse::<f64>().map_err(|_| {
+                bad(
+                    n,
+                    format!("{}: expected a number, found \"{}\"", TSV_COLUMNS[k], f[k]),
+                )
+            })
+        };
+        let int = |k: usize| -> Result<u64> {
+            f[k].parse::<u64>().map_err(|_| {
+                bad(
+                    n,
+                    format!("{}: expected a count, found \"{}\"", TSV_COLUMNS[k], f[k]),
+                )
+            })
+        };
+        let axis = match f[1] {
+            "-" => None,
+            a => Some(a.parse::<Axis>()?),
+        };
+        let status = match f[9] {
+            "optimal" => Some(SolveStatus::Optimal),
+            "gap_limit" => Some(SolveStatus::GapLimit),
+            "time_limit" => Some(SolveStatus::TimeLimit),
+            "heuristic" => Some(SolveStatus::Heuristic),
+            _ => None,
+        };
+        let outcome = match status {
+            Some(status) => Ok(Outcome {
+                status,
+                segments: int(10)? as usize,
+                groups: int(11)? as usize,
+                replicas: int(12)? as usize,
+                shapes: if f[13] == "-" {
+                    String::new()
+                } else {
+                    f[13].to_string()
+                },
+                requests: int(14)?,
+                good: int(15)?,
+                slo_attainment: num(16)?,
+                evaluations: int(17)?,
+                solve_time_s: num(19)?,
+            }),
+            None => Err((f[9].to_string(), f[18].to_string())),
+        };
+        rows.push(Row {
+            instance: f[0].to_string(),
+            axis,
+            value: if axis.is_some() { num(2)? } else { f64::NAN },
+            point: Point {
+                devices: int(3)? as u32,
+                models: int(4)? as usize,
+                rate_scale: num(5)?,
+                cv_scale: num(6)?,
+                slo_scale: if f[7] == "-" { None } else { Some(num(7)?) },
+            },
+            placer: f[8].to_string(),
+            outcome,
+        });
+    }
+    Ok(rows)
+}

@@ -73,13 +73,31 @@ fn a_reduced_sweep_writes_one_row_per_point_and_placer_and_one_plot_per_axis() {
     assert_eq!((rows[4][3], rows[4][7]), ("4", "1"));
     // An SLO of one single-device latency leaves no room for the 11 ms overhead.
     assert_eq!(rows[4][15], "0");
-    for axis in ["devices", "slo_scale"] {
-        let svg = std::fs::read_to_string(dir.path().join(format!("two-test-models-{axis}.svg")))
-            .unwrap();
-        assert!(svg.contains("<svg") && svg.contains("SLO attainment"));
-        let png = std::fs::read(dir.path().join(format!("two-test-models-{axis}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "{axis}: not a PNG");
-    }
+    let check_plots = |dir: &Path| {
+        for axis in ["devices", "slo_scale"] {
+            let svg =
+                std::fs::read_to_string(dir.join(format!("two-test-models-{axis}.svg"))).unwrap();
+            assert!(svg.contains("<svg") && svg.contains("SLO attainment"));
+            let png = std::fs::read(dir.join(format!("two-test-models-{axis}.png"))).unwrap();
+            assert!(png.starts_with(b"\x89PNG"), "{axis}: not a PNG");
+        }
+    };
+    check_plots(dir.path());
+    // --replot draws the same plots from the TSV alone.
+    let again = tempfile::tempdir().unwrap();
+    let tsv_path = dir.path().join("two-test-models.tsv");
+    let out = plexserve([
+        "compare".as_ref(),
+        "--replot".as_ref(),
+        tsv_path.as_os_str(),
+        "-o".as_ref(),
+        again.path().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    check_plots(again.path());
+    let junk = write(again.path(), "junk.tsv", "not a compare table\n");
+    let out = plexserve(["compare".as_ref(), "--replot".as_ref(), junk.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[test]
