@@ -97,9 +97,8 @@ impl<'a> Search<'a> {
         loop {
             let score = self.evaluate(&p, scratch);
             let done = self.out_of_time();
-            if self.faithful {
-                best = Some((p.clone(), score));
-            } else if best.as_ref().is_none_or(|b| score.beats(&b.1)) {
+            // AlpaServe keeps the last placement; the fixed mode the best one seen.
+            if self.faithful || best.as_ref().is_none_or(|b| score.beats(&b.1)) {
                 best = Some((p.clone(), score));
             }
             let k = &scratch.counters;

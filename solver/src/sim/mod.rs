@@ -32,7 +32,7 @@ pub use report::{
 pub const NO_GROUP: u32 = u32::MAX;
 
 /// Options that change simulator semantics beyond the instance's `simulator` block.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimOptions {
     /// AlpaServe's Clockwork++ segment semantics: every segment restarts from idle groups and the
@@ -52,16 +52,6 @@ pub struct SimOptions {
     /// last, no re-check of batch members, and a stalled wake-up loop.
     #[serde(default)]
     pub faithful_batching: bool,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        SimOptions {
-            faithful_segments: false,
-            faithful_search_stats: false,
-            faithful_batching: false,
-        }
-    }
 }
 
 /// Counters of one simulation, enough for the search score.
