@@ -22,8 +22,13 @@ fn executor_exit(e: ExecutorError) -> Exit {
 }
 
 pub fn run(instance: &Path, plan: &Path, listen: &str, runner: &str) -> Result<(), Exit> {
-    let inst = load_instance(instance)?;
-    let schedule = PlanFile::load(plan)?.resolve(plan, &inst)?;
+    let mut inst = load_instance(instance)?;
+    let plan_file = PlanFile::load(plan)?;
+    let schedule = plan_file.resolve(plan, &inst)?;
+    // A plan made for a dispatch policy (e.g. the plexserve placer's slo_aware) is served with it.
+    if let Some(d) = plan_file.dispatch {
+        inst.simulator.dispatch = d;
+    }
     let addr: SocketAddr = listen.parse().map_err(|_| {
         Exit::input(format!(
             "--listen: expected IP:PORT (e.g. 127.0.0.1:8080), found \"{listen}\""
