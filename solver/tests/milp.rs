@@ -148,7 +148,7 @@ fn route(
     problem = problem
         .set_option("output_flag", false)
         .set_option("threads", 1);
-    for m in 0..rates.len() {
+    for (m, &rate) in rates.iter().enumerate() {
         let mut sum = Expression::default();
         for (i, &k) in chosen.iter().enumerate() {
             if pairs[k].model == m {
@@ -156,7 +156,7 @@ fn route(
             }
         }
         match objective {
-            Objective::Utilisation if rates[m] > 0.0 => problem.add_constraint(sum.eq(1.0)),
+            Objective::Utilisation if rate > 0.0 => problem.add_constraint(sum.eq(1.0)),
             _ => problem.add_constraint(sum.leq(1.0)),
         };
     }
@@ -463,7 +463,7 @@ fn time_limited_milp_reports_time_limit() {
     );
     let (inst, trace) = inline(&json);
     let rates = inner::arrival_rates(&trace, inst.models.len());
-    let f = Formulation::new(&inst, &rates, &vec![(1, 1); 16]);
+    let f = Formulation::new(&inst, &rates, &[(1, 1); 16]);
     let mut params = exact(Objective::Utilisation, 1e-4);
     params.settings.time_limit_s = Some(1e-4);
     match inner::solve(&f, &params, f.lpt().as_deref()) {

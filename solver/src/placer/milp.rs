@@ -293,7 +293,18 @@ mod driver {
         };
         let mut p = *params;
         p.settings.time_limit_s = Some(budget_s);
-        match inner::solve(&c.form, &p, warm.as_deref()) {
+        let started = std::time::Instant::now();
+        let result = inner::solve(&c.form, &p, warm.as_deref());
+        tracing::debug!(
+            "milp: partition {:?}×{} ({} pairs): {:?} in {:.2} s of {:.2} s",
+            c.form.shapes[0],
+            c.form.shapes.len(),
+            c.form.pairs.len(),
+            result.as_ref().map(|s| (s.status, s.objective, s.gap)),
+            started.elapsed().as_secs_f64(),
+            budget_s
+        );
+        match result {
             Ok(sol) => {
                 c.status = sol.status;
                 c.solution = Some(sol);

@@ -250,13 +250,11 @@ pub fn mp_ilp(inst: &Instance, rates: &[f64], settings: Settings) -> Result<IlpP
     let t_min = vars.add(variable().min(0.0));
     let mut objective = Expression::from(t_min);
     let mut cap: Vec<Expression> = (0..n_models).map(|_| Expression::default()).collect();
-    for m in 0..n_models {
-        for j in 0..slots {
-            for k in 0..degrees.len() {
-                if let Some(v) = z[m][j][k] {
-                    cap[m].add_mul(f[m][k] * inv_rate[m], v);
-                    objective.add_mul(SUM_WEIGHT * f[m][k] * inv_rate[m], v);
-                }
+    for (m, zm) in z.iter().enumerate() {
+        for (k, v) in zm.iter().flat_map(|zmj| zmj.iter().enumerate()) {
+            if let Some(v) = *v {
+                cap[m].add_mul(f[m][k] * inv_rate[m], v);
+                objective.add_mul(SUM_WEIGHT * f[m][k] * inv_rate[m], v);
             }
         }
     }

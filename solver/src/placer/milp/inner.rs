@@ -127,7 +127,7 @@ impl Formulation {
         let budget = inst.budget_gib();
         let mut pairs = Vec::new();
         for (g, &shape) in shapes.iter().enumerate() {
-            for m in 0..n_models {
+            for (m, &rate) in rates.iter().enumerate().take(n_models) {
                 if pair_blocker(inst, m, shape).is_some() {
                     continue;
                 }
@@ -137,7 +137,7 @@ impl Formulation {
                     model: m,
                     group: g,
                     weight,
-                    stage_load: stages.iter().map(|l| rates[m] * l).collect(),
+                    stage_load: stages.iter().map(|l| rate * l).collect(),
                 });
             }
         }
@@ -203,8 +203,8 @@ impl Formulation {
                 has[p.model] = true;
             }
         }
-        for m in 0..self.n_models {
-            if has[m] {
+        for (m, &placed) in has.iter().enumerate() {
+            if placed {
                 continue;
             }
             let slot =
