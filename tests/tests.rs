@@ -6,7 +6,7 @@ mod common;
 mod compare;
 #[path = "suite/malformed.rs"]
 mod malformed;
-#[path = "suite/solve.rs"]
-mod solve;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
+#[path = "suite/solve.rs"]
+mod solve;

@@ -7,8 +7,15 @@ use plexserve_solver::llm::*;
 use plexserve_solver::PlaceOptions;
 
 fn load() -> (LlmInstance, LlmTrace) {
-    let inst = LlmInstance::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../instances/llm/muxserve-synthetic.json"))).unwrap();
-    let trace = inst.workload.generate(inst.base_dir(), inst.llms.len()).unwrap();
+    let inst = LlmInstance::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../instances/llm/muxserve-synthetic.json"
+    )))
+    .unwrap();
+    let trace = inst
+        .workload
+        .generate(inst.base_dir(), inst.llms.len())
+        .unwrap();
     (inst, trace)
 }
 
@@ -21,13 +28,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("llm_sim");
     g.throughput(Throughput::Elements(iters));
     g.sample_size(20);
-    g.bench_function("muxserve_synthetic_19llm_32gpu", |b| b.iter(|| sim.run(&RunOptions::default()).stats.iterations));
+    g.bench_function("muxserve_synthetic_19llm_32gpu", |b| {
+        b.iter(|| sim.run(&RunOptions::default()).stats.iterations)
+    });
     g.finish();
     let mut g = c.benchmark_group("llm_placer_32gpu_19llm");
     g.sample_size(10);
     for name in ["muxserve", "spatial", "plexserve-llm:max_evals=10"] {
         let (p, o) = llm_placer(name, &PlaceOptions::default()).unwrap();
-        g.bench_function(name, |b| b.iter(|| p.place(&inst, &trace, &o).unwrap().evaluations));
+        g.bench_function(name, |b| {
+            b.iter(|| p.place(&inst, &trace, &o).unwrap().evaluations)
+        });
     }
     g.finish();
 }

@@ -11,14 +11,14 @@
 //! println!("attainment {:.4}", report.slo_attainment);
 //! ```
 
+pub mod compare;
 mod error;
 mod instance;
-mod plan;
-mod stage_dp;
-pub mod compare;
 pub mod llm;
 pub mod placer;
+mod plan;
 pub mod sim;
+mod stage_dp;
 pub mod workload;
 
 pub use error::{parse_json, read_file, Result, SolverError};
@@ -27,11 +27,16 @@ pub use instance::{
     LayerCost, Model, ModelEntry, ParallelConfig, Profile, ProfileSource, SimulatorConfig,
     INSTANCE_SCHEMA,
 };
+pub use placer::{
+    by_name, parse_placer_spec, registry, Observer, PlaceOptions, Placer, Silent, Solved,
+};
 pub use plan::{
     model_weight_gib, Group, GroupFile, Placement, PlanFile, Predicted, Schedule, SegmentFile,
     SolveInfo, SolveStatus, PLAN_SCHEMA,
 };
 pub use sim::{Score, Scratch, SimOptions, SimReport, Simulator};
+pub use stage_dp::{
+    bottleneck_by_threshold, derive_configs, partition, uniform_config, PartitionOptions,
+    ProfileFile, Stage, StageObjective, StagePlan, PROFILE_SCHEMA,
+};
 pub use workload::{Trace, WorkloadSpec};
-pub use placer::{by_name, parse_placer_spec, registry, Observer, PlaceOptions, Placer, Silent, Solved};
-pub use stage_dp::{bottleneck_by_threshold, derive_configs, partition, uniform_config, PartitionOptions, ProfileFile, Stage, StageObjective, StagePlan, PROFILE_SCHEMA};

@@ -155,8 +155,8 @@ fn slo_aware_serves_a_request_the_earliest_last_stage_rule_drops() {
     // r0 (m1) -> g0 [0,.25]. r1 (m0): g0 last .25, g1 last 0 -> g1 [0,.125][.125,.25].
     // r2 (m0): g0 .25, g1 .25 tie -> g0: [.25,.5] -> .5 > .4375 rejected by AlpaServe;
     //   slo_aware: g0 .5, g1 [.125,.25][.25,.375] -> .375 -> good on g1.
-    assert_eq!(fast.good[2], false);
-    assert_eq!(aware.good[2], true);
+    assert!(!fast.good[2]);
+    assert!(aware.good[2]);
     assert_eq!(aware.group[2], 1);
     assert_eq!(aware.finish_s[2], 0.375);
     let served = |o: &plexserve_solver::sim::Outcomes| o.good.iter().filter(|&&g| g).count();
