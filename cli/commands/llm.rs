@@ -291,7 +291,8 @@ fn compare(path: &Path, placers: &[String], sweep: Option<&str>, out: &Path) -> 
         );
     }
     write_file(&out.join(format!("{}.tsv", base.name)), &tsv)?;
-    let metrics: [(&str, fn(&LlmSimReport) -> f64); 3] = [
+    type Metric = fn(&LlmSimReport) -> f64;
+    let metrics: [(&str, Metric); 3] = [
         ("goodput_rps", |r| r.goodput_rps),
         ("throughput_rps", |r| r.throughput_rps),
         ("slo_attainment", |r| r.slo_attainment),
