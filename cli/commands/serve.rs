@@ -12,7 +12,11 @@ use crate::Exit;
 fn executor_exit(e: ExecutorError) -> Exit {
     let code = match &e {
         ExecutorError::Solver(s) if s.is_input_error() => 2,
-        ExecutorError::Unsupported(_) | ExecutorError::UnknownRunner(_) => 2,
+        // An absent backend is a usage error, like `profile --device cuda:0` without a GPU.
+        ExecutorError::Unsupported(_)
+        | ExecutorError::UnknownRunner(_)
+        | ExecutorError::NotCompiled { .. }
+        | ExecutorError::NoDevice { .. } => 2,
         _ => 1,
     };
     Exit {

@@ -5,15 +5,17 @@
 //! - `executor/submit_at_2000rps`: the server's admission path (clock read, controller, metrics,
 //!   enqueue to the stage worker) with the emulate runner while requests arrive at 2,000/s; the
 //!   per-request p50 and p99 are printed (target: p99 < 1 ms).
-//! - `cpu/raw_layers` vs `cpu/executor_request`: the CPU runner's stage work called directly on
-//!   the kernels versus one request through the executor (admission, worker hand-off, answer).
+//! - `cpu/raw_layers` vs `cpu/raw_layers_one_core` vs `cpu/executor_request`: the CPU runner's
+//!   stage work called directly on the kernels (their rayon pool over every core), the same work
+//!   on one device's single-thread pool (what a stage worker runs), and one request through the
+//!   executor (admission, worker hand-off, answer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use plexserve_executor::{
-    CpuModelSpec, CpuRunner, EmulateRunner, Executor, ExecutorOptions, RealClock, StageRunner,
+    CpuRunner, EmulateRunner, Executor, ExecutorOptions, LayerSpec, RealClock, StageRunner,
 };
 use plexserve_solver::sim::{Compiled, Controller};
 use plexserve_solver::{Group, Instance, Placement, Schedule};
@@ -141,7 +143,7 @@ fn submit_at_2000rps(c: &mut Criterion) {
 }
 
 fn cpu_throughput(c: &mut Criterion) {
-    let spec = CpuModelSpec::default();
+    let spec = LayerSpec::default();
     let runner = Arc::new(CpuRunner::new(spec, &[1]).expect("calibrates"));
     let layer_s = runner.layer_time_s(1).expect("calibrated");
     // A stage of 8 calibrated layers (with the runner's headroom), run both ways.
@@ -152,6 +154,13 @@ fn cpu_throughput(c: &mut Criterion) {
     let mut x = runner.input(0, None);
     group.bench_function("raw_layers", |b| {
         b.iter(|| runner.run_layers(0, 1, layers, &mut x).expect("runs"))
+    });
+    group.bench_function("raw_layers_one_core", |b| {
+        b.iter(|| {
+            runner
+                .run_stage_on(&[0], 0, 1, layers, &mut x)
+                .expect("runs")
+        })
     });
     let text = format!(
         r#"{{ "schema": "plexserve/instance/v1", "name": "cpu-bench",

@@ -1,31 +1,48 @@
-//! SLO-scale sweep of simulated versus measured attainment (emulate runner, loopback HTTP).
+//! SLO-scale sweep of simulated versus measured attainment over loopback HTTP.
 //!
+//! Emulate runner (points run concurrently, each on its own server):
 //! `cargo run --release -p plexserve-executor --example fidelity_sweep -- INSTANCE PLAN OUT_PREFIX [SCALES]`
-//! writes `OUT_PREFIX.tsv` and `OUT_PREFIX.svg`. Points run concurrently, each on its own server.
+//!
+//! CPU runner on a calibrated 2-device pp-2 pipeline (points one after another, each calibrated
+//! right before it is served; run it on an otherwise idle machine):
+//! `cargo run --release -p plexserve-executor --example fidelity_sweep -- --cpu OUT_PREFIX [SCALES]`
+//!
+//! Both write `OUT_PREFIX.tsv` and `OUT_PREFIX.svg`.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use plexserve_executor::{simulate_and_measure, with_slo_scale, EmulateRunner};
+use plexserve_executor::{
+    simulate_and_measure, with_slo_scale, CpuPipeline, EmulateRunner, FidelityRun, LayerSpec,
+};
 use plexserve_solver::{Instance, PlanFile};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+fn parse_scales(
+    arg: Option<&String>,
+    default: &str,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    Ok(arg
+        .map(String::as_str)
+        .unwrap_or(default)
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Instance name, plan description, SLO scales and one run per scale.
+type Sweep = (String, String, Vec<f64>, Vec<FidelityRun>);
+
+/// The emulate sweep: the given instance and plan at every scale, all points at once.
+fn emulate(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
     if args.len() < 3 {
         return Err("usage: fidelity_sweep INSTANCE PLAN OUT_PREFIX [SCALE,SCALE,...]".into());
     }
     let inst = Instance::load(Path::new(&args[0]))?;
     let schedule = PlanFile::load(Path::new(&args[1]))?.resolve(Path::new(&args[1]), &inst)?;
-    let scales: Vec<f64> = args
-        .get(3)
-        .map(String::as_str)
-        .unwrap_or("1,1.2,1.6,2,2.5,3,4,6,8,12")
-        .split(',')
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
+    let scales = parse_scales(args.get(3), "1,1.2,1.6,2,2.5,3,4,6,8,12")?;
     let rt = tokio::runtime::Runtime::new()?;
-    let results = rt.block_on(async {
+    let runs = rt.block_on(async {
         let mut handles = Vec::new();
         for &s in &scales {
             let inst = with_slo_scale(&inst, s)?;
@@ -45,38 +62,102 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<_, Box<dyn std::error::Error>>(out)
     })?;
+    Ok((inst.name.clone(), args[1].clone(), scales, runs))
+}
+
+/// The CPU sweep: the calibrated pipeline of the `cpu_fidelity` test, 20 s of gamma(cv 2)
+/// arrivals at 60 % of its capacity per point.
+fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
+    if args.is_empty() {
+        return Err("usage: fidelity_sweep --cpu OUT_PREFIX [SCALE,SCALE,...]".into());
+    }
+    let scales = parse_scales(args.get(1), "1,1.2,1.6,2,2.5,3,4,6,8,12")?;
+    let spec = LayerSpec {
+        hidden: 64,
+        heads: 4,
+        seq: 16,
+        weight_bank: 2,
+        headroom: 1.0,
+    };
+    // One runtime thread for the server and the load generator: the two cores are the devices'.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runs = Vec::new();
+    let mut name = String::new();
+    for (i, &s) in scales.iter().enumerate() {
+        let pipeline = CpuPipeline::calibrate(spec, 0.025, 16, 0.95)?;
+        let inst = pipeline.instance(s, 0.6, 2.0, 20.0, 100 + i as u64)?;
+        name.clone_from(&inst.name);
+        let trace = inst.workload.generate(inst.base_dir())?;
+        let run = rt.block_on(simulate_and_measure(
+            &inst,
+            &CpuPipeline::schedule(),
+            &trace,
+            pipeline.runner.clone(),
+        ))?;
+        eprintln!(
+            "slo_scale {s}: stage {:.2} ms, simulated {:.4}, measured {:.4}, stages over profile {}/{}",
+            pipeline.calibration.stage_s * 1e3,
+            run.simulated.slo_attainment,
+            run.measured.slo_attainment,
+            run.stages.overruns,
+            run.stages.stages
+        );
+        runs.push(run);
+    }
+    Ok((name, "one pp-2 group on 2 devices".into(), scales, runs))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (runner, out, (name, plan, scales, runs)) =
+        if args.first().map(String::as_str) == Some("--cpu") {
+            (
+                "cpu",
+                args.get(1).cloned().unwrap_or_default(),
+                cpu(&args[1..])?,
+            )
+        } else {
+            (
+                "emulate",
+                args.get(2).cloned().unwrap_or_default(),
+                emulate(&args)?,
+            )
+        };
     let mut tsv = String::from(
-        "instance\tplan\trunner\tslo_scale\trequests\tsimulated_attainment\tmeasured_attainment\tdiff_points\tmeasured_late\tmeasured_errors\tmeasured_p50_s\tmeasured_p99_s\n",
+        "instance\tplan\trunner\tslo_scale\trequests\tsimulated_attainment\tmeasured_attainment\tdiff_points\tmeasured_late\tmeasured_errors\tmeasured_p50_s\tmeasured_p99_s\tstages\tstage_overruns\n",
     );
-    for (s, (sim, meas)) in scales.iter().zip(&results) {
+    for (s, run) in scales.iter().zip(&runs) {
+        let (sim, meas) = (&run.simulated, &run.measured);
         writeln!(
             tsv,
-            "{}\t{}\temulate\t{s}\t{}\t{:.4}\t{:.4}\t{:+.2}\t{}\t{}\t{:.4}\t{:.4}",
-            inst.name,
-            args[1],
+            "{name}\t{plan}\t{runner}\t{s}\t{}\t{:.4}\t{:.4}\t{:+.2}\t{}\t{}\t{:.4}\t{:.4}\t{}\t{}",
             meas.requests,
             sim.slo_attainment,
             meas.slo_attainment,
-            (meas.slo_attainment - sim.slo_attainment) * 100.0,
+            run.gap_points(),
             meas.late,
             meas.errors,
             meas.latency_s.p50,
-            meas.latency_s.p99
+            meas.latency_s.p99,
+            run.stages.stages,
+            run.stages.overruns
         )?;
     }
-    std::fs::write(format!("{}.tsv", args[2]), &tsv)?;
+    std::fs::write(format!("{out}.tsv"), &tsv)?;
     let pts: Vec<(f64, f64, f64)> = scales
         .iter()
-        .zip(&results)
-        .map(|(&s, (a, b))| (s, a.slo_attainment, b.slo_attainment))
+        .zip(&runs)
+        .map(|(&s, r)| (s, r.simulated.slo_attainment, r.measured.slo_attainment))
         .collect();
-    std::fs::write(format!("{}.svg", args[2]), svg(&inst.name, &pts))?;
+    std::fs::write(format!("{out}.svg"), svg(&name, runner, &pts))?;
     print!("{tsv}");
     Ok(())
 }
 
 /// A plain SVG line chart (log-scale x): no font files or plotting crate needed.
-fn svg(title: &str, pts: &[(f64, f64, f64)]) -> String {
+fn svg(title: &str, runner: &str, pts: &[(f64, f64, f64)]) -> String {
     let (w, h, l, r, t, b) = (640.0, 400.0, 60.0, 20.0, 40.0, 50.0);
     let xmin = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min).ln();
     let xmax = pts.iter().map(|p| p.0).fold(0.0, f64::max).ln();
@@ -85,7 +166,7 @@ fn svg(title: &str, pts: &[(f64, f64, f64)]) -> String {
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="20" text-anchor="middle" font-size="14">{title}: simulated vs measured SLO attainment (emulate runner)</text>
+<text x="{}" y="20" text-anchor="middle" font-size="14">{title}: simulated vs measured SLO attainment ({runner} runner)</text>
 "#,
         w / 2.0
     );

@@ -88,7 +88,7 @@ struct SegmentState {
 }
 
 /// Admission over a whole plan. Segment `k` owns the requests arriving at or after its start
-/// (the simulator's default segment semantics); a new group starts when its devices have finished
+/// (the simulator's default segment semantics), in plan time: clock time minus the workload epoch; a new group starts when its devices have finished
 /// the work admitted to them before the switch.
 #[derive(Debug)]
 pub struct AdmissionCore {
@@ -101,6 +101,9 @@ pub struct AdmissionCore {
     device_down: Vec<bool>,
     max_inflight: u32,
     draining: bool,
+    /// Clock time of plan time 0: segment `k` takes over at `epoch + start_s`. Set once, when the
+    /// workload starts (see [`AdmissionCore::start_workload`]); 0 until then.
+    epoch_s: Option<f64>,
 }
 
 /// Measurements closer than this to the projection are the projection (float summation order).
@@ -156,6 +159,7 @@ impl AdmissionCore {
             device_down: vec![false; inst.cluster.devices as usize],
             max_inflight: max_inflight.max(1),
             draining: false,
+            epoch_s: None,
         })
     }
 
@@ -189,6 +193,26 @@ impl AdmissionCore {
     /// The segment in force.
     pub fn current_segment(&self) -> usize {
         self.current
+    }
+
+    /// Pins plan time 0 to clock time `epoch_s`, so that a plan's segments switch at their start
+    /// times counted from the start of the workload (its first arrival, or the start a load
+    /// generator announces), not from whenever the server happened to start. Only the first call
+    /// counts: the segment in force cannot be moved once requests were placed by it. Returns the
+    /// epoch in force.
+    pub fn start_workload(&mut self, epoch_s: f64) -> Result<f64, f64> {
+        match self.epoch_s {
+            Some(e) => Err(e),
+            None => {
+                self.epoch_s = Some(epoch_s);
+                Ok(epoch_s)
+            }
+        }
+    }
+
+    /// Clock time of plan time 0, once the workload started.
+    pub fn workload_epoch(&self) -> Option<f64> {
+        self.epoch_s
     }
 
     /// Stops admitting; what was admitted still runs.
@@ -246,8 +270,9 @@ impl AdmissionCore {
                 group: None,
             };
         }
+        let plan_now_s = now_s - self.epoch_s.unwrap_or(0.0);
         let mut next = self.current;
-        while next + 1 < self.segments.len() && self.segments[next + 1].start_s <= now_s {
+        while next + 1 < self.segments.len() && self.segments[next + 1].start_s <= plan_now_s {
             next += 1;
         }
         if next != self.current {

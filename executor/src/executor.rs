@@ -281,7 +281,14 @@ impl Executor {
     ) -> std::result::Result<Pending, InferError> {
         let sh = &self.shared;
         let now = sh.clock.now_s();
-        let admission = sh.core().admit(now, m);
+        let admission = {
+            let mut core = sh.core();
+            if core.workload_epoch().is_none() {
+                // Nobody announced the workload's start: its first arrival is plan time 0.
+                let _ = core.start_workload(now);
+            }
+            core.admit(now, m)
+        };
         let ticket = match admission {
             Admission::Rejected { reason, group } => {
                 sh.metrics.rejected(m, group, reason);
@@ -316,6 +323,20 @@ impl Executor {
                 )))
             }
         }
+    }
+
+    /// Announces that the workload starts now, at `plan_time_s` on the plan's timeline (a replay
+    /// whose first request is due at trace time `t` announces `t` just before sending it), so the
+    /// plan's segments switch at their start times on the workload's clock. Only the first
+    /// announcement or arrival counts: `Err` carries the epoch already in force (clock seconds).
+    pub fn start_workload_at(&self, plan_time_s: f64) -> std::result::Result<f64, f64> {
+        let now = self.shared.clock.now_s();
+        self.shared.core().start_workload(now - plan_time_s)
+    }
+
+    /// Clock time of plan time 0, once the workload started.
+    pub fn workload_epoch(&self) -> Option<f64> {
+        self.shared.core().workload_epoch()
     }
 
     /// Serves one request of model `m`: admission now, then waits for the answer.
@@ -497,6 +518,8 @@ impl WorkerCtx {
             }
         };
         sh.core().stage_done(&job.ticket, self.stage, finish_s);
+        sh.metrics
+            .stage_ran(self.global_group, profiled_s, finish_s - start_s);
         if !self.devices_alive() {
             // Killed while the stage ran: the result is lost with the device.
             sh.fail(

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plexserve_solver::{single_device_latency_s, Instance, Schedule, SimReport, Simulator, Trace};
+use plexserve_solver::{
+    single_device_latency_s, Group, Instance, Placement, Schedule, SimReport, Simulator, Trace,
+};
 
 use crate::clock::RealClock;
 use crate::error::{ExecutorError, Result};
 use crate::executor::{Executor, ExecutorOptions};
 use crate::http::{bind, serve, HttpOptions};
+use crate::metrics::StageCounts;
 use crate::replay::{replay, ReplayOptions, ReplayReport};
-use crate::runner::StageRunner;
+use crate::runner::{CpuRunner, LayerSpec, StageCalibration, StageRunner};
 
 /// `inst` with every model's SLO set to `scale` × its single-device batch-1 latency.
 pub fn with_slo_scale(inst: &Instance, scale: f64) -> Result<Instance> {
@@ -28,6 +31,22 @@ pub fn with_slo_scale(inst: &Instance, scale: f64) -> Result<Instance> {
     Ok(out)
 }
 
+/// One fidelity measurement: the simulator's prediction and what the server did.
+#[derive(Debug, Clone)]
+pub struct FidelityRun {
+    pub simulated: SimReport,
+    pub measured: ReplayReport,
+    /// How the stages kept to their profile while serving.
+    pub stages: StageCounts,
+}
+
+impl FidelityRun {
+    /// Measured minus simulated attainment, in percentage points.
+    pub fn gap_points(&self) -> f64 {
+        (self.measured.slo_attainment - self.simulated.slo_attainment) * 100.0
+    }
+}
+
 /// Serves `schedule` on a loopback port with `runner`, replays `trace` against it, and returns
 /// the simulator's report next to the measured one (both trimmed the same way).
 pub async fn simulate_and_measure(
@@ -35,7 +54,7 @@ pub async fn simulate_and_measure(
     schedule: &Schedule,
     trace: &Trace,
     runner: Arc<dyn StageRunner>,
-) -> Result<(SimReport, ReplayReport)> {
+) -> Result<FidelityRun> {
     let (sim, _) = Simulator::new(inst, trace).report(schedule);
     let listener = bind("127.0.0.1:0".parse().expect("literal address")).await?;
     let addr = listener
@@ -51,7 +70,7 @@ pub async fn simulate_and_measure(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
-        exec,
+        exec.clone(),
         HttpOptions::default(),
         async move {
             let _ = stop_rx.await;
@@ -67,5 +86,96 @@ pub async fn simulate_and_measure(
     .await;
     let _ = stop_tx.send(());
     let _ = server.await;
-    Ok((sim, measured?.0))
+    Ok(FidelityRun {
+        simulated: sim,
+        measured: measured?.0,
+        stages: exec.metrics().stages(),
+    })
+}
+
+/// A 2-device, pp-2 pipeline for checking the CPU runner against the simulator: the runner is
+/// calibrated the way it will serve (both devices busy at once, one core each) and the instance's
+/// profile is that calibration, so the simulator and the server talk about the same devices.
+#[derive(Debug)]
+pub struct CpuPipeline {
+    pub runner: Arc<CpuRunner>,
+    pub calibration: StageCalibration,
+}
+
+impl CpuPipeline {
+    /// Calibrates stages of about `target_stage_s` made of `spec`'s layers: `repeats` stages on
+    /// each of the 2 devices at once; the profile is the `quantile` of those durations. Needs
+    /// headroom 1 in `spec` for the runner to run exactly the profiled layers.
+    pub fn calibrate(
+        spec: LayerSpec,
+        target_stage_s: f64,
+        repeats: usize,
+        quantile: f64,
+    ) -> Result<CpuPipeline> {
+        let mut runner = CpuRunner::new(spec, &[1])?;
+        let layer_s = runner
+            .layer_time_s(1)
+            .ok_or_else(|| ExecutorError::Unsupported("cpu runner: no layer time".into()))?;
+        // Size the stage with both devices busy (a short probe), so that it lasts about
+        // `target_stage_s` under serving conditions, then profile it.
+        let guess = (target_stage_s / layer_s).ceil().max(2.0) as usize;
+        let probe = runner.calibrate_stage(1, guess, 2, 3, 0.5)?;
+        let layer_busy_s = probe.stage_s / guess as f64;
+        let layers = (target_stage_s / layer_busy_s).round().max(2.0) as usize;
+        let calibration = runner.calibrate_stage(1, layers, 2, repeats, quantile)?;
+        Ok(CpuPipeline {
+            runner: Arc::new(runner),
+            calibration,
+        })
+    }
+
+    /// Requests per second the pipeline sustains (one stage time per request).
+    pub fn capacity_rps(&self) -> f64 {
+        1.0 / self.calibration.stage_s
+    }
+
+    /// Two models sharing the pipeline, each sending gamma(`cv`) arrivals at `load / 2` of the
+    /// capacity, with SLO = `slo_scale` × the profiled single-device latency (two stage times).
+    /// `warmup_s` is trimmed from each end of the reports.
+    pub fn instance(
+        &self,
+        slo_scale: f64,
+        load: f64,
+        cv: f64,
+        duration_s: f64,
+        seed: u64,
+    ) -> Result<Instance> {
+        let stage_s = self.calibration.stage_s;
+        let rate = 0.5 * load * self.capacity_rps();
+        let text = format!(
+            r#"{{ "schema": "plexserve/instance/v1", "name": "cpu-pipeline-2dev",
+  "cluster": {{ "devices": 2, "memory_budget_gib": 1.0 }},
+  "profiles": {{ "cpu-layers": {{ "batch_sizes": [1], "configs": [
+    {{ "pp": 1, "tp": 1, "stage_latency_s": [[{l1}]], "stage_weight_gib": [0.01] }},
+    {{ "pp": 2, "tp": 1, "stage_latency_s": [[{stage_s}, {stage_s}]], "stage_weight_gib": [0.005, 0.005] }} ] }} }},
+  "models": [ {{ "name": "a", "profile": "cpu-layers", "slo_scale": {slo_scale} }},
+              {{ "name": "b", "profile": "cpu-layers", "slo_scale": {slo_scale} }} ],
+  "workload": {{ "kind": "gamma", "duration_s": {duration_s}, "seed": {seed},
+    "streams": [ {{ "model": "a", "rate": {rate}, "cv": {cv} }}, {{ "model": "b", "rate": {rate}, "cv": {cv} }} ] }},
+  "simulator": {{ "pp_penalty": 0, "warmup_s": {warmup} }} }}"#,
+            l1 = 2.0 * stage_s,
+            warmup = (0.1 * duration_s).min(2.0),
+        );
+        Ok(Instance::from_json(
+            "cpu-pipeline-2dev.json".as_ref(),
+            &text,
+        )?)
+    }
+
+    /// The plan: one pp-2 group over both devices serving both models.
+    pub fn schedule() -> Schedule {
+        Schedule::fixed(Placement {
+            groups: vec![Group {
+                pp: 2,
+                tp: 1,
+                devices: vec![0, 1],
+                models: vec![0, 1],
+            }],
+        })
+    }
 }

@@ -4,6 +4,10 @@
 //!   the result; 429 `deadline` when the SLO cannot be met; 503 when no replica can take it
 //!   (`group_down`, `no_replica`, `queue_full`, `shutting_down`) or an admitted request lost its
 //!   group; 400 bad JSON; 404 unknown model; 413 body over the limit.
+//! - `POST /v1/workload/start`: body `{"plan_time_s": t}` or `{}` (t = 0): the workload starts now,
+//!   at plan time `t`, so a multi-segment plan switches at its start times on the workload's clock
+//!   (a load generator announces this before its first request; otherwise the first arrival is
+//!   plan time 0). 200 with the epoch; 409 `workload_started` once the epoch is set.
 //! - `GET /v1/models`, `GET /healthz`, `GET /metrics`.
 
 use std::future::Future;
@@ -82,6 +86,7 @@ pub fn router(exec: Arc<Executor>, opts: &HttpOptions) -> Router {
     };
     Router::new()
         .route("/v1/models/{model}/infer", post(infer))
+        .route("/v1/workload/start", post(start_workload))
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -160,6 +165,67 @@ async fn infer(State(app): State<App>, Path(model): Path<String>, body: Body) ->
             "timed_out",
             "no answer within the deadline plus the grace period",
         ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    #[serde(default)]
+    plan_time_s: f64,
+}
+
+async fn start_workload(State(app): State<App>, body: Body) -> Response {
+    let exec = &app.exec;
+    let Ok(bytes) = axum::body::to_bytes(body, 4096).await else {
+        exec.metrics().bad_request();
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the workload start takes a body of at most 4096 bytes",
+        );
+    };
+    let req: StartRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        StartRequest { plan_time_s: 0.0 }
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                exec.metrics().bad_request();
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("invalid request body: {e}"),
+                );
+            }
+        }
+    };
+    if !(req.plan_time_s.is_finite() && req.plan_time_s >= 0.0) {
+        exec.metrics().bad_request();
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_plan_time",
+            format!(
+                "plan_time_s: expected a finite number ≥ 0, found {}",
+                req.plan_time_s
+            ),
+        );
+    }
+    match exec.start_workload_at(req.plan_time_s) {
+        Ok(epoch_s) => Json(serde_json::json!({
+            "epoch_s": epoch_s,
+            "plan_time_s": req.plan_time_s,
+        }))
+        .into_response(),
+        Err(epoch_s) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({
+                "error": "the workload already started; its epoch cannot move",
+                "reason": "workload_started",
+                "epoch_s": epoch_s,
+            })),
+        )
+            .into_response(),
     }
 }
 

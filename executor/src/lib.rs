@@ -39,32 +39,40 @@ pub use crate::clock::{Clock, ManualClock, RealClock};
 pub use crate::core::{Admission, AdmissionCore, RejectReason, Ticket};
 pub use crate::error::{ExecutorError, Result};
 pub use crate::executor::{Executor, ExecutorOptions, InferError, Pending, Served};
-pub use crate::fidelity::{simulate_and_measure, with_slo_scale};
+pub use crate::fidelity::{simulate_and_measure, with_slo_scale, CpuPipeline, FidelityRun};
 pub use crate::http::{bind, router, serve, HttpOptions, InferResponse};
-pub use crate::metrics::{Metrics, ModelCounts, LATENCY_BUCKETS_S};
+pub use crate::metrics::{Metrics, ModelCounts, StageCounts, LATENCY_BUCKETS_S};
 pub use crate::replay::{
     http_request, replay, replay_trace, summarize, write_records_csv, ModelSummary, ReplayOptions,
     ReplayReport, RequestRecord, Target, REPLAY_SCHEMA,
 };
 pub use crate::runner::{
-    CpuModelSpec, CpuRunner, CudaRunner, EmulateRunner, RunnerKind, StageRunner, StageWork,
+    CpuRunner, CudaRunner, EmulateRunner, LayerSpec, RunnerKind, StageCalibration, StageRunner,
+    StageWork,
 };
 
-/// Builds the runner `kind` for `schedule` (the CPU runner calibrates every tp degree it uses).
-pub fn build_runner(kind: RunnerKind, schedule: &Schedule) -> Result<Arc<dyn StageRunner>> {
+/// Builds the runner `kind` for `schedule` (the CPU and CUDA runners time one layer at every tp
+/// degree the plan uses; the CUDA runner opens the GPUs its devices map to).
+pub fn build_runner(
+    kind: RunnerKind,
+    inst: &Instance,
+    schedule: &Schedule,
+) -> Result<Arc<dyn StageRunner>> {
+    let mut tps: Vec<usize> = schedule
+        .segments
+        .iter()
+        .flat_map(|(_, p)| p.groups.iter().map(|g| g.tp as usize))
+        .collect();
+    tps.sort_unstable();
+    tps.dedup();
     Ok(match kind {
         RunnerKind::Emulate => Arc::new(EmulateRunner),
-        RunnerKind::Cpu => {
-            let mut tps: Vec<usize> = schedule
-                .segments
-                .iter()
-                .flat_map(|(_, p)| p.groups.iter().map(|g| g.tp as usize))
-                .collect();
-            tps.sort_unstable();
-            tps.dedup();
-            Arc::new(CpuRunner::new(CpuModelSpec::default(), &tps)?)
-        }
-        RunnerKind::Cuda => Arc::new(CudaRunner::new()?),
+        RunnerKind::Cpu => Arc::new(CpuRunner::new(LayerSpec::default(), &tps)?),
+        RunnerKind::Cuda => Arc::new(CudaRunner::new(
+            LayerSpec::default(),
+            &tps,
+            inst.cluster.devices as usize,
+        )?),
     })
 }
 
@@ -77,7 +85,7 @@ pub fn serve_blocking(
     kind: RunnerKind,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    let runner = build_runner(kind, schedule)?;
+    let runner = build_runner(kind, inst, schedule)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

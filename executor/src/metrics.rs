@@ -30,6 +30,10 @@ struct GroupStats {
     completed: u64,
     failed: u64,
     down: bool,
+    stages: u64,
+    stage_overruns: u64,
+    stage_busy_s: f64,
+    stage_profiled_s: f64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +48,19 @@ struct Data {
 pub struct Metrics {
     model_names: Vec<String>,
     data: Mutex<Data>,
+}
+
+/// Stage executions over all groups: how the devices kept to their profile.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StageCounts {
+    /// Stages executed.
+    pub stages: u64,
+    /// Stages that took longer than profiled (each one pushed admission's clocks forward).
+    pub overruns: u64,
+    /// Measured seconds from each stage's scheduled start to its finish.
+    pub busy_s: f64,
+    /// Profiled seconds of the same stages.
+    pub profiled_s: f64,
 }
 
 /// A snapshot of one model's counters (tests and reports).
@@ -127,6 +144,33 @@ impl Metrics {
             d.models[m].failed += 1;
             d.groups[group].failed += 1;
         });
+    }
+
+    /// A stage of `group` ran `measured_s` against a profile of `profiled_s`.
+    pub(crate) fn stage_ran(&self, group: usize, profiled_s: f64, measured_s: f64) {
+        self.with(|d| {
+            let g = &mut d.groups[group];
+            g.stages += 1;
+            // A microsecond of slack: the emulate runner's `start + profiled − start` rounds.
+            if measured_s > profiled_s + 1e-6 {
+                g.stage_overruns += 1;
+            }
+            g.stage_busy_s += measured_s;
+            g.stage_profiled_s += profiled_s;
+        });
+    }
+
+    /// Stage executions summed over all groups.
+    pub fn stages(&self) -> StageCounts {
+        self.with(|d| {
+            d.groups.iter().fold(StageCounts::default(), |mut c, g| {
+                c.stages += g.stages;
+                c.overruns += g.stage_overruns;
+                c.busy_s += g.stage_busy_s;
+                c.profiled_s += g.stage_profiled_s;
+                c
+            })
+        })
     }
 
     pub(crate) fn group_down(&self, group: usize) {
@@ -347,6 +391,54 @@ impl Metrics {
                 o,
                 "plexserve_group_failed_total{{group=\"{g}\"}} {}",
                 s.failed
+            );
+        }
+        counter(
+            &mut o,
+            "plexserve_stage_runs_total",
+            "Pipeline stages each group executed.",
+        );
+        for (g, s) in groups.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "plexserve_stage_runs_total{{group=\"{g}\"}} {}",
+                s.stages
+            );
+        }
+        counter(
+            &mut o,
+            "plexserve_stage_overruns_total",
+            "Stages that took longer than their profiled latency (admission was corrected).",
+        );
+        for (g, s) in groups.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "plexserve_stage_overruns_total{{group=\"{g}\"}} {}",
+                s.stage_overruns
+            );
+        }
+        counter(
+            &mut o,
+            "plexserve_stage_seconds_total",
+            "Measured stage time (scheduled start to finish) per group.",
+        );
+        for (g, s) in groups.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "plexserve_stage_seconds_total{{group=\"{g}\"}} {}",
+                s.stage_busy_s
+            );
+        }
+        counter(
+            &mut o,
+            "plexserve_stage_profiled_seconds_total",
+            "Profiled time of the same stages per group.",
+        );
+        for (g, s) in groups.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "plexserve_stage_profiled_seconds_total{{group=\"{g}\"}} {}",
+                s.stage_profiled_s
             );
         }
         let _ = writeln!(o, "# HELP plexserve_group_up 1 while the group serves, 0 once a device of it failed.\n# TYPE plexserve_group_up gauge");

@@ -32,6 +32,10 @@ pub struct ReplayOptions {
     /// Requests within this many seconds of each end are left out of the summary, as in the
     /// simulator's report (`None`: the instance's `simulator.warmup_s`).
     pub warmup_s: Option<f64>,
+    /// Announce the start of the workload (`POST /v1/workload/start` at the first request's trace
+    /// time) before sending, so a multi-segment plan switches at its start times on the trace's
+    /// clock rather than the server's.
+    pub announce_start: bool,
 }
 
 impl Default for ReplayOptions {
@@ -40,6 +44,7 @@ impl Default for ReplayOptions {
             request_timeout_s: 60.0,
             max_inflight: 8192,
             warmup_s: None,
+            announce_start: true,
         }
     }
 }
@@ -195,6 +200,9 @@ pub async fn replay_trace(
 ) -> Vec<RequestRecord> {
     let n = trace.len();
     let t0 = trace.arrival_s.first().copied().unwrap_or(0.0);
+    if opts.announce_start && n > 0 {
+        announce_start(target, t0.max(0.0)).await;
+    }
     let start = Instant::now();
     let inflight = Arc::new(tokio::sync::Semaphore::new(opts.max_inflight.max(1)));
     let timeout = Duration::from_secs_f64(opts.request_timeout_s.max(0.001));
@@ -269,6 +277,23 @@ pub async fn replay_trace(
         }
     }
     out
+}
+
+/// `POST /v1/workload/start`: the trace's first request is due now, at plan time `t0_s`.
+async fn announce_start(target: &Target, t0_s: f64) {
+    let body = format!(r#"{{"plan_time_s": {t0_s}}}"#);
+    match http_request(target, "POST", "/v1/workload/start", body.as_bytes()).await {
+        Ok((200, _)) => {}
+        Ok((409, _)) => tracing::warn!(
+            "the server's workload had already started: its plan segments switch on that \
+             workload's clock, not this replay's"
+        ),
+        Ok((status, _)) => tracing::warn!(
+            status,
+            "the server takes no workload start; plan segments switch from its first arrival"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not announce the workload start"),
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

@@ -1,100 +1,103 @@
 //! Fidelity of the CPU runner: real transformer layers on a 2-device pipeline, measured against
-//! the simulator. Its own test binary so that no other test shares the CPU while it measures.
+//! the simulator. Its own test binary, one test, so that no other test shares the CPU while it
+//! measures (cargo runs test binaries one after another).
+//!
+//! What made earlier versions of this check miss by 8–14 points on a 2-core machine, and what
+//! this one does instead:
+//! - the layer time was measured with one stage running alone, its kernels spread over every core
+//!   by rayon and matrixmultiply, while serving runs two stages at once that then fight over the
+//!   same cores: now each device is one single-thread pool, and the profile is measured with both
+//!   devices busy at once, right before serving;
+//! - a fixed 1.25 headroom stood in for that measurement: now the stage profile is a high
+//!   quantile of the measured stage times, and the runner runs exactly the profiled layers;
+//! - other processes on a shared machine still slow stages down now and then: the server counts
+//!   stages that ran over their profile (`plexserve_stage_overruns_total`), and a run in which
+//!   many did is measured again after a fresh calibration (at most three times).
 
-mod common;
+use plexserve_executor::{simulate_and_measure, CpuPipeline, FidelityRun, LayerSpec};
 
-use std::sync::Arc;
+/// Fraction of stages that may run over the profile before a run counts as disturbed by other
+/// processes. The profile is the 95th percentile measured with both devices busy, so on an
+/// undisturbed machine a few percent of stages run over, by little.
+const DISTURBED_OVERRUN_FRACTION: f64 = 0.15;
 
-use plexserve_executor::{simulate_and_measure, CpuModelSpec, CpuRunner};
-use plexserve_solver::{Instance, Schedule};
-
-/// A 2-device instance whose profile is the CPU runner's own calibration; real transformer layers
-/// on both stages of a pp-2 pipeline, measured against the simulator.
-// Ignored in the default run: on the 2-core CI machine the stage workers, the server and the load
-// generator share the cores, and this session measured gaps of 1.1 points (quiet) to 14 points
-// (contended). Run it on an otherwise idle machine:
-//   cargo test -p plexserve-executor --test cpu_fidelity -- --ignored
-#[test]
-#[ignore = "timing-sensitive: needs an otherwise idle machine with ≥ 4 cores"]
-fn cpu_runner_within_two_points() {
-    // Matrix multiplies stay single-threaded so the two stage workers do not fight over cores.
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
-    let spec = CpuModelSpec {
+fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (FidelityRun, f64) {
+    let spec = LayerSpec {
         hidden: 64,
         heads: 4,
         seq: 16,
         weight_bank: 2,
-        headroom: 1.25,
+        headroom: 1.0,
     };
-    let runner = Arc::new(CpuRunner::new(spec, &[1]).unwrap());
-    let layer_s = runner.layer_time_s(1).unwrap();
-    // Stages of about 25 ms, a whole number of calibrated layers.
-    let layers = (0.025 / layer_s).ceil().max(2.0);
-    let stage_s = layers * layer_s;
-    eprintln!(
-        "cpu layer {:.3} ms, stage {:.2} ms ({layers} layers)",
-        layer_s * 1e3,
-        stage_s * 1e3
-    );
-    let capacity = 1.0 / (stage_s * 1.018);
-    let rate = 0.3 * capacity;
-    for (scale, seed) in [(2.0, 3u64), (6.0, 4)] {
-        let text = format!(
-            r#"{{ "schema": "plexserve/instance/v1", "name": "cpu-two-devices",
-  "cluster": {{ "devices": 2, "memory_budget_gib": 1.0 }},
-  "profiles": {{ "cpu-small": {{ "batch_sizes": [1], "configs": [
-    {{ "pp": 1, "tp": 1, "stage_latency_s": [[{l1}]], "stage_weight_gib": [0.01] }},
-    {{ "pp": 2, "tp": 1, "stage_latency_s": [[{stage_s}, {stage_s}]], "stage_weight_gib": [0.005, 0.005] }} ] }} }},
-  "models": [ {{ "name": "a", "profile": "cpu-small", "slo_scale": {scale} }},
-              {{ "name": "b", "profile": "cpu-small", "slo_scale": {scale} }} ],
-  "workload": {{ "kind": "gamma", "duration_s": 10, "seed": {seed},
-    "streams": [ {{ "model": "a", "rate": {rate}, "cv": 2.0 }}, {{ "model": "b", "rate": {rate}, "cv": 2.0 }} ] }},
-  "simulator": {{ "warmup_s": 0 }} }}"#,
-            l1 = 2.0 * stage_s
-        );
-        let inst = Instance::from_json(
-            &common::repo_root().join("executor/tests/data/cpu.json"),
-            &text,
-        )
+    let pipeline = CpuPipeline::calibrate(spec, 0.025, 16, 0.95).unwrap();
+    let cal = &pipeline.calibration;
+    let inst = pipeline.instance(slo_scale, 0.6, 2.0, 20.0, seed).unwrap();
+    let schedule = CpuPipeline::schedule();
+    let trace = inst.workload.generate(inst.base_dir()).unwrap();
+    let run = rt
+        .block_on(simulate_and_measure(
+            &inst,
+            &schedule,
+            &trace,
+            pipeline.runner.clone(),
+        ))
         .unwrap();
-        let plan = plexserve_solver::Placement {
-            groups: vec![plexserve_solver::Group {
-                pp: 2,
-                tp: 1,
-                devices: vec![0, 1],
-                models: vec![0, 1],
-            }],
-        };
-        let schedule = Schedule::fixed(plan);
-        let trace = inst.workload.generate(inst.base_dir()).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        // Real CPU work is at the mercy of other processes on a shared 2-core machine: a run
-        // disturbed by them is measured again (at most three times); a real fidelity defect
-        // fails every attempt.
-        let mut gaps = Vec::new();
-        for _attempt in 0..3 {
-            let (sim, meas) = rt
-                .block_on(simulate_and_measure(
-                    &inst,
-                    &schedule,
-                    &trace,
-                    runner.clone(),
-                ))
-                .unwrap();
-            let d = (sim.slo_attainment - meas.slo_attainment).abs();
-            eprintln!(
-                "cpu slo_scale {scale}: simulated {:.4} measured {:.4} (n={}, late {}, errors {}, p99 {:.4} s)",
-                sim.slo_attainment, meas.slo_attainment, meas.requests, meas.late, meas.errors, meas.latency_s.p99
-            );
-            assert_eq!(meas.errors, 0);
-            gaps.push(d);
-            if d <= 0.02 {
+    let overrun = run.stages.overruns as f64 / run.stages.stages.max(1) as f64;
+    eprintln!(
+        "slo_scale {slo_scale}: stage {:.2} ms ({} layers; calibration p50 {:.2} ms, max {:.2} ms) \
+         simulated {:.4} measured {:.4} gap {:+.2} points (n={}, late {}, errors {}); \
+         stages {} overran {:.1}%, measured/profiled time {:.3}",
+        cal.stage_s * 1e3,
+        cal.layers,
+        cal.samples_s[cal.samples_s.len() / 2] * 1e3,
+        cal.samples_s[cal.samples_s.len() - 1] * 1e3,
+        run.simulated.slo_attainment,
+        run.measured.slo_attainment,
+        run.gap_points(),
+        run.measured.requests,
+        run.measured.late,
+        run.measured.errors,
+        run.stages.stages,
+        overrun * 100.0,
+        run.stages.busy_s / run.stages.profiled_s.max(1e-12),
+    );
+    (run, overrun)
+}
+
+/// A 2-device instance whose profile is the CPU runner's own calibration under serving
+/// conditions; real transformer layers on both stages of a pp-2 pipeline, measured against the
+/// simulator at a tight and a loose SLO: within two points.
+#[test]
+fn cpu_runner_within_two_points() {
+    // One runtime thread for the server and the load generator: the two cores are the devices'.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (slo_scale, seed) in [(2.0, 3u64), (6.0, 4)] {
+        let mut attempts = Vec::new();
+        for _ in 0..3 {
+            let (run, overrun) = measure(slo_scale, seed, &rt);
+            assert_eq!(run.measured.errors, 0, "no request may fail");
+            assert_eq!(run.measured.requests, run.simulated.requests);
+            let clean = overrun <= DISTURBED_OVERRUN_FRACTION;
+            attempts.push((run.gap_points(), overrun));
+            if clean {
+                assert!(
+                    run.gap_points().abs() <= 2.0,
+                    "slo_scale {slo_scale}: measured {:.4} vs simulated {:.4} on an undisturbed run",
+                    run.measured.slo_attainment,
+                    run.simulated.slo_attainment
+                );
                 break;
             }
         }
         assert!(
-            gaps.iter().any(|&d| d <= 0.02),
-            "cpu runner gaps {gaps:?} exceed two points at slo_scale {scale}"
+            attempts
+                .iter()
+                .any(|&(_, o)| o <= DISTURBED_OVERRUN_FRACTION),
+            "slo_scale {slo_scale}: every run was disturbed by other processes \
+             (gap points, overrun fraction): {attempts:?}"
         );
     }
 }

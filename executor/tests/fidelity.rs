@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use plexserve_executor::{
-    simulate_and_measure, with_slo_scale, Admission, AdmissionCore, EmulateRunner, RejectReason,
+    replay, simulate_and_measure, with_slo_scale, Admission, AdmissionCore, CpuRunner, CudaRunner,
+    EmulateRunner, Executor, ExecutorError, ExecutorOptions, HttpOptions, LayerSpec, ManualClock,
+    RejectReason, ReplayOptions,
 };
 use plexserve_solver::sim::NO_GROUP;
 use plexserve_solver::{Placement, Schedule, Simulator};
@@ -131,7 +133,8 @@ fn emulate_sweep_within_one_point() {
         out
     });
     let mut worst: f64 = 0.0;
-    for (s, (sim, meas)) in scales.iter().zip(&results) {
+    for (s, run) in scales.iter().zip(&results) {
+        let (sim, meas) = (&run.simulated, &run.measured);
         let d = (sim.slo_attainment - meas.slo_attainment).abs();
         eprintln!(
             "slo_scale {s}: simulated {:.4} measured {:.4} (n={}, errors {}, late {})",
@@ -145,7 +148,195 @@ fn emulate_sweep_within_one_point() {
     // The sweep must be informative: attainment changes across it.
     let lo = results
         .iter()
-        .map(|r| r.0.slo_attainment)
+        .map(|r| r.simulated.slo_attainment)
         .fold(1.0, f64::min);
     assert!(lo < 0.97, "the sweep never leaves full attainment");
+}
+
+/// The tiny plan as two segments: the groups swap places at `switch_s` (plan time), so global
+/// groups 0–1 serve segment 0 and 2–3 segment 1.
+fn two_segments(schedule: &Schedule, switch_s: f64) -> Schedule {
+    let (_, p0) = &schedule.segments[0];
+    let p1 = Placement {
+        groups: vec![p0.groups[1].clone(), p0.groups[0].clone()],
+    };
+    Schedule {
+        segments: vec![(0.0, p0.clone()), (switch_s, p1)],
+    }
+}
+
+/// Segment start times count from the workload's start (its first arrival, or the start a load
+/// generator announces), never from when the server started: a server that idles 10 s before
+/// traffic must still switch 2 s into the workload.
+#[test]
+fn segments_switch_on_the_workload_clock() {
+    let (inst, schedule) = common::tiny();
+    let multi = two_segments(&schedule, 2.0);
+    let segment_at = |exec: &Executor, clock: &ManualClock, t: f64| {
+        clock.advance_to(t);
+        exec.submit(0, None).expect("admitted").ticket.segment
+    };
+    // Epoch from the first arrival.
+    let clock = Arc::new(ManualClock::new(0.0));
+    let exec = Executor::start(
+        &inst,
+        &multi,
+        Arc::new(EmulateRunner),
+        clock.clone(),
+        &ExecutorOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(exec.workload_epoch(), None);
+    assert_eq!(segment_at(&exec, &clock, 10.0), 0);
+    assert_eq!(exec.workload_epoch(), Some(10.0));
+    assert_eq!(segment_at(&exec, &clock, 11.9), 0);
+    assert_eq!(segment_at(&exec, &clock, 12.0), 1);
+    assert_eq!(
+        exec.start_workload_at(0.0),
+        Err(10.0),
+        "the epoch is set once"
+    );
+    clock.advance_to(1e6);
+    assert_eq!(exec.shutdown(std::time::Duration::from_secs(10)), 0);
+    // Epoch announced: at clock 5 the workload is at plan time 1.5, so it switches at clock 5.5.
+    let clock = Arc::new(ManualClock::new(0.0));
+    let exec = Executor::start(
+        &inst,
+        &multi,
+        Arc::new(EmulateRunner),
+        clock.clone(),
+        &ExecutorOptions::default(),
+    )
+    .unwrap();
+    clock.advance_to(5.0);
+    assert_eq!(exec.start_workload_at(1.5), Ok(3.5));
+    assert_eq!(segment_at(&exec, &clock, 5.4), 0);
+    assert_eq!(segment_at(&exec, &clock, 5.5), 1);
+    clock.advance_to(1e6);
+    assert_eq!(exec.shutdown(std::time::Duration::from_secs(10)), 0);
+}
+
+/// A replayed trace meets the plan's segments where the simulator puts them: the server idles
+/// 1.5 s before the replay, and every request is still served by the segment its trace time
+/// falls in (requests within 20 ms of the switch excepted: loopback jitter).
+#[test]
+fn replay_switches_placement_at_plan_start_times() {
+    let (inst, schedule) = common::tiny_with_workload(4.0, 1.0, 6.0, 5);
+    let switch_s = 3.0;
+    let multi = two_segments(&schedule, switch_s);
+    let trace = inst.workload.generate(inst.base_dir()).unwrap();
+    let (_, out) = Simulator::new(&inst, &trace).run(&multi);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let records = rt.block_on(async {
+        let server = common::Server::start(
+            &inst,
+            &multi,
+            Arc::new(EmulateRunner),
+            ExecutorOptions::default(),
+            HttpOptions::default(),
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let (_, records) = replay(
+            &inst,
+            &trace,
+            &server.url,
+            &ReplayOptions {
+                warmup_s: Some(0.0),
+                ..ReplayOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        server.stop().await;
+        records
+    });
+    let (mut before, mut after) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.status, 200, "request {i}: {}", r.reason);
+        let t = trace.arrival_s[i];
+        if (t - switch_s).abs() < 0.02 {
+            continue;
+        }
+        let sim_segment = usize::from(out.group[i] >= 2);
+        let served_segment = usize::from(r.group.expect("group in the answer") >= 2);
+        assert_eq!(
+            served_segment, sim_segment,
+            "request {i} at trace time {t:.3} s: served by segment {served_segment}, planned {sim_segment}"
+        );
+        if sim_segment == 0 {
+            before += 1;
+        } else {
+            after += 1;
+        }
+    }
+    assert!(
+        before > 5 && after > 5,
+        "{before} before, {after} after the switch"
+    );
+}
+
+/// The CUDA runner computes what the CPU runner computes (same weights, same layers), at tp 1 and
+/// 2, and serves a request through the executor. Without the `cuda` feature it must say it is
+/// not compiled in; without a GPU it skips, unless `PLEXSERVE_REQUIRE_GPU=1`.
+#[test]
+fn cuda_runner_matches_cpu_runner() {
+    let spec = LayerSpec {
+        hidden: 64,
+        heads: 4,
+        seq: 16,
+        weight_bank: 2,
+        headroom: 1.0,
+    };
+    let gpu = match CudaRunner::new(spec, &[1, 2], 4) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            assert!(
+                matches!(
+                    e,
+                    ExecutorError::NotCompiled { .. } | ExecutorError::NoDevice { .. }
+                ),
+                "{e}"
+            );
+            if !cfg!(feature = "cuda") {
+                assert!(matches!(e, ExecutorError::NotCompiled { .. }), "{e}");
+            }
+            assert!(
+                std::env::var("PLEXSERVE_REQUIRE_GPU").as_deref() != Ok("1"),
+                "a GPU is required: {e}"
+            );
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let cpu = CpuRunner::new(spec, &[1, 2]).unwrap();
+    for tp in [1usize, 2] {
+        let devices: Vec<u32> = (0..tp as u32).collect();
+        let mut on_gpu = gpu.input(3, None);
+        let mut on_cpu = cpu.input(3, None);
+        gpu.run_stage_on(&devices, 3, tp, 3, &mut on_gpu).unwrap();
+        cpu.run_stage_on(&devices, 3, tp, 3, &mut on_cpu).unwrap();
+        let scale = on_cpu.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+        let worst = on_gpu
+            .iter()
+            .zip(on_cpu.iter())
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-3 * scale,
+            "tp {tp}: GPU and CPU differ by {worst} (scale {scale})"
+        );
+    }
+    let (inst, schedule) = common::tiny();
+    let exec = Executor::start(
+        &inst,
+        &schedule,
+        Arc::new(gpu),
+        Arc::new(plexserve_executor::RealClock::new()),
+        &ExecutorOptions::default(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = rt.block_on(exec.infer(0, None)).unwrap();
+    assert_eq!(served.output.as_ref().map(Vec::len), Some(8));
+    assert_eq!(exec.shutdown(std::time::Duration::from_secs(30)), 0);
 }

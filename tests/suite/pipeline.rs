@@ -1,5 +1,6 @@
 //! The pipeline end to end on this machine: profile a small model on the CPU → an instance built
-//! from the measured profile → `solve` → `simulate`; plus `doctor` and profiler error handling.
+//! from the measured profile → `solve` → `simulate` → `serve` (CPU runner) → `replay`; plus
+//! `doctor`, profiler error handling and the CUDA runner's absence.
 
 use crate::common::*;
 
@@ -87,6 +88,109 @@ fn profile_on_cpu_then_solve_and_simulate() {
         plan_json["predicted"]["slo_attainment"]
     );
     assert!(report["slo_attainment"].as_f64().unwrap() > 0.5, "{report}");
+    serve_and_replay(dir.path(), &inst, &plan);
+}
+
+/// Kills the server if the test fails before stopping it.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves `plan` with the CPU runner on a free loopback port and replays 8 s of the instance's
+/// traffic against it: every request is answered, and the measured attainment is the
+/// simulator's give or take what a shared CI machine does to real CPU work.
+fn serve_and_replay(dir: &std::path::Path, inst: &serde_json::Value, plan: &std::path::Path) {
+    use std::io::BufRead;
+    let mut short = inst.clone();
+    short["workload"] = serde_json::json!({ "kind": "gamma", "duration_s": 8, "seed": 2, "total_rate": 20, "cv": 2 });
+    short["simulator"] = serde_json::json!({ "warmup_s": 1 });
+    let inst_path = write(
+        dir,
+        "serve.json",
+        &serde_json::to_string_pretty(&short).unwrap(),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_plexserve"))
+        .args(["serve".as_ref(), inst_path.as_os_str(), "--plan".as_ref()])
+        .arg(plan)
+        .args(["--listen", "127.0.0.1:0", "--runner", "cpu"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plexserve serve starts");
+    let mut server = ServerProcess(child);
+    let mut lines = std::io::BufReader::new(server.0.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("serve prints its address before anything else ends")
+            .unwrap();
+        if let Some(i) = line.find("http://") {
+            break line[i..].trim().to_string();
+        }
+    };
+    // Keep draining the server's log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let out = plexserve([
+        "replay".as_ref(),
+        inst_path.as_os_str(),
+        "--target".as_ref(),
+        url.as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let measured: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // Ctrl-C: the server drains and exits cleanly.
+    let pid = server.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "serve exits 0 after draining");
+    let sim = plexserve([
+        "simulate".as_ref(),
+        inst_path.as_os_str(),
+        "--plan".as_ref(),
+        plan.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(sim.status.code(), Some(0), "{}", stderr(&sim));
+    let simulated: serde_json::Value = serde_json::from_str(&stdout(&sim)).unwrap();
+    let (m, s) = (
+        measured["slo_attainment"].as_f64().unwrap(),
+        simulated["slo_attainment"].as_f64().unwrap(),
+    );
+    eprintln!("serve --runner cpu: measured {m:.4}, simulated {s:.4}: {measured}");
+    assert_eq!(measured["errors"], 0, "{measured}");
+    assert_eq!(measured["requests"], simulated["requests"], "{measured}");
+    assert!((m - s).abs() <= 0.15, "measured {m:.4} vs simulated {s:.4}");
+}
+
+/// `serve --runner cuda` without the `cuda` feature (CI) is a usage error that says how to get it.
+#[test]
+fn serve_cuda_runner_absent_is_a_usage_error() {
+    if cfg!(feature = "cuda") {
+        // With the feature, a GPU may be present and the server would run: covered by the
+        // executor's GPU test instead.
+        return;
+    }
+    let out = plexserve([
+        "serve".as_ref(),
+        instance("tiny/two-test-models.json").as_os_str(),
+        "--plan".as_ref(),
+        instance("tiny/two-test-models.plan.json").as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--runner".as_ref(),
+        "cuda".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--features cuda"), "{}", stderr(&out));
 }
 
 #[test]

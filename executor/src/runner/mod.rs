@@ -3,18 +3,22 @@
 //! The executor's workers are the same for every runner; only this seam differs:
 //! - [`EmulateRunner`] takes exactly the profiled, penalized stage latency on the clock, so the
 //!   control logic runs at cluster scale on any machine;
-//! - [`CpuRunner`] runs real transformer layers on the CPU, as many as fit the profiled latency;
-//! - [`CudaRunner`] (feature `cuda`) runs on a GPU, or reports `NotCompiled`/`NoDevice`.
+//! - [`CpuRunner`] runs real transformer layers on the CPU, as many as fit the profiled latency,
+//!   one core per device;
+//! - [`CudaRunner`] (feature `cuda`) runs the same layers on GPUs, or reports
+//!   `NotCompiled`/`NoDevice`.
 
 mod cpu;
 mod cuda;
 mod emulate;
+mod transformer;
 
 use std::str::FromStr;
 
-pub use cpu::{CpuModelSpec, CpuRunner};
+pub use cpu::{CpuRunner, StageCalibration};
 pub use cuda::CudaRunner;
 pub use emulate::EmulateRunner;
+pub use transformer::LayerSpec;
 
 use crate::clock::Clock;
 use crate::error::{ExecutorError, Result};
