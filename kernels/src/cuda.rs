@@ -1,25 +1,81 @@
-//! CUDA operators through cudarc (feature `cuda`): cuBLAS for GEMMs (f32, f16, bf16 with f32
-//! accumulation), NVRTC-compiled kernels for the rest (f32).
+//! CUDA operators through cudarc (feature `cuda`): cuBLAS for GEMMs, NVRTC-compiled kernels for
+//! everything else, each in f32, f16 and bf16 with f32 accumulation.
 //!
-//! cudarc loads the driver, NVRTC and cuBLAS libraries at run time, and panics when one is absent;
+//! cudarc loads the driver, NVRTC and cuBLAS libraries at run time and panics when one is absent;
 //! every entry point therefore probes the libraries first and reports [`KernelError::NoDevice`].
 //! `cuda_disabled.rs` is the twin with the same names for builds without the feature.
+//!
+//! The kernels are CUDA C++ under `src/nvrtc/`: one templated source per family (elementwise,
+//! row-wise, attention, MoE) instantiated once per element type by a macro, so kernel
+//! `bias_gelu_f16` is `bias_gelu<f16_t>`. [`compile_kernels`] turns them into a cubin for the GPU's
+//! architecture; it needs only NVRTC, not a GPU, so tests compile them wherever NVRTC exists.
+//!
+//! Tensors are row-major [`GpuMatrix`] values of one element type; every operator takes operands
+//! of one element type (the caller converts at upload) and reports [`KernelError::DtypeMismatch`]
+//! otherwise. All work is queued on one stream; [`CudaDevice::time_s`] brackets work with events.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchArgs, LaunchConfig,
+    PushKernelArg,
 };
 use half::{bf16, f16};
 use ndarray::{Array2, ArrayView2};
 
-use crate::cpu::AttentionShape;
+use crate::cpu::{AttentionShape, MoeLayer};
 use crate::error::{KernelError, Result};
 use crate::Dtype;
 
 /// Whether this build carries the CUDA backend.
 pub const COMPILED: bool = true;
+
+/// Largest head dimension of the attention kernel (32 lanes × 8 registers).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// The NVRTC sources, in the order they are concatenated into one program.
+const SOURCES: [(&str, &str); 5] = [
+    ("dtype.cuh", include_str!("nvrtc/dtype.cuh")),
+    ("elementwise.cu", include_str!("nvrtc/elementwise.cu")),
+    ("rows.cu", include_str!("nvrtc/rows.cu")),
+    ("attention.cu", include_str!("nvrtc/attention.cu")),
+    ("moe.cu", include_str!("nvrtc/moe.cu")),
+];
+
+/// Kernel families; each exists as `<family>_f32`, `<family>_f16` and `<family>_bf16`.
+pub const KERNEL_FAMILIES: [&str; 11] = [
+    "bias_gelu",
+    "silu_mul",
+    "from_f32",
+    "layer_norm",
+    "rms_norm",
+    "softmax_rows",
+    "attention",
+    "kv_append",
+    "moe_route",
+    "moe_gather",
+    "moe_scatter",
+];
+
+/// Threads per block of the row-wise kernels (`ROW_THREADS` in rows.cu).
+const ROW_THREADS: u32 = 256;
+/// Threads per block of the grid-stride elementwise kernels.
+const ELEMENTWISE_THREADS: u32 = 256;
+/// Most blocks of a grid-stride launch; larger tensors loop.
+const MAX_GRID_BLOCKS: u64 = 1 << 16;
+/// CUDA's limit on the second and third grid dimensions.
+const MAX_GRID_YZ: usize = 65_535;
+
+/// The whole NVRTC program: the element-type prelude and every kernel family.
+pub fn kernel_source() -> String {
+    SOURCES
+        .iter()
+        .map(|(name, text)| format!("// ---- {name} ----\n{text}\n"))
+        .collect()
+}
 
 /// One GPU as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +102,13 @@ fn blas_err(context: &'static str) -> impl Fn(cudarc::cublas::result::CublasErro
     }
 }
 
+fn nvrtc_err(context: &'static str) -> impl Fn(cudarc::nvrtc::result::NvrtcError) -> KernelError {
+    move |e| KernelError::Cuda {
+        context,
+        message: format!("{e:?}"),
+    }
+}
+
 /// Checks that the driver library can be loaded; without this, cudarc would panic on first use.
 fn probe_driver() -> Result<()> {
     // SAFETY: only tries to open the shared library; no symbol is called.
@@ -54,6 +117,17 @@ fn probe_driver() -> Result<()> {
     } else {
         Err(KernelError::NoDevice(
             "the CUDA driver library (libcuda) is not installed".into(),
+        ))
+    }
+}
+
+fn probe_nvrtc() -> Result<()> {
+    // SAFETY: only tries to open the shared library.
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(KernelError::NoDevice(
+            "the NVRTC library (libnvrtc) is not installed".into(),
         ))
     }
 }
@@ -97,19 +171,120 @@ fn info_of(ctx: &Arc<CudaContext>, ordinal: usize) -> Result<GpuInfo> {
     })
 }
 
+/// Compiles [`kernel_source`] with NVRTC into a cubin for compute capability `major.minor`
+/// (`sm_XY`). Needs libnvrtc but no GPU or driver. A cubin rather than PTX, so the driver never
+/// has to JIT PTX from an NVRTC newer than itself.
+pub fn compile_kernels(compute_capability: (i32, i32)) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result, sys};
+    probe_nvrtc()?;
+    let (major, minor) = compute_capability;
+    let src = CString::new(kernel_source()).map_err(|_| KernelError::Cuda {
+        context: "compiling kernels with NVRTC",
+        message: "the kernel source contains a NUL byte".into(),
+    })?;
+    let prog = result::create_program(&src, Some(c"plexserve_kernels.cu"))
+        .map_err(nvrtc_err("creating the NVRTC program"))?;
+    let options = [
+        format!("--gpu-architecture=sm_{major}{minor}"),
+        "--std=c++17".to_string(),
+    ];
+    // SAFETY: `prog` was created above and is destroyed once, below; `src` outlives it.
+    let out = unsafe {
+        match result::compile_program(prog, &options) {
+            Err(e) => {
+                let log = result::get_program_log(prog)
+                    .map(|raw| {
+                        let bytes: Vec<u8> = raw
+                            .iter()
+                            .map(|&c| c as u8)
+                            .take_while(|&b| b != 0)
+                            .collect();
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    })
+                    .unwrap_or_default();
+                Err(KernelError::Cuda {
+                    context: "compiling kernels with NVRTC",
+                    message: format!("{e:?} for sm_{major}{minor}: {log}"),
+                })
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                sys::nvrtcGetCUBINSize(prog, &mut size)
+                    .result()
+                    .map_err(nvrtc_err("reading the cubin size"))
+                    .and_then(|()| {
+                        let mut cubin = vec![0u8; size];
+                        sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast())
+                            .result()
+                            .map_err(nvrtc_err("reading the cubin"))
+                            .map(|()| cubin)
+                    })
+            }
+        }
+    };
+    // SAFETY: created above, not destroyed before.
+    unsafe { result::destroy_program(prog) }.map_err(nvrtc_err("destroying the program"))?;
+    out
+}
+
+/// Cubins already compiled in this process, per compute capability: opening a device twice does
+/// not compile twice.
+fn cached_cubin(cc: (i32, i32)) -> Result<Arc<Vec<u8>>> {
+    type Cubins = HashMap<(i32, i32), Arc<Vec<u8>>>;
+    static CACHE: OnceLock<Mutex<Cubins>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().ok().and_then(|m| m.get(&cc).cloned()) {
+        return Ok(c);
+    }
+    let cubin = Arc::new(compile_kernels(cc)?);
+    if let Ok(mut m) = cache.lock() {
+        m.insert(cc, cubin.clone());
+    }
+    Ok(cubin)
+}
+
+/// Device memory of one element type.
+#[derive(Debug)]
+enum Storage {
+    F32(CudaSlice<f32>),
+    F16(CudaSlice<f16>),
+    Bf16(CudaSlice<bf16>),
+}
+
+impl Storage {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Storage::F32(_) => Dtype::F32,
+            Storage::F16(_) => Dtype::F16,
+            Storage::Bf16(_) => Dtype::Bf16,
+        }
+    }
+
+    /// Pushes the buffer as a read-only kernel argument.
+    fn arg<'a>(&'a self, launch: &mut LaunchArgs<'a>) {
+        match self {
+            Storage::F32(s) => launch.arg(s),
+            Storage::F16(s) => launch.arg(s),
+            Storage::Bf16(s) => launch.arg(s),
+        };
+    }
+
+    /// Pushes the buffer as a written kernel argument.
+    fn arg_mut<'a>(&'a mut self, launch: &mut LaunchArgs<'a>) {
+        match self {
+            Storage::F32(s) => launch.arg(s),
+            Storage::F16(s) => launch.arg(s),
+            Storage::Bf16(s) => launch.arg(s),
+        };
+    }
+}
+
 /// A row-major matrix in device memory.
 #[derive(Debug)]
 pub struct GpuMatrix {
     rows: usize,
     cols: usize,
     data: Storage,
-}
-
-#[derive(Debug)]
-enum Storage {
-    F32(CudaSlice<f32>),
-    F16(CudaSlice<f16>),
-    Bf16(CudaSlice<bf16>),
 }
 
 impl GpuMatrix {
@@ -122,134 +297,152 @@ impl GpuMatrix {
     }
 
     pub fn dtype(&self) -> Dtype {
-        match self.data {
-            Storage::F32(_) => Dtype::F32,
-            Storage::F16(_) => Dtype::F16,
-            Storage::Bf16(_) => Dtype::Bf16,
-        }
+        self.data.dtype()
     }
 
-    fn f32_mut(&mut self, op: &'static str) -> Result<&mut CudaSlice<f32>> {
-        let dtype = self.dtype_name();
-        match &mut self.data {
-            Storage::F32(s) => Ok(s),
-            _ => Err(KernelError::Unsupported { op, dtype }),
-        }
-    }
-
-    fn f32_ref(&self, op: &'static str) -> Result<&CudaSlice<f32>> {
-        match &self.data {
-            Storage::F32(s) => Ok(s),
-            _ => Err(KernelError::Unsupported {
-                op,
-                dtype: self.dtype_name(),
-            }),
-        }
-    }
-
-    fn dtype_name(&self) -> &'static str {
-        self.dtype().name()
+    fn len(&self) -> usize {
+        self.rows * self.cols
     }
 }
 
-/// NVRTC source of the non-GEMM operators. Row-wise operators use one block of 256 threads per
-/// row with a shared-memory tree reduction; attention uses one warp per (sequence, head, query)
-/// with an online softmax, so the score matrix is never materialised.
-const KERNELS: &str = r#"
-extern "C" __global__ void bias_gelu_f32(float* x, const float* bias, int rows, int cols) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long)rows * cols) return;
-    float v = x[i] + bias[i % cols];
-    float u = 0.7978845608f * (v + 0.044715f * v * v * v);
-    x[i] = 0.5f * v * (1.0f + tanhf(u));
+/// Keys and values of the past positions of a batch of sequences, on the GPU: `capacity`
+/// positions per sequence are allocated once, and appends write in place.
+#[derive(Debug)]
+pub struct GpuKvCache {
+    shape: AttentionShape,
+    batch: usize,
+    capacity: usize,
+    len: usize,
+    /// `[batch · capacity, kv_heads · head_dim]`; sequence `b` owns rows `b·capacity ..`.
+    k: GpuMatrix,
+    v: GpuMatrix,
 }
 
-__device__ float block_sum(float v, float* red) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-        if (threadIdx.x < o) red[threadIdx.x] += red[threadIdx.x + o];
-        __syncthreads();
+impl GpuKvCache {
+    pub fn batch(&self) -> usize {
+        self.batch
     }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
 
-__device__ float block_max(float v, float* red) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-        if (threadIdx.x < o) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + o]);
-        __syncthreads();
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
 
-extern "C" __global__ void layer_norm_f32(float* x, const float* gamma, const float* beta, int cols, float eps) {
-    __shared__ float red[256];
-    float* row = x + (long)blockIdx.x * cols;
-    float s = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) s += row[j];
-    float mean = block_sum(s, red) / cols;
-    float q = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) { float d = row[j] - mean; q += d * d; }
-    float inv = rsqrtf(block_sum(q, red) / cols + eps);
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) row[j] = (row[j] - mean) * inv * gamma[j] + beta[j];
-}
-
-extern "C" __global__ void softmax_rows_f32(float* x, int cols) {
-    __shared__ float red[256];
-    float* row = x + (long)blockIdx.x * cols;
-    float m = -INFINITY;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, row[j]);
-    m = block_max(m, red);
-    if (m == -INFINITY) {
-        for (int j = threadIdx.x; j < cols; j += blockDim.x) row[j] = 0.0f;
-        return;
+    /// Positions cached per sequence.
+    pub fn len(&self) -> usize {
+        self.len
     }
-    float s = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) { float e = __expf(row[j] - m); row[j] = e; s += e; }
-    float inv = 1.0f / block_sum(s, red);
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) row[j] *= inv;
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn shape(&self) -> AttentionShape {
+        self.shape
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.k.dtype()
+    }
+
+    /// Keeps the first `len` positions of every sequence (no effect if it holds fewer): how a
+    /// server drops a finished request's continuation or a profiler rewinds between runs.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
-// grid (sq, heads, batch), block 32. Each lane owns head dimensions lane, lane+32, ... (at most 8).
-extern "C" __global__ void attention_f32(const float* q, const float* k, const float* v, float* out,
-                                         int sq, int skv, int heads, int kv_heads, int hd, int causal, float scale) {
-    int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, lane = threadIdx.x;
-    int g = h / (heads / kv_heads);
-    int qw = heads * hd, kw = kv_heads * hd;
-    const float* qrow = q + ((long)b * sq + i) * qw + h * hd;
-    float qv[8], acc[8];
-    for (int t = 0; t < 8; t++) {
-        int d = lane + 32 * t;
-        qv[t] = d < hd ? qrow[d] * scale : 0.0f;
-        acc[t] = 0.0f;
-    }
-    int visible = causal ? skv - sq + i + 1 : skv;
-    float m = -INFINITY, l = 0.0f;
-    for (int j = 0; j < visible; j++) {
-        const float* krow = k + ((long)b * skv + j) * kw + g * hd;
-        const float* vrow = v + ((long)b * skv + j) * kw + g * hd;
-        float dot = 0.0f;
-        for (int t = 0; t < 8; t++) { int d = lane + 32 * t; if (d < hd) dot += qv[t] * krow[d]; }
-        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffff, dot, o);
-        float m_new = fmaxf(m, dot);
-        float c = __expf(m - m_new), p = __expf(dot - m_new);
-        l = l * c + p;
-        for (int t = 0; t < 8; t++) { int d = lane + 32 * t; if (d < hd) acc[t] = acc[t] * c + p * vrow[d]; }
-        m = m_new;
-    }
-    float* orow = out + ((long)b * sq + i) * qw + h * hd;
-    for (int t = 0; t < 8; t++) { int d = lane + 32 * t; if (d < hd) orow[d] = l > 0.0f ? acc[t] / l : 0.0f; }
+/// One expert's FFN weights on the device.
+#[derive(Debug)]
+struct GpuExpert {
+    w1: GpuMatrix,
+    b1: GpuMatrix,
+    w2: GpuMatrix,
+    b2: GpuMatrix,
 }
-"#;
 
-/// Largest head dimension of the attention kernel (32 lanes × 8 registers).
-pub const MAX_HEAD_DIM: usize = 256;
+/// Buffers of a MoE forward pass, sized for `tokens` and grown when a larger batch comes, so
+/// steady-state calls allocate nothing.
+#[derive(Debug)]
+struct MoeWorkspace {
+    tokens: usize,
+    logits: GpuMatrix,
+    chosen: CudaSlice<i32>,
+    weight: CudaSlice<f32>,
+    /// Token rows of every expert, concatenated in expert order, and their gate weights.
+    rows: CudaSlice<i32>,
+    gates: CudaSlice<f32>,
+    xe: GpuMatrix,
+    hidden: GpuMatrix,
+    ye: GpuMatrix,
+    acc: CudaSlice<f32>,
+    host_chosen: Vec<i32>,
+    host_weight: Vec<f32>,
+    host_rows: Vec<i32>,
+    host_gates: Vec<f32>,
+    counts: Vec<usize>,
+    next: Vec<usize>,
+}
+
+/// A mixture-of-experts FFN on the device: router `[hidden, experts]` and per-expert GeLU FFNs,
+/// with top-k routing (see [`crate::moe_ffn`]).
+#[derive(Debug)]
+pub struct GpuMoeLayer {
+    router: GpuMatrix,
+    experts: Vec<GpuExpert>,
+    top_k: usize,
+    hidden: usize,
+    ffn: usize,
+    work: Option<MoeWorkspace>,
+}
+
+impl GpuMoeLayer {
+    pub fn experts(&self) -> usize {
+        self.experts.len()
+    }
+
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn ffn(&self) -> usize {
+        self.ffn
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.router.dtype()
+    }
+}
+
+/// Every kernel family, one compiled function per element type.
+struct Family([CudaFunction; 3]);
+
+impl Family {
+    fn get(&self, dtype: Dtype) -> &CudaFunction {
+        &self.0[match dtype {
+            Dtype::F32 => 0,
+            Dtype::F16 => 1,
+            Dtype::Bf16 => 2,
+        }]
+    }
+}
+
+struct Kernels {
+    bias_gelu: Family,
+    silu_mul: Family,
+    from_f32: Family,
+    layer_norm: Family,
+    rms_norm: Family,
+    softmax_rows: Family,
+    attention: Family,
+    kv_append: Family,
+    moe_route: Family,
+    moe_gather: Family,
+    moe_scatter: Family,
+}
 
 /// One GPU with its stream, cuBLAS handle and compiled kernels.
 pub struct CudaDevice {
@@ -257,10 +450,7 @@ pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    bias_gelu: CudaFunction,
-    layer_norm: CudaFunction,
-    softmax: CudaFunction,
-    attention: CudaFunction,
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -271,16 +461,40 @@ impl std::fmt::Debug for CudaDevice {
     }
 }
 
+/// Checks that all operands share one element type and returns it.
+fn one_dtype(op: &'static str, dtypes: &[Dtype]) -> Result<Dtype> {
+    let first = dtypes[0];
+    if dtypes.iter().all(|&d| d == first) {
+        Ok(first)
+    } else {
+        Err(KernelError::DtypeMismatch {
+            op,
+            found: dtypes
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+fn check_vector(op: &'static str, what: &str, m: &GpuMatrix, len: usize) -> Result<()> {
+    if m.len() == len {
+        Ok(())
+    } else {
+        Err(KernelError::shape(
+            op,
+            format!("{what} has {} entries; expected {len}", m.len()),
+        ))
+    }
+}
+
 impl CudaDevice {
     /// Opens GPU `ordinal`: probes the libraries, creates a context and compiles the kernels.
     pub fn open(ordinal: usize) -> Result<CudaDevice> {
         probe_driver()?;
-        // SAFETY: each probe only tries to open a shared library.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(KernelError::NoDevice(
-                "the NVRTC library (libnvrtc) is not installed".into(),
-            ));
-        }
+        probe_nvrtc()?;
+        // SAFETY: only tries to open a shared library.
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
             return Err(KernelError::NoDevice(
                 "the cuBLAS library (libcublas) is not installed".into(),
@@ -297,25 +511,37 @@ impl CudaDevice {
         let info = info_of(&ctx, ordinal)?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(blas_err("creating a cuBLAS handle"))?;
-        let ptx = cudarc::nvrtc::compile_ptx(KERNELS).map_err(|e| KernelError::Cuda {
-            context: "compiling kernels with NVRTC",
-            message: format!("{e:?}"),
-        })?;
-        let module = ctx.load_module(ptx).map_err(cuda_err("loading kernels"))?;
-        let f = |name| {
-            module
-                .load_function(name)
-                .map_err(cuda_err("loading a kernel"))
+        let cubin = cached_cubin(info.compute_capability)?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.as_ref().clone()))
+            .map_err(cuda_err("loading kernels"))?;
+        let family = |name: &str| -> Result<Family> {
+            let f = |suffix: &str| {
+                module
+                    .load_function(&format!("{name}_{suffix}"))
+                    .map_err(cuda_err("loading a kernel"))
+            };
+            Ok(Family([f("f32")?, f("f16")?, f("bf16")?]))
+        };
+        let kernels = Kernels {
+            bias_gelu: family("bias_gelu")?,
+            silu_mul: family("silu_mul")?,
+            from_f32: family("from_f32")?,
+            layer_norm: family("layer_norm")?,
+            rms_norm: family("rms_norm")?,
+            softmax_rows: family("softmax_rows")?,
+            attention: family("attention")?,
+            kv_append: family("kv_append")?,
+            moe_route: family("moe_route")?,
+            moe_gather: family("moe_gather")?,
+            moe_scatter: family("moe_scatter")?,
         };
         Ok(CudaDevice {
-            bias_gelu: f("bias_gelu_f32")?,
-            layer_norm: f("layer_norm_f32")?,
-            softmax: f("softmax_rows_f32")?,
-            attention: f("attention_f32")?,
             info,
             ctx,
             stream,
             blas,
+            kernels,
         })
     }
 
@@ -323,38 +549,60 @@ impl CudaDevice {
         &self.info
     }
 
+    fn alloc(&self, len: usize, dtype: Dtype) -> Result<Storage> {
+        let err = cuda_err("allocating device memory");
+        Ok(match dtype {
+            Dtype::F32 => Storage::F32(self.stream.alloc_zeros::<f32>(len).map_err(err)?),
+            Dtype::F16 => Storage::F16(self.stream.alloc_zeros::<f16>(len).map_err(err)?),
+            Dtype::Bf16 => Storage::Bf16(self.stream.alloc_zeros::<bf16>(len).map_err(err)?),
+        })
+    }
+
     /// Copies a host matrix to the device, converting to `dtype`.
     pub fn upload(&self, host: ArrayView2<f32>, dtype: Dtype) -> Result<GpuMatrix> {
-        let flat: Vec<f32> = host.iter().copied().collect();
+        let mut m = self.zeros(host.nrows(), host.ncols(), dtype)?;
+        self.copy_from_host(host, &mut m)?;
+        Ok(m)
+    }
+
+    /// Overwrites a device matrix with a host matrix of the same shape, converting to the
+    /// device matrix's element type.
+    pub fn copy_from_host(&self, host: ArrayView2<f32>, dst: &mut GpuMatrix) -> Result<()> {
+        if host.dim() != (dst.rows, dst.cols) {
+            return Err(KernelError::shape(
+                "copy_from_host",
+                format!(
+                    "host matrix is {:?} but the device matrix is [{}, {}]",
+                    host.dim(),
+                    dst.rows,
+                    dst.cols
+                ),
+            ));
+        }
         let err = cuda_err("copying to the device");
-        let data = match dtype {
-            Dtype::F32 => Storage::F32(self.stream.clone_htod(&flat).map_err(err)?),
-            Dtype::F16 => {
-                let v: Vec<f16> = flat.iter().map(|&x| f16::from_f32(x)).collect();
-                Storage::F16(self.stream.clone_htod(&v).map_err(err)?)
+        match &mut dst.data {
+            Storage::F32(s) => {
+                let flat: Vec<f32> = host.iter().copied().collect();
+                self.stream.memcpy_htod(&flat, s).map_err(err)
             }
-            Dtype::Bf16 => {
-                let v: Vec<bf16> = flat.iter().map(|&x| bf16::from_f32(x)).collect();
-                Storage::Bf16(self.stream.clone_htod(&v).map_err(err)?)
+            Storage::F16(s) => {
+                let flat: Vec<f16> = host.iter().map(|&x| f16::from_f32(x)).collect();
+                self.stream.memcpy_htod(&flat, s).map_err(err)
             }
-        };
-        Ok(GpuMatrix {
-            rows: host.nrows(),
-            cols: host.ncols(),
-            data,
-        })
+            Storage::Bf16(s) => {
+                let flat: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
+                self.stream.memcpy_htod(&flat, s).map_err(err)
+            }
+        }
     }
 
     /// A zero matrix on the device.
     pub fn zeros(&self, rows: usize, cols: usize, dtype: Dtype) -> Result<GpuMatrix> {
-        let n = rows * cols;
-        let err = cuda_err("allocating device memory");
-        let data = match dtype {
-            Dtype::F32 => Storage::F32(self.stream.alloc_zeros::<f32>(n).map_err(err)?),
-            Dtype::F16 => Storage::F16(self.stream.alloc_zeros::<f16>(n).map_err(err)?),
-            Dtype::Bf16 => Storage::Bf16(self.stream.alloc_zeros::<bf16>(n).map_err(err)?),
-        };
-        Ok(GpuMatrix { rows, cols, data })
+        Ok(GpuMatrix {
+            rows,
+            cols,
+            data: self.alloc(rows * cols, dtype)?,
+        })
     }
 
     /// Copies a device matrix back to the host as f32.
@@ -381,7 +629,8 @@ impl CudaDevice {
             .map_err(|e| KernelError::shape("download", e.to_string()))
     }
 
-    /// `c ← a · b` (row-major), all three of one element type.
+    /// `c ← a · b` (row-major), all three of one element type; cuBLAS accumulates in f32 for
+    /// every element type (`cublasGemmEx` with `CUBLAS_COMPUTE_32F` for f16 and bf16).
     pub fn gemm(&self, a: &GpuMatrix, b: &GpuMatrix, c: &mut GpuMatrix) -> Result<()> {
         if a.cols != b.rows || c.rows != a.rows || c.cols != b.cols {
             return Err(KernelError::shape(
@@ -392,79 +641,104 @@ impl CudaDevice {
                 ),
             ));
         }
-        let (m, k, n) = (
-            to_i32("gemm", a.rows)?,
-            to_i32("gemm", a.cols)?,
-            to_i32("gemm", b.cols)?,
-        );
-        // cuBLAS is column-major: a row-major C = A·B is the column-major Cᵀ = Bᵀ·Aᵀ, so pass B
-        // first and swap m and n; no transposition or copy is needed.
-        fn config<T>(m: i32, n: i32, k: i32, one: T, zero: T) -> GemmConfig<T> {
-            GemmConfig {
-                transa: cublasOperation_t::CUBLAS_OP_N,
-                transb: cublasOperation_t::CUBLAS_OP_N,
-                m: n,
-                n: m,
-                k,
-                alpha: one,
-                lda: n,
-                ldb: k,
-                beta: zero,
-                ldc: n,
-            }
-        }
+        one_dtype("gemm", &[a.dtype(), b.dtype(), c.dtype()])?;
+        self.gemm_prefix(&a.data, &b.data, &mut c.data, a.rows, a.cols, b.cols)
+    }
+
+    /// `c[..m·n] ← a[..m·k] · b[..k·n]`: the first `m` rows of row-major buffers, so workspaces
+    /// sized for the largest batch serve smaller ones. Callers check the lengths.
+    fn gemm_prefix(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        c: &mut Storage,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        let dims = (to_i32("gemm", m)?, to_i32("gemm", k)?, to_i32("gemm", n)?);
         let err = blas_err("cuBLAS gemm");
-        // SAFETY: the shapes were checked above, so every access stays inside the three buffers.
+        // SAFETY: callers checked that a, b, c hold at least m·k, k·n, m·n elements.
         unsafe {
-            match (&a.data, &b.data, &mut c.data) {
+            match (a, b, c) {
                 (Storage::F32(a), Storage::F32(b), Storage::F32(c)) => {
-                    self.blas.gemm(config(m, n, k, 1.0f32, 0.0), b, a, c)
+                    gemm_typed(&self.blas, a, b, c, dims, 1.0f32, 0.0)
                 }
                 (Storage::F16(a), Storage::F16(b), Storage::F16(c)) => {
-                    self.blas
-                        .gemm(config(m, n, k, f16::ONE, f16::ZERO), b, a, c)
+                    gemm_typed(&self.blas, a, b, c, dims, f16::ONE, f16::ZERO)
                 }
                 (Storage::Bf16(a), Storage::Bf16(b), Storage::Bf16(c)) => {
-                    self.blas
-                        .gemm(config(m, n, k, bf16::ONE, bf16::ZERO), b, a, c)
+                    gemm_typed(&self.blas, a, b, c, dims, bf16::ONE, bf16::ZERO)
                 }
-                _ => {
-                    return Err(KernelError::shape(
-                        "gemm",
-                        "operands must share one element type",
-                    ))
+                (a, b, c) => {
+                    return Err(KernelError::DtypeMismatch {
+                        op: "gemm",
+                        found: format!(
+                            "{}, {}, {}",
+                            a.dtype().name(),
+                            b.dtype().name(),
+                            c.dtype().name()
+                        ),
+                    })
                 }
             }
         }
         .map_err(err)
     }
 
-    /// `x ← gelu(x + bias)`; `bias` is a `[1, cols]` matrix.
+    /// `x ← gelu(x + bias)`; `bias` holds `cols` entries (a `[1, cols]` matrix).
     pub fn bias_gelu(&self, x: &mut GpuMatrix, bias: &GpuMatrix) -> Result<()> {
-        if bias.rows * bias.cols != x.cols {
-            return Err(KernelError::shape(
-                "bias_gelu",
-                format!(
-                    "bias has {} entries; expected {}",
-                    bias.rows * bias.cols,
-                    x.cols
-                ),
-            ));
-        }
-        let (rows, cols) = (to_i32("bias_gelu", x.rows)?, to_i32("bias_gelu", x.cols)?);
-        let total = u32::try_from(x.rows * x.cols)
-            .map_err(|_| KernelError::shape("bias_gelu", "too many elements"))?;
-        let b = bias.f32_ref("bias_gelu")?;
-        let xs = x.f32_mut("bias_gelu")?;
-        let mut launch = self.stream.launch_builder(&self.bias_gelu);
-        launch.arg(xs).arg(b).arg(&rows).arg(&cols);
-        // SAFETY: the kernel bounds-checks against rows·cols, the length of `x`.
-        unsafe { launch.launch(LaunchConfig::for_num_elems(total)) }
-            .map_err(cuda_err("bias_gelu"))?;
+        check_vector("bias_gelu", "bias", bias, x.cols)?;
+        let dtype = one_dtype("bias_gelu", &[x.dtype(), bias.dtype()])?;
+        let (rows, cols) = (x.rows, x.cols);
+        self.bias_gelu_rows(&mut x.data, &bias.data, rows, cols, dtype)
+    }
+
+    /// `bias_gelu` of the first `rows` rows of a `[_, cols]` buffer.
+    fn bias_gelu_rows(
+        &self,
+        x: &mut Storage,
+        bias: &Storage,
+        rows: usize,
+        cols: usize,
+        dtype: Dtype,
+    ) -> Result<()> {
+        let total = to_i64(rows * cols);
+        let cols = to_i32("bias_gelu", cols)?;
+        let mut launch = self
+            .stream
+            .launch_builder(self.kernels.bias_gelu.get(dtype));
+        x.arg_mut(&mut launch);
+        bias.arg(&mut launch);
+        launch.arg(&total).arg(&cols);
+        // SAFETY: grid-stride loop over rows·cols elements of x; bias has cols entries.
+        unsafe { launch.launch(elementwise_config(total)) }.map_err(cuda_err("bias_gelu"))?;
         Ok(())
     }
 
-    /// LayerNorm of every row; `gamma`, `beta` are `[1, cols]`.
+    /// `gate ← silu(gate) · up` (SwiGLU), elementwise over equal shapes.
+    pub fn silu_mul(&self, gate: &mut GpuMatrix, up: &GpuMatrix) -> Result<()> {
+        if (gate.rows, gate.cols) != (up.rows, up.cols) {
+            return Err(KernelError::shape(
+                "silu_mul",
+                format!(
+                    "gate is [{}, {}] but up is [{}, {}]",
+                    gate.rows, gate.cols, up.rows, up.cols
+                ),
+            ));
+        }
+        let dtype = one_dtype("silu_mul", &[gate.dtype(), up.dtype()])?;
+        let total = to_i64(gate.len());
+        let mut launch = self.stream.launch_builder(self.kernels.silu_mul.get(dtype));
+        gate.data.arg_mut(&mut launch);
+        up.data.arg(&mut launch);
+        launch.arg(&total);
+        // SAFETY: grid-stride loop over the common length of both buffers.
+        unsafe { launch.launch(elementwise_config(total)) }.map_err(cuda_err("silu_mul"))?;
+        Ok(())
+    }
+
+    /// LayerNorm of every row; `gamma`, `beta` hold `cols` entries.
     pub fn layer_norm(
         &self,
         x: &mut GpuMatrix,
@@ -472,34 +746,54 @@ impl CudaDevice {
         beta: &GpuMatrix,
         eps: f32,
     ) -> Result<()> {
-        for p in [gamma, beta] {
-            if p.rows * p.cols != x.cols {
-                return Err(KernelError::shape(
-                    "layer_norm",
-                    format!(
-                        "parameter has {} entries; expected {}",
-                        p.rows * p.cols,
-                        x.cols
-                    ),
-                ));
-            }
-        }
+        check_vector("layer_norm", "gamma", gamma, x.cols)?;
+        check_vector("layer_norm", "beta", beta, x.cols)?;
+        let dtype = one_dtype("layer_norm", &[x.dtype(), gamma.dtype(), beta.dtype()])?;
         let (rows, cols) = (to_u32("layer_norm", x.rows)?, to_i32("layer_norm", x.cols)?);
-        let (g, b) = (gamma.f32_ref("layer_norm")?, beta.f32_ref("layer_norm")?);
-        let xs = x.f32_mut("layer_norm")?;
-        let mut launch = self.stream.launch_builder(&self.layer_norm);
-        launch.arg(xs).arg(g).arg(b).arg(&cols).arg(&eps);
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut launch = self
+            .stream
+            .launch_builder(self.kernels.layer_norm.get(dtype));
+        x.data.arg_mut(&mut launch);
+        gamma.data.arg(&mut launch);
+        beta.data.arg(&mut launch);
+        launch.arg(&cols).arg(&eps);
         // SAFETY: one block per row; threads stride within the row.
         unsafe { launch.launch(row_config(rows)) }.map_err(cuda_err("layer_norm"))?;
         Ok(())
     }
 
-    /// Softmax of every row.
+    /// RMSNorm of every row (LLaMA); `gamma` holds `cols` entries.
+    pub fn rms_norm(&self, x: &mut GpuMatrix, gamma: &GpuMatrix, eps: f32) -> Result<()> {
+        check_vector("rms_norm", "gamma", gamma, x.cols)?;
+        let dtype = one_dtype("rms_norm", &[x.dtype(), gamma.dtype()])?;
+        let (rows, cols) = (to_u32("rms_norm", x.rows)?, to_i32("rms_norm", x.cols)?);
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut launch = self.stream.launch_builder(self.kernels.rms_norm.get(dtype));
+        x.data.arg_mut(&mut launch);
+        gamma.data.arg(&mut launch);
+        launch.arg(&cols).arg(&eps);
+        // SAFETY: one block per row; threads stride within the row.
+        unsafe { launch.launch(row_config(rows)) }.map_err(cuda_err("rms_norm"))?;
+        Ok(())
+    }
+
+    /// Softmax of every row (`-inf` entries get 0, as on the CPU).
     pub fn softmax_rows(&self, x: &mut GpuMatrix) -> Result<()> {
         let (rows, cols) = (to_u32("softmax", x.rows)?, to_i32("softmax", x.cols)?);
-        let xs = x.f32_mut("softmax")?;
-        let mut launch = self.stream.launch_builder(&self.softmax);
-        launch.arg(xs).arg(&cols);
+        if rows == 0 {
+            return Ok(());
+        }
+        let dtype = x.dtype();
+        let mut launch = self
+            .stream
+            .launch_builder(self.kernels.softmax_rows.get(dtype));
+        x.data.arg_mut(&mut launch);
+        launch.arg(&cols);
         // SAFETY: one block per row; threads stride within the row.
         unsafe { launch.launch(row_config(rows)) }.map_err(cuda_err("softmax"))?;
         Ok(())
@@ -515,6 +809,34 @@ impl CudaDevice {
         batch: usize,
         shape: AttentionShape,
     ) -> Result<()> {
+        if batch == 0 || k.rows % batch != 0 || (k.rows, k.cols) != (v.rows, v.cols) {
+            return Err(KernelError::shape(
+                "attention",
+                format!(
+                    "batch {batch} must be positive and divide the key rows ({}); k [{}, {}] and v [{}, {}] must match",
+                    k.rows, k.rows, k.cols, v.rows, v.cols
+                ),
+            ));
+        }
+        let skv = k.rows / batch;
+        self.attention_launch(q, &k.data, &v.data, k.cols, out, batch, skv, skv, shape)
+    }
+
+    /// Launches the attention kernel over keys/values laid out `kv_rows` rows per sequence of
+    /// which the first `skv` are valid.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_launch(
+        &self,
+        q: &GpuMatrix,
+        k: &Storage,
+        v: &Storage,
+        kv_cols: usize,
+        out: &mut GpuMatrix,
+        batch: usize,
+        skv: usize,
+        kv_rows: usize,
+        shape: AttentionShape,
+    ) -> Result<()> {
         shape.validate()?;
         if shape.head_dim > MAX_HEAD_DIM {
             return Err(KernelError::shape(
@@ -524,47 +846,63 @@ impl CudaDevice {
         }
         if batch == 0
             || q.rows % batch != 0
-            || k.rows % batch != 0
             || q.cols != shape.q_width()
-            || k.cols != shape.kv_width()
-            || v.rows != k.rows
-            || v.cols != k.cols
+            || kv_cols != shape.kv_width()
             || out.rows != q.rows
             || out.cols != q.cols
         {
             return Err(KernelError::shape(
                 "attention",
-                "operand shapes do not match the batch and head layout",
+                format!(
+                    "expected q and out [batch·sq, {}] and k, v [batch·skv, {}] for batch {batch}; found q [{}, {}], k/v width {kv_cols}, out [{}, {}]",
+                    shape.q_width(),
+                    shape.kv_width(),
+                    q.rows,
+                    q.cols,
+                    out.rows,
+                    out.cols
+                ),
             ));
         }
-        let (sq, skv) = (q.rows / batch, k.rows / batch);
+        let dtype = one_dtype("attention", &[q.dtype(), k.dtype(), v.dtype(), out.dtype()])?;
+        let sq = q.rows / batch;
         if shape.causal && sq > skv {
             return Err(KernelError::shape(
                 "attention",
-                "causal attention needs at least as many keys as queries",
+                format!("causal attention needs at least as many keys ({skv}) as queries ({sq})"),
             ));
         }
-        let args = [sq, skv, shape.heads, shape.kv_heads, shape.head_dim]
-            .map(|d| i32::try_from(d).unwrap_or(i32::MAX));
-        let causal = i32::from(shape.causal);
+        if shape.heads > MAX_GRID_YZ || batch > MAX_GRID_YZ {
+            return Err(KernelError::shape(
+                "attention",
+                format!("heads ({}) and batch ({batch}) must be at most {MAX_GRID_YZ} (the CUDA grid limit)", shape.heads),
+            ));
+        }
+        if sq == 0 {
+            return Ok(());
+        }
+        let ints = [
+            to_i32("attention", sq)?,
+            to_i32("attention", skv)?,
+            to_i32("attention", kv_rows)?,
+            to_i32("attention", shape.heads)?,
+            to_i32("attention", shape.kv_heads)?,
+            to_i32("attention", shape.head_dim)?,
+            i32::from(shape.causal),
+        ];
         let scale = 1.0 / (shape.head_dim as f32).sqrt();
-        let grid = (
-            to_u32("attention", sq)?,
-            to_u32("attention", shape.heads)?,
-            to_u32("attention", batch)?,
-        );
-        let (qs, ks, vs) = (
-            q.f32_ref("attention")?,
-            k.f32_ref("attention")?,
-            v.f32_ref("attention")?,
-        );
-        let os = out.f32_mut("attention")?;
-        let mut launch = self.stream.launch_builder(&self.attention);
-        launch.arg(qs).arg(ks).arg(vs).arg(os);
-        for a in &args {
+        let grid = (to_u32("attention", sq)?, shape.heads as u32, batch as u32);
+        let mut launch = self
+            .stream
+            .launch_builder(self.kernels.attention.get(dtype));
+        q.data.arg(&mut launch);
+        k.arg(&mut launch);
+        v.arg(&mut launch);
+        out.data.arg_mut(&mut launch);
+        for a in &ints {
             launch.arg(a);
         }
-        launch.arg(&causal).arg(&scale);
+        launch.arg(&scale);
         let cfg = LaunchConfig {
             grid_dim: grid,
             block_dim: (32, 1, 1),
@@ -572,6 +910,350 @@ impl CudaDevice {
         };
         // SAFETY: shapes checked above; every index stays within its sequence and head.
         unsafe { launch.launch(cfg) }.map_err(cuda_err("attention"))?;
+        Ok(())
+    }
+
+    /// An empty KV cache for `batch` sequences of up to `capacity` positions each.
+    pub fn kv_cache(
+        &self,
+        batch: usize,
+        capacity: usize,
+        shape: AttentionShape,
+        dtype: Dtype,
+    ) -> Result<GpuKvCache> {
+        shape.validate()?;
+        if batch == 0 || capacity == 0 {
+            return Err(KernelError::shape(
+                "kv_cache",
+                format!("batch ({batch}) and capacity ({capacity}) must be positive"),
+            ));
+        }
+        Ok(GpuKvCache {
+            shape,
+            batch,
+            capacity,
+            len: 0,
+            k: self.zeros(batch * capacity, shape.kv_width(), dtype)?,
+            v: self.zeros(batch * capacity, shape.kv_width(), dtype)?,
+        })
+    }
+
+    /// Appends `s_new` positions per sequence: `k_new, v_new: [batch·s_new, kv_heads·head_dim]`.
+    pub fn kv_append(
+        &self,
+        cache: &mut GpuKvCache,
+        k_new: &GpuMatrix,
+        v_new: &GpuMatrix,
+    ) -> Result<()> {
+        let width = cache.shape.kv_width();
+        if (k_new.rows, k_new.cols) != (v_new.rows, v_new.cols)
+            || k_new.cols != width
+            || k_new.rows % cache.batch != 0
+        {
+            return Err(KernelError::shape(
+                "kv_cache",
+                format!(
+                    "expected [batch·s, {width}] keys and values for a batch of {}; found [{}, {}] and [{}, {}]",
+                    cache.batch, k_new.rows, k_new.cols, v_new.rows, v_new.cols
+                ),
+            ));
+        }
+        let dtype = one_dtype("kv_cache", &[cache.dtype(), k_new.dtype(), v_new.dtype()])?;
+        let s_new = k_new.rows / cache.batch;
+        if cache.len + s_new > cache.capacity {
+            return Err(KernelError::shape(
+                "kv_cache",
+                format!(
+                    "appending {s_new} positions to {} would exceed the capacity of {}",
+                    cache.len, cache.capacity
+                ),
+            ));
+        }
+        if s_new == 0 {
+            return Ok(());
+        }
+        let total = to_i64(k_new.len());
+        let ints = [
+            to_i32("kv_cache", s_new)?,
+            to_i32("kv_cache", cache.capacity)?,
+            to_i32("kv_cache", cache.len)?,
+            to_i32("kv_cache", width)?,
+        ];
+        for (dst, src) in [(&mut cache.k, k_new), (&mut cache.v, v_new)] {
+            let mut launch = self
+                .stream
+                .launch_builder(self.kernels.kv_append.get(dtype));
+            dst.data.arg_mut(&mut launch);
+            src.data.arg(&mut launch);
+            for a in &ints {
+                launch.arg(a);
+            }
+            launch.arg(&total);
+            // SAFETY: len + s_new ≤ capacity, so every destination row is inside its sequence.
+            unsafe { launch.launch(elementwise_config(total)) }.map_err(cuda_err("kv_append"))?;
+        }
+        cache.len += s_new;
+        Ok(())
+    }
+
+    /// Decoder attention with a KV cache, as [`crate::attention_with_cache`]: appends this step's
+    /// keys and values, then attends the queries (`[batch·sq, heads·hd]`, the newest `sq`
+    /// positions) over every cached position into `out`.
+    pub fn attention_with_cache(
+        &self,
+        q: &GpuMatrix,
+        k_new: &GpuMatrix,
+        v_new: &GpuMatrix,
+        cache: &mut GpuKvCache,
+        out: &mut GpuMatrix,
+    ) -> Result<()> {
+        self.kv_append(cache, k_new, v_new)?;
+        self.attention_launch(
+            q,
+            &cache.k.data,
+            &cache.v.data,
+            cache.k.cols,
+            out,
+            cache.batch,
+            cache.len,
+            cache.capacity,
+            cache.shape,
+        )
+    }
+
+    /// Copies a host MoE layer to the device in `dtype`.
+    pub fn upload_moe(&self, layer: &MoeLayer, dtype: Dtype) -> Result<GpuMoeLayer> {
+        let (hidden, e) = layer.router.dim();
+        let ffn = layer.experts.first().map_or(0, |x| x.w1.ncols());
+        if e == 0 || e != layer.experts.len() || layer.top_k == 0 || layer.top_k > e {
+            return Err(KernelError::shape(
+                "moe",
+                format!(
+                    "router is [{hidden}, {e}] for {} experts with top_k {}; expected [hidden, experts] and 1 ≤ top_k ≤ experts",
+                    layer.experts.len(),
+                    layer.top_k
+                ),
+            ));
+        }
+        let row = |v: &ndarray::Array1<f32>| v.view().insert_axis(ndarray::Axis(0)).to_owned();
+        let experts = layer
+            .experts
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                if x.w1.dim() != (hidden, ffn)
+                    || x.b1.len() != ffn
+                    || x.w2.dim() != (ffn, hidden)
+                    || x.b2.len() != hidden
+                {
+                    return Err(KernelError::shape(
+                        "moe",
+                        format!("expert {i} does not have the shapes w1 [{hidden}, {ffn}], b1 [{ffn}], w2 [{ffn}, {hidden}], b2 [{hidden}]"),
+                    ));
+                }
+                Ok(GpuExpert {
+                    w1: self.upload(x.w1.view(), dtype)?,
+                    b1: self.upload(row(&x.b1).view(), dtype)?,
+                    w2: self.upload(x.w2.view(), dtype)?,
+                    b2: self.upload(row(&x.b2).view(), dtype)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuMoeLayer {
+            router: self.upload(layer.router.view(), dtype)?,
+            experts,
+            top_k: layer.top_k,
+            hidden,
+            ffn,
+            work: None,
+        })
+    }
+
+    fn moe_workspace(&self, tokens: usize, layer: &GpuMoeLayer) -> Result<MoeWorkspace> {
+        let dtype = layer.dtype();
+        let (h, f, e, k) = (layer.hidden, layer.ffn, layer.experts.len(), layer.top_k);
+        let err = cuda_err("allocating device memory");
+        Ok(MoeWorkspace {
+            tokens,
+            logits: self.zeros(tokens, e, dtype)?,
+            chosen: self.stream.alloc_zeros(tokens * k).map_err(&err)?,
+            weight: self.stream.alloc_zeros(tokens * k).map_err(&err)?,
+            rows: self.stream.alloc_zeros(tokens * k).map_err(&err)?,
+            gates: self.stream.alloc_zeros(tokens * k).map_err(&err)?,
+            xe: self.zeros(tokens, h, dtype)?,
+            hidden: self.zeros(tokens, f, dtype)?,
+            ye: self.zeros(tokens, h, dtype)?,
+            acc: self.stream.alloc_zeros(tokens * h).map_err(&err)?,
+            host_chosen: vec![0; tokens * k],
+            host_weight: vec![0.0; tokens * k],
+            host_rows: vec![0; tokens * k],
+            host_gates: vec![0.0; tokens * k],
+            counts: vec![0; e],
+            next: vec![0; e],
+        })
+    }
+
+    /// Mixture-of-experts FFN over tokens `x: [t, hidden]` into `out: [t, hidden]`, as
+    /// [`crate::moe_ffn`]: router GEMM, top-k routing on the device, then per expert a gather of
+    /// its tokens, two cuBLAS GEMMs around bias + GeLU, and a weighted scatter-add into an f32
+    /// accumulator. The routes travel to the host once per call (the GEMM sizes depend on them),
+    /// which synchronizes the stream.
+    pub fn moe_ffn(
+        &self,
+        x: &GpuMatrix,
+        layer: &mut GpuMoeLayer,
+        out: &mut GpuMatrix,
+    ) -> Result<()> {
+        let (h, f, k) = (layer.hidden, layer.ffn, layer.top_k);
+        let n_experts = layer.experts.len();
+        if x.cols != h || (out.rows, out.cols) != (x.rows, h) {
+            return Err(KernelError::shape(
+                "moe",
+                format!(
+                    "expected x and out [tokens, {h}]; found x [{}, {}], out [{}, {}]",
+                    x.rows, x.cols, out.rows, out.cols
+                ),
+            ));
+        }
+        let dtype = one_dtype("moe", &[x.dtype(), layer.dtype(), out.dtype()])?;
+        let tokens = x.rows;
+        if tokens == 0 {
+            return Ok(());
+        }
+        if layer.work.as_ref().is_none_or(|w| w.tokens < tokens) {
+            layer.work = Some(self.moe_workspace(tokens, layer)?);
+        }
+        let GpuMoeLayer {
+            router,
+            experts,
+            work,
+            ..
+        } = layer;
+        let w = work.as_mut().expect("workspace allocated above");
+
+        // Router logits and top-k routes.
+        self.gemm_prefix(
+            &x.data,
+            &router.data,
+            &mut w.logits.data,
+            tokens,
+            h,
+            n_experts,
+        )?;
+        let ints = [
+            to_i32("moe", tokens)?,
+            to_i32("moe", n_experts)?,
+            to_i32("moe", k)?,
+        ];
+        {
+            let mut launch = self
+                .stream
+                .launch_builder(self.kernels.moe_route.get(dtype));
+            w.logits.data.arg(&mut launch);
+            for a in &ints {
+                launch.arg(a);
+            }
+            launch.arg(&mut w.chosen).arg(&mut w.weight);
+            let blocks = to_u32("moe", tokens.div_ceil(128))?;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: one thread per token; chosen and weight hold tokens·k entries.
+            unsafe { launch.launch(cfg) }.map_err(cuda_err("moe_route"))?;
+        }
+        let pairs = tokens * k;
+        let err = cuda_err("copying routes to the host");
+        self.stream
+            .memcpy_dtoh(&w.chosen.slice(..pairs), &mut w.host_chosen[..pairs])
+            .map_err(&err)?;
+        self.stream
+            .memcpy_dtoh(&w.weight.slice(..pairs), &mut w.host_weight[..pairs])
+            .map_err(&err)?;
+        self.stream.synchronize().map_err(&err)?;
+
+        // Group token rows by expert (a counting sort, stable in token order).
+        w.counts.iter_mut().for_each(|c| *c = 0);
+        for &e in &w.host_chosen[..pairs] {
+            let e = usize::try_from(e)
+                .ok()
+                .filter(|&e| e < n_experts)
+                .ok_or_else(|| {
+                    KernelError::shape("moe", "the router produced non-finite logits")
+                })?;
+            w.counts[e] += 1;
+        }
+        let mut start = 0;
+        for (slot, &c) in w.next.iter_mut().zip(&w.counts) {
+            *slot = start;
+            start += c;
+        }
+        for (p, (&e, &g)) in w.host_chosen[..pairs]
+            .iter()
+            .zip(&w.host_weight[..pairs])
+            .enumerate()
+        {
+            let slot = &mut w.next[e as usize];
+            w.host_rows[*slot] = (p / k) as i32;
+            w.host_gates[*slot] = g;
+            *slot += 1;
+        }
+        let err = cuda_err("copying routes to the device");
+        self.stream
+            .memcpy_htod(&w.host_rows[..pairs], &mut w.rows.slice_mut(..pairs))
+            .map_err(&err)?;
+        self.stream
+            .memcpy_htod(&w.host_gates[..pairs], &mut w.gates.slice_mut(..pairs))
+            .map_err(&err)?;
+        self.stream
+            .memset_zeros(&mut w.acc.slice_mut(..tokens * h))
+            .map_err(cuda_err("clearing the accumulator"))?;
+
+        let h_i = to_i32("moe", h)?;
+        let mut offset = 0;
+        for (expert, &n) in experts.iter().zip(&w.counts) {
+            if n == 0 {
+                continue;
+            }
+            let rows = w.rows.slice(offset..offset + n);
+            let gates = w.gates.slice(offset..offset + n);
+            offset += n;
+            let total = to_i64(n * h);
+            {
+                let mut launch = self
+                    .stream
+                    .launch_builder(self.kernels.moe_gather.get(dtype));
+                x.data.arg(&mut launch);
+                launch.arg(&rows).arg(&h_i);
+                w.xe.data.arg_mut(&mut launch);
+                launch.arg(&total);
+                // SAFETY: rows holds n token indices < tokens; xe holds ≥ n rows.
+                unsafe { launch.launch(elementwise_config(total)) }
+                    .map_err(cuda_err("moe_gather"))?;
+            }
+            self.gemm_prefix(&w.xe.data, &expert.w1.data, &mut w.hidden.data, n, h, f)?;
+            self.bias_gelu_rows(&mut w.hidden.data, &expert.b1.data, n, f, dtype)?;
+            self.gemm_prefix(&w.hidden.data, &expert.w2.data, &mut w.ye.data, n, f, h)?;
+            {
+                let mut launch = self
+                    .stream
+                    .launch_builder(self.kernels.moe_scatter.get(dtype));
+                launch.arg(&mut w.acc);
+                w.ye.data.arg(&mut launch);
+                expert.b2.data.arg(&mut launch);
+                launch.arg(&rows).arg(&gates).arg(&h_i).arg(&total);
+                // SAFETY: rows index acc's first `tokens` rows; ye holds n rows of width h.
+                unsafe { launch.launch(elementwise_config(total)) }
+                    .map_err(cuda_err("moe_scatter"))?;
+            }
+        }
+        let total = to_i64(tokens * h);
+        let mut launch = self.stream.launch_builder(self.kernels.from_f32.get(dtype));
+        out.data.arg_mut(&mut launch);
+        launch.arg(&w.acc).arg(&total);
+        // SAFETY: out and the accumulator's prefix both hold tokens·h elements.
+        unsafe { launch.launch(elementwise_config(total)) }.map_err(cuda_err("from_f32"))?;
         Ok(())
     }
 
@@ -609,12 +1291,67 @@ impl CudaDevice {
     }
 }
 
+/// `c[..m·n] ← a[..m·k] · b[..k·n]` in one element type through cuBLAS, f32 accumulation.
+///
+/// cuBLAS is column-major: a row-major `C = A·B` is the column-major `Cᵀ = Bᵀ·Aᵀ`, so B goes
+/// first and m, n swap; no transposition or copy is needed.
+///
+/// # Safety
+/// The three buffers must hold at least `m·k`, `k·n` and `m·n` elements.
+unsafe fn gemm_typed<T>(
+    blas: &CudaBlas,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    c: &mut CudaSlice<T>,
+    (m, k, n): (i32, i32, i32),
+    one: T,
+    zero: T,
+) -> std::result::Result<(), cudarc::cublas::result::CublasError>
+where
+    CudaBlas: Gemm<T>,
+{
+    let (mu, ku, nu) = (m as usize, k as usize, n as usize);
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_N,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n,
+        n: m,
+        k,
+        alpha: one,
+        lda: n.max(1),
+        ldb: k.max(1),
+        beta: zero,
+        ldc: n.max(1),
+    };
+    let a = a.slice(..mu * ku);
+    let b = b.slice(..ku * nu);
+    let mut c = c.slice_mut(..mu * nu);
+    blas.gemm(cfg, &b, &a, &mut c)
+}
+
 fn row_config(rows: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (rows, 1, 1),
-        block_dim: (256, 1, 1),
+        block_dim: (ROW_THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// A grid-stride launch over `total` elements.
+fn elementwise_config(total: i64) -> LaunchConfig {
+    let blocks = (total.max(1) as u64)
+        .div_ceil(u64::from(ELEMENTWISE_THREADS))
+        .min(MAX_GRID_BLOCKS);
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (ELEMENTWISE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn to_i64(v: usize) -> i64 {
+    // Device buffers are far below 2⁶³ elements.
+    v as i64
 }
 
 fn to_i32(op: &'static str, v: usize) -> Result<i32> {

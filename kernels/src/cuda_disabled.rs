@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::cpu::AttentionShape;
+use crate::cpu::{AttentionShape, MoeLayer};
 use crate::error::{KernelError, Result};
 use crate::Dtype;
 
@@ -15,6 +15,40 @@ pub const COMPILED: bool = false;
 
 /// Largest head dimension of the attention kernel.
 pub const MAX_HEAD_DIM: usize = 256;
+
+/// Kernel families of the CUDA backend (each as `_f32`, `_f16`, `_bf16`).
+pub const KERNEL_FAMILIES: [&str; 11] = [
+    "bias_gelu",
+    "silu_mul",
+    "from_f32",
+    "layer_norm",
+    "rms_norm",
+    "softmax_rows",
+    "attention",
+    "kv_append",
+    "moe_route",
+    "moe_gather",
+    "moe_scatter",
+];
+
+/// The NVRTC program of the CUDA backend (the same text in every build).
+pub fn kernel_source() -> String {
+    [
+        ("dtype.cuh", include_str!("nvrtc/dtype.cuh")),
+        ("elementwise.cu", include_str!("nvrtc/elementwise.cu")),
+        ("rows.cu", include_str!("nvrtc/rows.cu")),
+        ("attention.cu", include_str!("nvrtc/attention.cu")),
+        ("moe.cu", include_str!("nvrtc/moe.cu")),
+    ]
+    .iter()
+    .map(|(name, text)| format!("// ---- {name} ----\n{text}\n"))
+    .collect()
+}
+
+/// Compiling the kernels needs the CUDA backend: always [`KernelError::NotCompiled`] here.
+pub fn compile_kernels(_compute_capability: (i32, i32)) -> Result<Vec<u8>> {
+    Err(KernelError::NotCompiled)
+}
 
 /// One GPU as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +85,70 @@ impl GpuMatrix {
     }
 }
 
+/// A KV cache in device memory (cannot exist in this build).
+#[derive(Debug)]
+pub struct GpuKvCache {
+    never: Infallible,
+}
+
+impl GpuKvCache {
+    pub fn batch(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn capacity(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn len(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self.never {}
+    }
+
+    pub fn shape(&self) -> AttentionShape {
+        match self.never {}
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        match self.never {}
+    }
+
+    pub fn truncate(&mut self, _len: usize) {
+        match self.never {}
+    }
+}
+
+/// A MoE layer in device memory (cannot exist in this build).
+#[derive(Debug)]
+pub struct GpuMoeLayer {
+    never: Infallible,
+}
+
+impl GpuMoeLayer {
+    pub fn experts(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn top_k(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn hidden(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn ffn(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        match self.never {}
+    }
+}
+
 /// One GPU (cannot be opened in this build).
 #[derive(Debug)]
 pub struct CudaDevice {
@@ -70,6 +168,10 @@ impl CudaDevice {
         match self.never {}
     }
 
+    pub fn copy_from_host(&self, _host: ArrayView2<f32>, _dst: &mut GpuMatrix) -> Result<()> {
+        match self.never {}
+    }
+
     pub fn zeros(&self, _rows: usize, _cols: usize, _dtype: Dtype) -> Result<GpuMatrix> {
         match self.never {}
     }
@@ -83,6 +185,14 @@ impl CudaDevice {
     }
 
     pub fn bias_gelu(&self, _x: &mut GpuMatrix, _bias: &GpuMatrix) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn silu_mul(&self, _gate: &mut GpuMatrix, _up: &GpuMatrix) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn rms_norm(&self, _x: &mut GpuMatrix, _gamma: &GpuMatrix, _eps: f32) -> Result<()> {
         match self.never {}
     }
 
@@ -108,6 +218,49 @@ impl CudaDevice {
         _out: &mut GpuMatrix,
         _batch: usize,
         _shape: AttentionShape,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn kv_cache(
+        &self,
+        _batch: usize,
+        _capacity: usize,
+        _shape: AttentionShape,
+        _dtype: Dtype,
+    ) -> Result<GpuKvCache> {
+        match self.never {}
+    }
+
+    pub fn kv_append(
+        &self,
+        _cache: &mut GpuKvCache,
+        _k_new: &GpuMatrix,
+        _v_new: &GpuMatrix,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn attention_with_cache(
+        &self,
+        _q: &GpuMatrix,
+        _k_new: &GpuMatrix,
+        _v_new: &GpuMatrix,
+        _cache: &mut GpuKvCache,
+        _out: &mut GpuMatrix,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn upload_moe(&self, _layer: &MoeLayer, _dtype: Dtype) -> Result<GpuMoeLayer> {
+        match self.never {}
+    }
+
+    pub fn moe_ffn(
+        &self,
+        _x: &GpuMatrix,
+        _layer: &mut GpuMoeLayer,
+        _out: &mut GpuMatrix,
     ) -> Result<()> {
         match self.never {}
     }

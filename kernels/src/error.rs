@@ -13,6 +13,9 @@ pub enum KernelError {
     /// CUDA is compiled in but no usable device is present (no driver library, or no such ordinal).
     #[error("no CUDA device: {0}")]
     NoDevice(String),
+    /// Operands of one operator hold different element types (the caller converts at upload).
+    #[error("{op}: operands must share one element type; found {found}")]
+    DtypeMismatch { op: &'static str, found: String },
     /// The operator does not support this element type on this backend.
     #[error("{op}: element type {dtype} is not supported on this backend")]
     Unsupported {
