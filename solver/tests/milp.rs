@@ -229,14 +229,15 @@ fn brute_force(
 }
 
 fn exact(objective: Objective, eps: f64) -> Params {
-    Params {
+    Params::new(
         objective,
         eps,
-        settings: Settings {
+        Settings {
             gap: 0.0,
             time_limit_s: None,
+            cutoff: None,
         },
-    }
+    )
 }
 
 /// Partitions small enough to brute-force, uniform ones plus a mixed one where it exists.
@@ -273,12 +274,52 @@ fn inner_milp_matches_brute_force() {
             if pairs.len() > 14 {
                 continue;
             }
-            for params in [
+            let mut variants = Vec::new();
+            for base in [
                 exact(Objective::Utilisation, 1e-3),
                 exact(Objective::Utilisation, -1e-3),
                 exact(Objective::Goodput { target: 0.3 }, 1e-3),
             ] {
+                // Strengthened (default), plain, and without the symmetry rows: one optimum.
+                variants.push(base);
+                variants.push(Params {
+                    cuts: false,
+                    ..base
+                });
+                variants.push(Params {
+                    symmetry: false,
+                    ..base
+                });
+            }
+            for params in variants {
                 let want = brute_force(inst, trace, &shapes, &params);
+                if let (Some(w), Objective::Utilisation) = (want, params.objective) {
+                    // The replica bound is a valid lower bound on the optimum.
+                    let bound = f.objective_bound(params.eps, f.utilisation_bound());
+                    assert!(
+                        bound <= w + 1e-9 * (1.0 + w.abs()),
+                        "{} {shapes:?}: replica bound {bound} above the optimum {w}",
+                        inst.name
+                    );
+                    // A cutoff above the optimum keeps it; one at or below it leaves nothing.
+                    let mut above = params;
+                    above.settings.cutoff = Some(w + 1e-3 * (1.0 + w.abs()));
+                    let sol = inner::solve(&f, &above, f.lpt().as_deref()).unwrap();
+                    assert!(
+                        (sol.objective - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                        "{} {shapes:?}: with cutoff {:?}: {} vs {w}",
+                        inst.name,
+                        above.settings.cutoff,
+                        sol.objective
+                    );
+                    let mut below = params;
+                    below.settings.cutoff = Some(w - 1e-3 * (1.0 + w.abs()));
+                    assert!(
+                        inner::solve(&f, &below, f.lpt().as_deref()).is_err(),
+                        "{} {shapes:?}: a solution better than the optimum {w}",
+                        inst.name
+                    );
+                }
                 let got = inner::solve(&f, &params, None);
                 match (want, got) {
                     (None, Err(_)) => {}
@@ -317,7 +358,7 @@ fn inner_milp_matches_brute_force() {
             }
         }
     }
-    assert!(compared >= 20, "only {compared} comparisons ran");
+    assert!(compared >= 60, "only {compared} comparisons ran");
 }
 
 #[test]
@@ -546,4 +587,62 @@ fn milp_rejects_bad_options() {
             "{spec}"
         );
     }
+}
+
+/// The whole search against brute force: the best objective over the partitions it enumerated
+/// equals the best brute-force optimum over them, every partition's proved bound (also of the
+/// partitions it pruned without a solve) is below that partition's optimum, and a run to a zero
+/// gap says optimal.
+#[test]
+fn search_report_is_exact_on_tiny_instances() {
+    use plexserve_solver::placer::milp::search_with_report;
+    let mut checked = 0;
+    for (inst, trace) in [
+        tiny("two-test-models.json"),
+        tiny("maf1-four-models.json"),
+        tiny("three-test-profiles.json"),
+        inline(MIXED),
+    ] {
+        let (_, params) = parse_placer_spec("milp:gap=0").unwrap();
+        let opts = PlaceOptions {
+            params,
+            time_limit_s: Some(600.0),
+            ..Default::default()
+        };
+        let (solved, report) = search_with_report(&inst, &trace, &opts, &Silent).unwrap();
+        assert_eq!(report.status, SolveStatus::Optimal, "{}", inst.name);
+        assert_eq!(solved.status, SolveStatus::Optimal, "{}", inst.name);
+        let params = exact(Objective::Utilisation, 1e-4);
+        let mut best: Option<f64> = None;
+        let mut complete = true;
+        for part in &report.partitions {
+            if derive_pairs(&inst, &trace, &part.shapes).0.len() > 14 {
+                complete = false;
+                continue;
+            }
+            let Some(opt) = brute_force(&inst, &trace, &part.shapes, &params) else {
+                continue;
+            };
+            assert!(
+                part.bound <= opt + 1e-6 * (1.0 + opt.abs()),
+                "{} {:?} ({}): bound {} above the optimum {opt}",
+                inst.name,
+                part.shapes,
+                part.outcome,
+                part.bound
+            );
+            best = Some(best.map_or(opt, |b: f64| b.min(opt)));
+        }
+        if complete {
+            let (want, got) = (best.unwrap(), report.best.unwrap());
+            assert!(
+                (want - got).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{}: search {got} vs brute force {want}",
+                inst.name
+            );
+            assert!(report.gap <= 1e-6, "{}: gap {}", inst.name, report.gap);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} instances fully brute-forced");
 }

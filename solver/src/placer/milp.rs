@@ -37,6 +37,50 @@ fn disabled(name: &str) -> SolverError {
 /// `milp`: outer partition enumeration + inner MILP + simulator refinement.
 pub struct Milp;
 
+/// What the `milp` search proved, beyond the plan: the status and objective across every
+/// partition it enumerated, and how each partition was settled.
+#[derive(Debug, Clone)]
+pub struct SearchReport {
+    /// `Optimal` when the best objective meets the weakest partition bound, `GapLimit` when
+    /// within the gap option, `TimeLimit` otherwise.
+    pub status: crate::plan::SolveStatus,
+    /// Best MILP objective over all partitions (`None` when no partition had a solution).
+    pub best: Option<f64>,
+    /// Proved bound on the objective over all partitions (utilisation: from below).
+    pub bound: f64,
+    /// `|best − bound| / |best|`.
+    pub gap: f64,
+    /// Per partition: shapes, how it was settled, best known value, proved bound.
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// One partition's line of [`SearchReport`].
+#[derive(Debug, Clone)]
+pub struct PartitionReport {
+    pub shapes: Vec<(u32, u32)>,
+    pub outcome: &'static str,
+    pub value: Option<f64>,
+    pub bound: f64,
+}
+
+/// Runs the `milp` placer and returns its search report with the result.
+pub fn search_with_report(
+    inst: &Instance,
+    trace: &Trace,
+    opts: &PlaceOptions,
+    obs: &dyn Observer,
+) -> Result<(Solved, SearchReport)> {
+    #[cfg(feature = "milp")]
+    {
+        driver::place(inst, trace, opts, obs)
+    }
+    #[cfg(not(feature = "milp"))]
+    {
+        let _ = (inst, trace, opts, obs);
+        Err(disabled("milp"))
+    }
+}
+
 /// AlpaServe's ModelParallelismILP.
 pub struct AlpaServeIlp;
 
@@ -59,7 +103,7 @@ impl Placer for Milp {
     ) -> Result<Solved> {
         #[cfg(feature = "milp")]
         {
-            driver::place(inst, trace, opts, obs)
+            driver::place(inst, trace, opts, obs).map(|(solved, _)| solved)
         }
         #[cfg(not(feature = "milp"))]
         {
@@ -252,9 +296,63 @@ mod driver {
         form: Formulation,
         /// Fast-greedy placement on the partition (the warm start and a fallback).
         greedy: Option<Placement>,
+        /// The warm start's replica set and its objective value (a feasible solution).
+        warm: Option<(Vec<bool>, f64)>,
         solution: Option<PartitionSolution>,
-        /// What the MILP of this partition may claim (`TimeLimit` when skipped for time).
-        status: SolveStatus,
+        /// Proved bound on the objective of any solution of this partition that beats the
+        /// cutoff it was solved with (utilisation: a lower bound; goodput: an upper bound).
+        bound: f64,
+        /// How the partition was settled, for the log.
+        outcome: &'static str,
+    }
+
+    impl Candidate {
+        fn new(
+            form: Formulation,
+            greedy: Option<Placement>,
+            params: &Params,
+            warm_kind: &str,
+        ) -> Candidate {
+            let util = matches!(params.objective, Objective::Utilisation);
+            let bound = if !util {
+                f64::INFINITY
+            } else if params.cuts {
+                form.objective_bound(params.eps, form.utilisation_bound())
+            } else {
+                form.objective_bound(params.eps, 0.0)
+            };
+            let chosen = match warm_kind {
+                "greedy" => greedy
+                    .as_ref()
+                    .and_then(|p| form.chosen_from(p))
+                    .or_else(|| form.lpt()),
+                "lpt" => form.lpt(),
+                _ => None,
+            };
+            let warm = chosen.map(|c| {
+                let v = form.start_value(&c, params.objective, params.eps);
+                (c, v)
+            });
+            Candidate {
+                form,
+                greedy,
+                warm,
+                solution: None,
+                bound,
+                outcome: "pending",
+            }
+        }
+
+        /// The best objective value known on this partition (MILP incumbent or warm start).
+        fn value(&self, objective: Objective) -> Option<f64> {
+            let a = self.solution.as_ref().map(|s| s.objective);
+            let b = self.warm.as_ref().map(|w| w.1);
+            match (a, b) {
+                (Some(a), Some(b)) if better(objective, b, a) => Some(b),
+                (Some(a), _) => Some(a),
+                (None, b) => b,
+            }
+        }
     }
 
     /// Warm starts for `forms`: the fast greedy (simulator) in parallel, or nothing.
@@ -277,45 +375,116 @@ mod driver {
             .collect()
     }
 
-    fn solve_candidate(c: &mut Candidate, params: &Params, warm_kind: &str, budget_s: f64) {
+    /// Solves the candidate's MILP within `budget_s`, wanting only solutions better than
+    /// `cutoff` (minimisation only), and records what it proved.
+    fn solve_candidate(c: &mut Candidate, params: &Params, budget_s: f64, cutoff: Option<f64>) {
         if budget_s <= 0.0 {
-            c.status = SolveStatus::TimeLimit;
+            c.outcome = "skipped (no time left)";
             return;
         }
-        let warm = match warm_kind {
-            "greedy" => c
-                .greedy
-                .as_ref()
-                .and_then(|p| c.form.chosen_from(p))
-                .or_else(|| c.form.lpt()),
-            "lpt" => c.form.lpt(),
-            _ => None,
-        };
         let mut p = *params;
         p.settings.time_limit_s = Some(budget_s);
+        p.settings.cutoff = cutoff;
         let started = std::time::Instant::now();
-        let result = inner::solve(&c.form, &p, warm.as_deref());
+        let warm = c.warm.as_ref().map(|w| w.0.as_slice());
+        let result = inner::solve(&c.form, &p, warm);
         tracing::debug!(
-            "milp: partition {:?}×{} ({} pairs): {:?} in {:.2} s of {:.2} s",
+            "milp: partition {:?}×{} ({} pairs, bound {:.5}, cutoff {:?}): {:?} in {:.2} s of {:.2} s",
             c.form.shapes[0],
             c.form.shapes.len(),
             c.form.pairs.len(),
-            result.as_ref().map(|s| (s.status, s.objective, s.gap)),
+            c.bound,
+            cutoff,
+            result.as_ref().map(|s| (s.status, s.objective, s.gap, s.bound)),
             started.elapsed().as_secs_f64(),
             budget_s
         );
+        let util = matches!(params.objective, Objective::Utilisation);
+        let tighter = |a: f64, b: f64| if util { a.max(b) } else { a.min(b) };
         match result {
             Ok(sol) => {
-                c.status = sol.status;
+                c.bound = tighter(c.bound, sol.bound);
+                if sol.status == SolveStatus::Optimal {
+                    // Closed gap: the incumbent is the partition's optimum.
+                    c.bound = tighter(c.bound, sol.objective);
+                }
+                c.outcome = match sol.status {
+                    SolveStatus::Optimal => "optimal",
+                    SolveStatus::GapLimit => "gap limit",
+                    _ => "time limit",
+                };
                 c.solution = Some(sol);
             }
-            // A proved infeasible partition claims nothing worse than optimal.
-            Err(NoIncumbent::Infeasible) => c.status = SolveStatus::Optimal,
-            Err(NoIncumbent::Stopped) => c.status = SolveStatus::TimeLimit,
+            // Proved: nothing in this partition beats the cutoff (or nothing at all).
+            Err(NoIncumbent::Infeasible) => {
+                c.bound = tighter(c.bound, cutoff.unwrap_or(f64::INFINITY));
+                c.outcome = "nothing beats the cutoff";
+            }
+            Err(NoIncumbent::Stopped { bound }) => {
+                c.bound = tighter(c.bound, bound);
+                c.outcome = "time limit, no incumbent";
+            }
             Err(NoIncumbent::Failed(msg)) => {
                 tracing::warn!("milp: HiGHS failed on a partition: {msg}");
-                c.status = SolveStatus::Heuristic;
+                c.outcome = "HiGHS failed";
             }
+        }
+    }
+
+    /// Solves the MILPs of `cands[from..]` in order of their bounds, most promising first,
+    /// sharing the best objective found so far as a cutoff: a partition whose bound cannot beat
+    /// the incumbent by more than the gap is settled without a solve. Time left is split evenly
+    /// over the partitions still open.
+    #[allow(clippy::too_many_arguments)]
+    fn solve_all(
+        cands: &mut [Candidate],
+        from: usize,
+        params: &Params,
+        gap: f64,
+        milp_end: f64,
+        deadline: &super::super::Deadline,
+        done: &mut usize,
+        planned: usize,
+        later: usize,
+        obs: &dyn Observer,
+    ) {
+        let objective = params.objective;
+        let util = matches!(objective, Objective::Utilisation);
+        let mut order: Vec<usize> = (from..cands.len()).collect();
+        if util && params.cuts {
+            order.sort_by(|&a, &b| cands[a].bound.total_cmp(&cands[b].bound).then(a.cmp(&b)));
+        }
+        for (n, &i) in order.iter().enumerate() {
+            let incumbent = cands.iter().filter_map(|c| c.value(objective)).fold(
+                None,
+                |acc: Option<f64>, v| match acc {
+                    Some(a) if !better(objective, v, a) => Some(a),
+                    _ => Some(v),
+                },
+            );
+            // Utilisation: only solutions better than the incumbent by more than the gap are
+            // worth a solve (HiGHS' cutoff); goodput keeps its plain MILP per partition.
+            let cutoff = match incumbent {
+                Some(v) if util && params.cuts => Some(v - gap * v.abs()),
+                _ => None,
+            };
+            if let Some(cut) = cutoff {
+                if cands[i].bound >= cut {
+                    cands[i].outcome = "pruned by its bound";
+                    *done += 1;
+                    obs.progress(*done as u64, planned as u64);
+                    continue;
+                }
+            }
+            let open = order[n..]
+                .iter()
+                .filter(|&&j| cutoff.is_none_or(|cut| cands[j].bound < cut))
+                .count()
+                + later;
+            let budget = (milp_end - deadline.elapsed_s()) / open as f64;
+            solve_candidate(&mut cands[i], params, budget, cutoff);
+            *done += 1;
+            obs.progress(*done as u64, planned as u64);
         }
     }
 
@@ -327,12 +496,70 @@ mod driver {
         }
     }
 
+    /// `(a − b) / |a|`, the relative gap between a value and a bound (0 when they meet).
+    fn relative_gap(value: f64, bound: f64) -> f64 {
+        if value == bound {
+            0.0
+        } else {
+            (value - bound).abs() / value.abs().max(1e-12)
+        }
+    }
+
+    /// The honest status of the whole search: the best objective over every partition, the
+    /// weakest bound any partition was left with, and whether the gap between them is closed
+    /// (`Optimal`), within `gap` (`GapLimit`), or not (`TimeLimit`).
+    fn search_status(
+        cands: &[Candidate],
+        objective: Objective,
+        gap: f64,
+    ) -> (SolveStatus, Option<f64>, f64) {
+        let util = matches!(objective, Objective::Utilisation);
+        let best =
+            cands
+                .iter()
+                .filter_map(|c| c.value(objective))
+                .fold(None, |acc: Option<f64>, v| match acc {
+                    Some(a) if !better(objective, v, a) => Some(a),
+                    _ => Some(v),
+                });
+        let proved = cands.iter().map(|c| c.bound).fold(
+            if util {
+                f64::INFINITY
+            } else {
+                f64::NEG_INFINITY
+            },
+            |a, b| if util { a.min(b) } else { a.max(b) },
+        );
+        let Some(value) = best else {
+            return (SolveStatus::TimeLimit, None, proved);
+        };
+        // Beyond the bound (by rounding): the gap is closed.
+        let closed = if util {
+            proved >= value
+        } else {
+            proved <= value
+        };
+        let g = if closed {
+            0.0
+        } else {
+            relative_gap(value, proved)
+        };
+        let status = if g <= 1e-6 {
+            SolveStatus::Optimal
+        } else if g <= gap + 1e-9 {
+            SolveStatus::GapLimit
+        } else {
+            SolveStatus::TimeLimit
+        };
+        (status, best, proved)
+    }
+
     pub fn place(
         inst: &Instance,
         trace: &Trace,
         opts: &PlaceOptions,
         obs: &dyn Observer,
-    ) -> Result<Solved> {
+    ) -> Result<(Solved, SearchReport)> {
         known_options(
             "milp",
             opts,
@@ -346,6 +573,8 @@ mod driver {
                 "fill",
                 "rounds",
                 "mixes",
+                "cuts",
+                "symmetry",
             ],
         )?;
         let limit = time_limit(opts)?;
@@ -381,6 +610,8 @@ mod driver {
         let fill = !opts.params.contains_key("fill") || opts.flag("fill")?;
         let rounds = opts.number("rounds", 0.0)?.max(0.0) as usize;
         let mixes = opts.number("mixes", DEFAULT_MIXES)?.max(0.0) as usize;
+        let cuts = !opts.params.contains_key("cuts") || opts.flag("cuts")?;
+        let symmetry = !opts.params.contains_key("symmetry") || opts.flag("symmetry")?;
 
         let timed = PlaceOptions {
             time_limit_s: Some(limit),
@@ -397,9 +628,13 @@ mod driver {
             settings: Settings {
                 gap,
                 time_limit_s: None,
+                cutoff: None,
             },
+            cuts,
+            symmetry,
         };
-        let planned = shapes.len() + mixes * mixes.saturating_sub(1) / 2;
+        let mix_count = mixes * mixes.saturating_sub(1) / 2;
+        let planned = shapes.len() + mix_count;
         let forms: Vec<Formulation> = shapes
             .iter()
             .map(|sh| Formulation::new(inst, &rates, sh))
@@ -408,30 +643,36 @@ mod driver {
         let mut cands: Vec<Candidate> = forms
             .into_iter()
             .zip(greedy)
-            .map(|(form, greedy)| Candidate {
-                form,
-                greedy,
-                solution: None,
-                status: SolveStatus::Optimal,
-            })
+            .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind))
             .collect();
+        tracing::debug!(
+            "milp: {} uniform partitions prepared in {:.2} s",
+            cands.len(),
+            s.deadline.elapsed_s()
+        );
         let milp_end = MILP_SHARE * limit;
         let mut done = 0usize;
-        for c in &mut cands {
-            let budget = (milp_end - s.deadline.elapsed_s()) / (planned - done) as f64;
-            solve_candidate(c, &params, &warm_kind, budget);
-            done += 1;
-            obs.progress(done as u64, planned as u64);
-        }
+        solve_all(
+            &mut cands,
+            0,
+            &params,
+            gap,
+            milp_end,
+            &s.deadline,
+            &mut done,
+            planned,
+            mix_count,
+            obs,
+        );
 
-        // Half/half mixes of the best uniform shapes (by MILP objective).
+        // Half/half mixes of the best uniform shapes (by the best objective known on each).
         let mut ranked: Vec<usize> = (0..cands.len())
-            .filter(|&i| cands[i].solution.is_some())
+            .filter(|&i| cands[i].value(objective).is_some())
             .collect();
         ranked.sort_by(|&a, &b| {
             let (oa, ob) = (
-                cands[a].solution.as_ref().map_or(0.0, |x| x.objective),
-                cands[b].solution.as_ref().map_or(0.0, |x| x.objective),
+                cands[a].value(objective).unwrap_or(0.0),
+                cands[b].value(objective).unwrap_or(0.0),
             );
             if better(objective, oa, ob) {
                 std::cmp::Ordering::Less
@@ -463,19 +704,40 @@ mod driver {
             .map(|sh| Formulation::new(inst, &rates, sh))
             .collect();
         let mix_greedy = greedy_starts(&s, &mix_forms, warm_kind == "greedy");
+        let first_mix = cands.len();
         for (form, greedy) in mix_forms.into_iter().zip(mix_greedy) {
-            let mut c = Candidate {
-                form,
-                greedy,
-                solution: None,
-                status: SolveStatus::Optimal,
-            };
-            let budget =
-                (milp_end - s.deadline.elapsed_s()) / planned.saturating_sub(done).max(1) as f64;
-            solve_candidate(&mut c, &params, &warm_kind, budget);
-            done += 1;
-            obs.progress(done as u64, planned as u64);
-            cands.push(c);
+            cands.push(Candidate::new(form, greedy, &params, &warm_kind));
+        }
+        solve_all(
+            &mut cands,
+            first_mix,
+            &params,
+            gap,
+            milp_end,
+            &s.deadline,
+            &mut done,
+            planned,
+            0,
+            obs,
+        );
+        let (search, best_value, proved) = search_status(&cands, objective, gap);
+        tracing::info!(
+            "milp: {:?} after {:.2} s: best objective {:?}, proved bound {:.6}, gap {:.4}",
+            search,
+            s.deadline.elapsed_s(),
+            best_value,
+            proved,
+            best_value.map_or(f64::INFINITY, |b| relative_gap(b, proved))
+        );
+        for c in &cands {
+            tracing::debug!(
+                "milp:   {:?}×{}: {} (value {:?}, bound {:.6})",
+                c.form.shapes[0],
+                c.form.shapes.len(),
+                c.outcome,
+                c.value(objective),
+                c.bound
+            );
         }
 
         // Simulator refinement: every candidate's plan (the MILP's, or its warm start when the
@@ -484,18 +746,20 @@ mod driver {
         let plans: Vec<(usize, Placement, Option<f64>)> = cands
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| match (&c.solution, &c.greedy) {
-                (Some(sol), _) => Some((i, sol.placement.clone(), Some(sol.objective))),
-                (None, Some(g)) => Some((i, g.clone(), None)),
-                (None, None) => c.form.lpt().map(|chosen| {
+            .filter_map(|(i, c)| match (&c.solution, &c.warm, &c.greedy) {
+                (Some(sol), _, _) => Some((i, sol.placement.clone(), Some(sol.objective))),
+                // The warm start's replica set: a feasible MILP solution with a known value.
+                (None, Some((chosen, value)), _) => {
                     let mut p = Placement::from_shapes(&c.form.shapes);
                     for (k, pair) in c.form.pairs.iter().enumerate() {
                         if chosen[k] {
                             p.groups[pair.group].models.push(pair.model as u32);
                         }
                     }
-                    (i, p, None)
-                }),
+                    Some((i, p, Some(*value)))
+                }
+                (None, None, Some(g)) => Some((i, g.clone(), None)),
+                (None, None, None) => None,
             })
             .collect();
         if plans.is_empty() {
@@ -535,21 +799,29 @@ mod driver {
                 "milp: the plan failed validation ({e}); please report this instance"
             )));
         }
-        let mut status = cands
-            .iter()
-            .map(|c| c.status)
-            .fold(SolveStatus::Optimal, worse);
-        let chosen = &cands[plans[best].0];
-        if chosen.solution.is_none() {
-            status = worse(status, SolveStatus::TimeLimit);
-        }
+        let mut status = search;
         if s.timed_out.load(Ordering::Relaxed) {
             status = worse(status, SolveStatus::TimeLimit);
         }
         let mut out = solved(&s, Schedule::fixed(p), score);
         out.status = status;
         out.objective = plans[best].2;
-        Ok(out)
+        let report = SearchReport {
+            status: search,
+            best: best_value,
+            bound: proved,
+            gap: best_value.map_or(f64::INFINITY, |b| relative_gap(b, proved)),
+            partitions: cands
+                .iter()
+                .map(|c| PartitionReport {
+                    shapes: c.form.shapes.clone(),
+                    outcome: c.outcome,
+                    value: c.value(objective),
+                    bound: c.bound,
+                })
+                .collect(),
+        };
+        Ok((out, report))
     }
 
     /// `alpaserve-ilp` and `sr-ilp`: one ILP, the plan scored in the simulator as is.
@@ -565,6 +837,7 @@ mod driver {
         let settings = Settings {
             gap: gap_option(opts)?,
             time_limit_s: Some(limit),
+            cutoff: None,
         };
         let s = search(inst, trace, opts)?;
         let rates = inner::arrival_rates(trace, inst.models.len());

@@ -28,7 +28,7 @@ fn no_incumbent(name: &str, e: NoIncumbent) -> SolverError {
         NoIncumbent::Infeasible => {
             SolverError::Infeasible(format!("{name}: HiGHS proved the ILP infeasible"))
         }
-        NoIncumbent::Stopped => SolverError::Infeasible(format!(
+        NoIncumbent::Stopped { .. } => SolverError::Infeasible(format!(
             "{name}: the time limit ended before HiGHS found any solution; give it more time"
         )),
         NoIncumbent::Failed(msg) => SolverError::Infeasible(format!("{name}: HiGHS failed: {msg}")),

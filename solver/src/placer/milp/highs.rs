@@ -19,6 +19,10 @@ pub struct Settings {
     pub gap: f64,
     /// HiGHS `time_limit` in seconds; `None` runs to the gap.
     pub time_limit_s: Option<f64>,
+    /// HiGHS `objective_bound` (minimisation only): only solutions strictly better than this are
+    /// wanted, so HiGHS prunes every node that cannot beat it, and a MILP with no such solution
+    /// ends `Infeasible` (read: "nothing better than the cutoff").
+    pub cutoff: Option<f64>,
 }
 
 /// A MILP that ended with an incumbent.
@@ -29,6 +33,8 @@ pub struct Incumbent {
     pub status: SolveStatus,
     /// HiGHS' final relative MIP gap.
     pub gap: f64,
+    /// HiGHS' proved bound on the objective (the incumbent's value when optimal).
+    pub bound: f64,
     /// Value of every column, in variable creation order (good_lp adds columns in that order).
     pub values: Vec<f64>,
 }
@@ -38,8 +44,9 @@ pub struct Incumbent {
 pub enum NoIncumbent {
     /// HiGHS proved that no solution exists.
     Infeasible,
-    /// HiGHS stopped on a limit before finding any solution.
-    Stopped,
+    /// HiGHS stopped on a limit before finding any solution; `bound` is what it had proved
+    /// about the objective by then (±∞ when nothing).
+    Stopped { bound: f64 },
     /// Anything else HiGHS reported (a bug or numerical trouble), as text.
     Failed(String),
 }
@@ -87,6 +94,12 @@ pub fn solve(
             "time_limit",
         )?;
     }
+    if let Some(c) = settings.cutoff {
+        set(
+            model.try_set_option("objective_bound", c).is_ok(),
+            "objective_bound",
+        )?;
+    }
     if let Some(w) = warm {
         model
             .try_set_solution(Some(&w), None, None, None)
@@ -98,6 +111,9 @@ pub fn solve(
     let status = format!("{:?}", solved.status());
     let has_solution = format!("{:?}", solved.primal_solution_status()) == "Feasible";
     let gap = solved.mip_gap();
+    let bound = solved
+        .double_info_value(c"mip_dual_bound")
+        .unwrap_or(f64::NEG_INFINITY);
     let status = match status.as_str() {
         // An infinite gap with an optimal status means no integer column was left: a plain LP.
         "Optimal" if !gap.is_finite() || gap <= CLOSED_GAP => SolveStatus::Optimal,
@@ -111,11 +127,12 @@ pub fn solve(
         other => return Err(failed(&format!("model status {other}"))),
     };
     if !has_solution {
-        return Err(NoIncumbent::Stopped);
+        return Err(NoIncumbent::Stopped { bound });
     }
     Ok(Incumbent {
         status,
         gap,
+        bound,
         values: solved.get_solution().columns().to_vec(),
     })
 }

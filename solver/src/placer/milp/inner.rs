@@ -47,6 +47,24 @@ pub struct Params {
     /// Replica tie-break: positive saves replicas, negative adds them.
     pub eps: f64,
     pub settings: Settings,
+    /// Strengthen the relaxation (share caps, replica-count rows and cuts, the replica bound on
+    /// `U`); off reproduces the plain §5.2 rows, for comparisons.
+    pub cuts: bool,
+    /// Order groups of one shape by replica count (off leaves symmetry to HiGHS' own detection).
+    pub symmetry: bool,
+}
+
+impl Params {
+    /// The plain formulation with strengthening and symmetry rows on.
+    pub fn new(objective: Objective, eps: f64, settings: Settings) -> Params {
+        Params {
+            objective,
+            eps,
+            settings,
+            cuts: true,
+            symmetry: true,
+        }
+    }
 }
 
 /// A feasible (model, group) pair.
@@ -58,6 +76,8 @@ pub struct Pair {
     pub weight: f64,
     /// `λ_model · ℓ'_k` for every stage `k` of the group.
     pub stage_load: Vec<f64>,
+    /// The largest stage load: the pair alone keeps `U ≥ peak · r`.
+    pub peak: f64,
 }
 
 /// The data of one inner MILP: a partition, the feasible pairs and the rates.
@@ -133,11 +153,13 @@ impl Formulation {
                 }
                 let weight = crate::plan::model_weight_gib(inst, m, shape.0, shape.1) / budget;
                 let stages = stage_latencies_s(inst, m, shape).unwrap_or_default();
+                let stage_load: Vec<f64> = stages.iter().map(|l| rate * l).collect();
                 pairs.push(Pair {
                     model: m,
                     group: g,
                     weight,
-                    stage_load: stages.iter().map(|l| rate * l).collect(),
+                    peak: stage_load.iter().copied().fold(0.0, f64::max),
+                    stage_load,
                 });
             }
         }
@@ -268,7 +290,7 @@ impl Formulation {
         for (k, p) in self.pairs.iter().enumerate() {
             by_model[p.model].push(k);
         }
-        let peak = |k: usize| self.pairs[k].stage_load.iter().copied().fold(0.0, f64::max);
+        let peak = |k: usize| self.pairs[k].peak;
         let mut order: Vec<usize> = (0..self.n_models).collect();
         let need = |m: usize| {
             by_model[m]
@@ -311,9 +333,17 @@ impl Formulation {
         Some(self.symmetric(&chosen))
     }
 
-    /// Even traffic split over each model's chosen replicas, scaled down for the goodput
-    /// objective until every stage load is within the target: a feasible point to start from.
+    /// A feasible point on the replica set `chosen`: for the utilisation objective the best
+    /// routing (a small LP; the even split if that fails), for goodput the even split over each
+    /// model's replicas scaled down until every stage load is within the target. Returns the
+    /// shares, the peak stage load and the scale.
     fn start_point(&self, chosen: &[bool], objective: Objective) -> (Vec<f64>, f64, f64) {
+        if objective == Objective::Utilisation {
+            if let Some(share) = self.route(chosen) {
+                let peak = self.peak_load(&share);
+                return (share, peak, 1.0);
+            }
+        }
         let mut replicas = vec![0usize; self.n_models];
         for (k, p) in self.pairs.iter().enumerate() {
             if chosen[k] {
@@ -344,6 +374,80 @@ impl Formulation {
         (share, peak * scale, scale)
     }
 
+    /// The traffic shares over the replica set `chosen` that minimise the busiest stage (an
+    /// LP), or `None` when a model with requests has no replica or HiGHS fails.
+    pub fn route(&self, chosen: &[bool]) -> Option<Vec<f64>> {
+        let mut vars = ProblemVariables::new();
+        let r: Vec<Option<Variable>> = self
+            .pairs
+            .iter()
+            .zip(chosen)
+            .map(|(p, &c)| {
+                (c && self.rates[p.model] > 0.0).then(|| vars.add(variable().min(0.0).max(1.0)))
+            })
+            .collect();
+        let u = vars.add(variable().min(0.0));
+        let mut problem = vars.minimise(u).using(good_lp::highs);
+        for m in 0..self.n_models {
+            if self.rates[m] <= 0.0 {
+                continue;
+            }
+            let mut sum = Expression::default();
+            for (p, v) in self.pairs.iter().zip(&r) {
+                if let (true, Some(v)) = (p.model == m, v) {
+                    sum.add_mul(1.0, *v);
+                }
+            }
+            problem.add_constraint(sum.eq(1.0));
+        }
+        for (g, shape) in self.shapes.iter().enumerate() {
+            for stage in 0..shape.0 as usize {
+                let mut load = Expression::default();
+                for (p, v) in self.pairs.iter().zip(&r) {
+                    if let (true, Some(v)) = (p.group == g, v) {
+                        load.add_mul(p.stage_load[stage], *v);
+                    }
+                }
+                problem.add_constraint(load.leq(u));
+            }
+        }
+        let settings = Settings {
+            gap: 0.0,
+            time_limit_s: None,
+            cutoff: None,
+        };
+        let inc = highs::solve(problem, settings, None).ok()?;
+        let mut share = vec![0.0; self.pairs.len()];
+        let mut col = 0;
+        for (k, v) in r.iter().enumerate() {
+            if v.is_some() {
+                share[k] = inc.values[col].clamp(0.0, 1.0);
+                col += 1;
+            }
+        }
+        Some(share)
+    }
+
+    /// The objective value of the start point built from `chosen` (a feasible solution's value
+    /// when every model has a replica).
+    pub fn start_value(&self, chosen: &[bool], objective: Objective, eps: f64) -> f64 {
+        let (share, peak, _) = self.start_point(chosen, objective);
+        let replicas = chosen.iter().filter(|&&c| c).count() as f64;
+        match objective {
+            Objective::Utilisation => peak + eps * replicas,
+            Objective::Goodput { .. } => {
+                let total: f64 = self.rates.iter().sum();
+                let served: f64 = self
+                    .pairs
+                    .iter()
+                    .zip(&share)
+                    .map(|(p, s)| s * self.rates[p.model] / total)
+                    .sum();
+                served - eps * replicas
+            }
+        }
+    }
+
     /// Largest stage load for the given shares.
     pub fn peak_load(&self, share: &[f64]) -> f64 {
         let mut load: Vec<Vec<f64>> = self
@@ -357,6 +461,200 @@ impl Formulation {
             }
         }
         load.iter().flatten().copied().fold(0.0, f64::max)
+    }
+}
+
+/// Relative slack on derived limits, so that rounding never cuts off a solution at the limit.
+const LIMIT_SLACK: f64 = 1e-9;
+
+/// One shape class of a partition, as the replica bound sees it.
+struct ShapeClass {
+    /// Groups of this shape.
+    count: usize,
+    /// Stages per group.
+    pp: usize,
+}
+
+impl Formulation {
+    /// Distinct shapes with their group counts, and every group's class index.
+    fn shape_classes(&self) -> (Vec<ShapeClass>, Vec<usize>) {
+        let mut shapes: Vec<(u32, u32)> = self.shapes.clone();
+        shapes.sort_unstable();
+        shapes.dedup();
+        let class_of: Vec<usize> = self
+            .shapes
+            .iter()
+            .map(|s| shapes.binary_search(s).unwrap_or(0))
+            .collect();
+        let classes = shapes
+            .iter()
+            .enumerate()
+            .map(|(c, s)| ShapeClass {
+                count: class_of.iter().filter(|&&k| k == c).count(),
+                pp: s.0 as usize,
+            })
+            .collect();
+        (classes, class_of)
+    }
+
+    /// The most replicas any solution can hold: per group, the lightest feasible models that fit
+    /// (taking the lightest first maximises the count).
+    pub fn max_replicas(&self) -> usize {
+        let mut total = 0;
+        for g in 0..self.shapes.len() {
+            let mut w: Vec<f64> = self
+                .pairs
+                .iter()
+                .filter(|p| p.group == g)
+                .map(|p| p.weight)
+                .collect();
+            w.sort_by(f64::total_cmp);
+            let mut used = 0.0;
+            for x in w {
+                if used + x > 1.0 + MEM_SLACK_GIB {
+                    break;
+                }
+                used += x;
+                total += 1;
+            }
+        }
+        total
+    }
+
+    /// The largest `U` a solution with objective ≤ `limit` can have (utilisation objective):
+    /// `U = objective − ε·replicas`, and the replica count is bounded both ways.
+    pub fn utilisation_limit(&self, eps: f64, limit: f64) -> f64 {
+        let u = if eps >= 0.0 {
+            limit - eps * self.n_models as f64
+        } else {
+            limit - eps * self.max_replicas() as f64
+        };
+        u + LIMIT_SLACK * u.abs().max(1e-12)
+    }
+
+    /// Replica bound: a lower bound on `U` for every feasible solution of this partition.
+    ///
+    /// At a threshold `T`, a replica of model `i` on shape `s` takes at most the share
+    /// `c = min(1, T / peak)` (one pair alone loads its busiest stage with `peak · r ≤ U`), so
+    /// the model needs replica counts `n_s ≤ groups_s` with `Σ n_s c_s ≥ 1`, the cheapest of
+    /// which costs `m_i(T) = min Σ n_s w_s` of memory (in group budgets; found exactly by a
+    /// small branch and bound). `T` is infeasible when `Σ_i m_i(T)` exceeds the group count or
+    /// the total cheapest stage load exceeds `T` times the number of stages. Both tests are
+    /// monotone in `T`, so bisection finds the threshold; it returns the largest `T` proved
+    /// infeasible (`+∞` when every `T` is).
+    pub fn utilisation_bound(&self) -> f64 {
+        let (classes, class_of) = self.shape_classes();
+        // Per model: (weight, peak, total stage load) per shape class it can use.
+        let mut options: Vec<Vec<(usize, f64, f64, f64)>> = vec![Vec::new(); self.n_models];
+        for p in &self.pairs {
+            let c = class_of[p.group];
+            if !options[p.model].iter().any(|o| o.0 == c) {
+                let total: f64 = p.stage_load.iter().sum();
+                options[p.model].push((c, p.weight, p.peak, total));
+            }
+        }
+        if options.iter().any(Vec::is_empty) {
+            return f64::INFINITY;
+        }
+        let stages: usize = classes.iter().map(|c| c.count * c.pp).sum();
+        let load: f64 = options
+            .iter()
+            .map(|o| o.iter().map(|x| x.3).fold(f64::INFINITY, f64::min))
+            .sum();
+        let groups = self.shapes.len() as f64 * (1.0 + MEM_SLACK_GIB);
+        let feasible = |t: f64| -> bool {
+            let mut memory = 0.0;
+            for (m, opts) in options.iter().enumerate() {
+                let served = self.rates[m] > 0.0;
+                let items: Vec<(f64, f64, usize)> = opts
+                    .iter()
+                    .map(|&(c, w, peak, _)| {
+                        let cap = if !served || peak <= t { 1.0 } else { t / peak };
+                        (w, cap, classes[c].count)
+                    })
+                    .collect();
+                match cheapest_cover(&items) {
+                    Some(cost) => memory += cost,
+                    None => return false,
+                }
+                if memory > groups {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut lo = load / stages.max(1) as f64;
+        let mut hi = self
+            .pairs
+            .iter()
+            .map(|p| p.peak)
+            .fold(lo, f64::max)
+            .max(1e-12);
+        if !feasible(hi) {
+            return f64::INFINITY;
+        }
+        if feasible(lo) {
+            return lo;
+        }
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            if feasible(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        lo
+    }
+
+    /// A lower bound on the objective of every solution (utilisation objective) given a lower
+    /// bound `u_bound` on `U`: plus the tie-break's least value.
+    pub fn objective_bound(&self, eps: f64, u_bound: f64) -> f64 {
+        if eps >= 0.0 {
+            u_bound + eps * self.n_models as f64
+        } else {
+            u_bound + eps * self.max_replicas() as f64
+        }
+    }
+}
+
+/// The least memory `Σ n_s w_s` over integer counts `0 ≤ n_s ≤ max_s` with `Σ n_s c_s ≥ 1`, for
+/// items `(w_s, c_s, max_s)`; `None` when even every replica does not cover the model.
+fn cheapest_cover(items: &[(f64, f64, usize)]) -> Option<f64> {
+    // Cheapest memory per unit of share first, so the first leaf found is good and the bound
+    // (the fractional cover of what is left) prunes the rest quickly.
+    let mut order: Vec<usize> = (0..items.len()).filter(|&k| items[k].1 > 0.0).collect();
+    order.sort_by(|&a, &b| {
+        (items[a].0 / items[a].1)
+            .total_cmp(&(items[b].0 / items[b].1))
+            .then(a.cmp(&b))
+    });
+    let sorted: Vec<(f64, f64, usize)> = order.iter().map(|&k| items[k]).collect();
+    let mut best = f64::INFINITY;
+    cover_from(&sorted, 0, 1.0 - 1e-12, 0.0, &mut best);
+    best.is_finite().then_some(best)
+}
+
+fn cover_from(items: &[(f64, f64, usize)], k: usize, need: f64, cost: f64, best: &mut f64) {
+    if need <= 0.0 {
+        if cost < *best {
+            *best = cost;
+        }
+        return;
+    }
+    let Some(&(w, c, max)) = items.get(k) else {
+        return;
+    };
+    // Fractional bound: cover the rest at this (the cheapest remaining) rate.
+    if cost + need * w / c >= *best {
+        return;
+    }
+    let full = (need / c).ceil().min(max as f64) as usize;
+    for n in (0..=full).rev() {
+        cover_from(items, k + 1, need - n as f64 * c, cost + n as f64 * w, best);
     }
 }
 
@@ -374,6 +672,9 @@ pub struct PartitionSolution {
     pub status: SolveStatus,
     /// HiGHS' final relative gap.
     pub gap: f64,
+    /// Proved bound on the objective over this partition (below for the utilisation objective,
+    /// above for goodput), restricted to solutions better than the cutoff when one was given.
+    pub bound: f64,
 }
 
 /// Builds and solves the MILP of `f`; `warm` is a replica set to start from (see
@@ -388,14 +689,65 @@ pub fn solve(
         return Err(NoIncumbent::Infeasible);
     }
     let n_pairs = f.pairs.len();
+    let start = warm.map(|chosen| (chosen, f.start_point(chosen, params.objective)));
+
+    // Share caps `r ≤ cap·x`: with the goodput objective every stage load stays ≤ target, so
+    // `peak·r ≤ target`; with the utilisation objective only solutions with `U ≤ u_max` matter,
+    // where `u_max` follows from the cutoff or the warm start's value (both bound the optimum).
+    let u_bound = if params.cuts && util {
+        f.utilisation_bound()
+    } else {
+        0.0
+    };
+    if !u_bound.is_finite() {
+        return Err(NoIncumbent::Infeasible);
+    }
+    let cap_at = |limit: f64| -> Vec<f64> {
+        f.pairs
+            .iter()
+            .map(|p| {
+                if p.peak > limit {
+                    (limit / p.peak).max(0.0)
+                } else {
+                    1.0
+                }
+            })
+            .collect()
+    };
+    let cap: Vec<f64> = match params.objective {
+        _ if !params.cuts => vec![1.0; n_pairs],
+        Objective::Goodput { target } => cap_at(target * (1.0 + LIMIT_SLACK)),
+        Objective::Utilisation => {
+            let warm_value = start.as_ref().map(|(chosen, (_, peak, _))| {
+                let replicas = chosen.iter().filter(|&&c| c).count() as f64;
+                peak + params.eps * replicas
+            });
+            let limit = [params.settings.cutoff, warm_value]
+                .into_iter()
+                .flatten()
+                .fold(f64::INFINITY, f64::min);
+            if limit.is_finite() {
+                let u_max = f.utilisation_limit(params.eps, limit);
+                if u_max < u_bound {
+                    // Nothing in this partition is as good as the limit.
+                    return Err(NoIncumbent::Infeasible);
+                }
+                cap_at(u_max)
+            } else {
+                vec![1.0; n_pairs]
+            }
+        }
+    };
+
     let mut vars = ProblemVariables::new();
     let x: Vec<Variable> = (0..n_pairs)
         .map(|_| vars.add(variable().binary()))
         .collect();
-    let r: Vec<Variable> = (0..n_pairs)
-        .map(|_| vars.add(variable().min(0.0).max(1.0)))
+    let r: Vec<Variable> = cap
+        .iter()
+        .map(|&c| vars.add(variable().min(0.0).max(c)))
         .collect();
-    let u = vars.add(variable().min(0.0));
+    let u = vars.add(variable().min(u_bound));
     let total_rate: f64 = f.rates.iter().sum();
     let served: Vec<Option<Variable>> = (0..f.n_models)
         .map(|m| (!util && f.rates[m] > 0.0).then(|| vars.add(variable().min(0.0).max(1.0))))
@@ -454,7 +806,10 @@ pub fn solve(
         }
     }
     for k in 0..n_pairs {
-        problem.add_constraint(Expression::from(r[k]).leq(x[k]));
+        let mut link = Expression::with_capacity(2);
+        link.add_mul(1.0, r[k]);
+        link.add_mul(-cap[k], x[k]);
+        problem.add_constraint(link.leq(0.0));
     }
     for (m, ks) in of_model.iter().enumerate() {
         if ks.is_empty() {
@@ -467,17 +822,45 @@ pub fn solve(
             sum_x.add_mul(1.0, x[k]);
         }
         if util {
+            let mut least = 1.0;
             if f.rates[m] > 0.0 {
                 problem.add_constraint(sum_r.eq(1.0));
+                // `Σ r = 1` with `r ≤ cap·x` needs `Σ x ≥ 1 / max cap`, rounded up.
+                let widest = ks.iter().map(|&k| cap[k]).fold(0.0, f64::max);
+                if widest > 0.0 {
+                    least = (1.0 / widest - 1e-9).ceil().max(1.0);
+                }
             }
-            problem.add_constraint(sum_x.geq(1.0));
+            problem.add_constraint(sum_x.clone().geq(least));
+            if params.cuts && f.rates[m] > 0.0 {
+                // Replica-count cuts: with `n` replicas the largest share is ≥ 1/n, so
+                // `U ≥ peak_min / n`; the secant of this convex function between `n = k` and
+                // `k + 1` is valid at every integer `n`.
+                let peak = ks
+                    .iter()
+                    .map(|&k| f.pairs[k].peak)
+                    .fold(f64::INFINITY, f64::min);
+                let most = ks.len();
+                let mut k = least as usize;
+                while k < most && peak / k as f64 > u_bound {
+                    let kf = k as f64;
+                    let slope = peak / (kf * (kf + 1.0));
+                    let mut cut = Expression::with_capacity(ks.len() + 1);
+                    cut.add_mul(1.0, u);
+                    for &j in ks {
+                        cut.add_mul(slope, x[j]);
+                    }
+                    problem.add_constraint(cut.geq(peak / kf + peak / (kf + 1.0)));
+                    k += 1;
+                }
+            }
         } else if let Some(s) = served[m] {
             problem.add_constraint(sum_r.eq(s));
         }
     }
     // Symmetry: groups of one shape are interchangeable, so order them by replica count.
     for g in 1..n_groups {
-        if f.shapes[g] != f.shapes[g - 1] {
+        if !params.symmetry || f.shapes[g] != f.shapes[g - 1] {
             continue;
         }
         let mut diff = Expression::with_capacity(in_group[g].len() + in_group[g - 1].len());
@@ -491,13 +874,23 @@ pub fn solve(
     }
 
     // Columns in creation order: x, r, U, then σ of the models with requests.
-    let start = warm.map(|chosen| {
-        let (share, peak, scale) = f.start_point(chosen, params.objective);
+    let start = start.map(|(chosen, (share, peak, _))| {
         let mut point: Vec<f64> = Vec::with_capacity(2 * n_pairs + f.n_models + 1);
         point.extend(chosen.iter().map(|&c| if c { 1.0 } else { 0.0 }));
-        point.extend(&share);
-        point.push(peak);
-        point.extend(served.iter().flatten().map(|_| scale));
+        point.extend(share.iter().zip(&cap).map(|(s, c)| s.min(*c)));
+        point.push(peak.max(u_bound));
+        // σ of a model = the shares routed to it (0 for a model left without a replica).
+        let mut sigma = vec![0.0f64; f.n_models];
+        for (p, s) in f.pairs.iter().zip(&share) {
+            sigma[p.model] += s;
+        }
+        point.extend(
+            served
+                .iter()
+                .zip(&sigma)
+                .filter(|(v, _)| v.is_some())
+                .map(|(_, s)| s.min(1.0)),
+        );
         point
     });
     let inc = highs::solve(problem, params.settings, start)?;
@@ -526,6 +919,15 @@ pub fn solve(
             frac - params.eps * replicas
         }
     };
+    if let (Some(cut), true) = (params.settings.cutoff, util) {
+        // HiGHS may hand back the start point although it does not beat the cutoff.
+        if objective >= cut - 1e-9 * cut.abs().max(1.0) {
+            return Err(match inc.status {
+                SolveStatus::Optimal | SolveStatus::GapLimit => NoIncumbent::Infeasible,
+                _ => NoIncumbent::Stopped { bound: inc.bound },
+            });
+        }
+    }
     let mut placement = Placement::from_shapes(&f.shapes);
     for (k, p) in f.pairs.iter().enumerate() {
         if chosen[k] {
@@ -539,5 +941,6 @@ pub fn solve(
         objective,
         status: inc.status,
         gap: inc.gap,
+        bound: inc.bound,
     })
 }
