@@ -187,6 +187,8 @@ mod driver {
 
     /// Share of the time limit the MILPs may use; the rest is for the simulator fill.
     const MILP_SHARE: f64 = 0.85;
+    /// Passes over the partitions left open after the first pass, with the time left over.
+    const REVISITS: usize = 2;
     /// Best uniform shapes combined pairwise into half/half mixes by default.
     const DEFAULT_MIXES: f64 = 3.0;
 
@@ -386,7 +388,13 @@ mod driver {
         p.settings.time_limit_s = Some(budget_s);
         p.settings.cutoff = cutoff;
         let started = std::time::Instant::now();
-        let warm = c.warm.as_ref().map(|w| w.0.as_slice());
+        // Start from the partition's own incumbent when a previous pass found a better one.
+        let own = c
+            .solution
+            .as_ref()
+            .filter(|sol| c.warm.as_ref().is_none_or(|w| sol.objective < w.1))
+            .map(|sol| sol.chosen.clone());
+        let warm = own.as_deref().or(c.warm.as_ref().map(|w| w.0.as_slice()));
         let result = inner::solve(&c.form, &p, warm);
         tracing::debug!(
             "milp: partition {:?}×{} ({} pairs, bound {:.5}, cutoff {:?}): {:?} in {:.2} s of {:.2} s",
@@ -438,7 +446,7 @@ mod driver {
     #[allow(clippy::too_many_arguments)]
     fn solve_all(
         cands: &mut [Candidate],
-        from: usize,
+        which: Vec<usize>,
         params: &Params,
         gap: f64,
         milp_end: f64,
@@ -450,7 +458,7 @@ mod driver {
     ) {
         let objective = params.objective;
         let util = matches!(objective, Objective::Utilisation);
-        let mut order: Vec<usize> = (from..cands.len()).collect();
+        let mut order = which;
         if util && params.cuts {
             order.sort_by(|&a, &b| cands[a].bound.total_cmp(&cands[b].bound).then(a.cmp(&b)));
         }
@@ -652,9 +660,10 @@ mod driver {
         );
         let milp_end = MILP_SHARE * limit;
         let mut done = 0usize;
+        let uniform: Vec<usize> = (0..cands.len()).collect();
         solve_all(
             &mut cands,
-            0,
+            uniform,
             &params,
             gap,
             milp_end,
@@ -708,9 +717,10 @@ mod driver {
         for (form, greedy) in mix_forms.into_iter().zip(mix_greedy) {
             cands.push(Candidate::new(form, greedy, &params, &warm_kind));
         }
+        let mixes_at: Vec<usize> = (first_mix..cands.len()).collect();
         solve_all(
             &mut cands,
-            first_mix,
+            mixes_at,
             &params,
             gap,
             milp_end,
@@ -720,6 +730,38 @@ mod driver {
             0,
             obs,
         );
+        // Time the first passes left over goes to the partitions still open (bound below the
+        // cutoff, not solved to the gap), again most promising first, with the better cutoff.
+        for _ in 0..REVISITS {
+            if !matches!(objective, Objective::Utilisation) || !cuts {
+                break;
+            }
+            let (_, best_value, _) = search_status(&cands, objective, gap);
+            let Some(v) = best_value else { break };
+            let cut = v - gap * v.abs();
+            let open: Vec<usize> = (0..cands.len())
+                .filter(|&i| {
+                    cands[i].bound < cut
+                        && !matches!(cands[i].outcome, "optimal" | "gap limit" | "HiGHS failed")
+                })
+                .collect();
+            if open.is_empty() || milp_end - s.deadline.elapsed_s() < 0.5 {
+                break;
+            }
+            let total = done + open.len();
+            solve_all(
+                &mut cands,
+                open,
+                &params,
+                gap,
+                milp_end,
+                &s.deadline,
+                &mut done,
+                total,
+                0,
+                obs,
+            );
+        }
         let (search, best_value, proved) = search_status(&cands, objective, gap);
         tracing::info!(
             "milp: {:?} after {:.2} s: best objective {:?}, proved bound {:.6}, gap {:.4}",
