@@ -44,6 +44,10 @@ pub enum LlmCommand {
         placers: String,
         #[arg(long)]
         sweep: Option<String>,
+        /// Outer axis `alpha=V1,V2,...` (popularity skew): one TSV and plot set per value, named
+        /// `<instance>-a<value>` (MuxServe's α × rate-scale grid).
+        #[arg(long)]
+        grid: Option<String>,
         #[arg(short = 'o', long = "output", default_value = ".")]
         output: PathBuf,
     },
@@ -80,13 +84,27 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             instance,
             placers,
             sweep,
+            grid,
             output,
-        } => compare(
-            &instance,
-            &split_placers(&placers),
-            sweep.as_deref(),
-            &output,
-        ),
+        } => {
+            let placers = split_placers(&placers);
+            match grid {
+                None => compare(&instance, &placers, sweep.as_deref(), None, &output),
+                Some(g) => {
+                    let (axis, values) = parse_axis(&g, &["alpha"], "--grid")?;
+                    for v in values {
+                        compare(
+                            &instance,
+                            &placers,
+                            sweep.as_deref(),
+                            Some((axis.as_str(), v)),
+                            &output,
+                        )?;
+                    }
+                    Ok(())
+                }
+            }
+        }
         LlmCommand::Placers { json } => {
             let reg = llm::llm_registry();
             if json {
@@ -227,30 +245,49 @@ struct Row {
     solve_s: f64,
 }
 
-fn compare(path: &Path, placers: &[String], sweep: Option<&str>, out: &Path) -> Result<(), Exit> {
+/// Parses `AXIS=V1,V2,...` for one of `axes`; values must be positive numbers.
+fn parse_axis(s: &str, axes: &[&str], flag: &str) -> Result<(String, Vec<f64>), Exit> {
+    let (a, v) = s
+        .split_once('=')
+        .ok_or_else(|| Exit::input(format!("{flag}: expected AXIS=V1,V2,...")))?;
+    if !axes.contains(&a) {
+        return Err(Exit::input(format!(
+            "{flag}: LLM instances support the axis {}, not \"{a}\"",
+            axes.join(", ")
+        )));
+    }
+    let vals: Result<Vec<f64>, _> = v.split(',').map(|x| x.trim().parse::<f64>()).collect();
+    let vals = vals.map_err(|_| Exit::input(format!("{flag}: values must be numbers")))?;
+    if vals.is_empty() || vals.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+        return Err(Exit::input(format!("{flag}: values must be positive")));
+    }
+    Ok((a.to_string(), vals))
+}
+
+fn compare(
+    path: &Path,
+    placers: &[String],
+    sweep: Option<&str>,
+    grid: Option<(&str, f64)>,
+    out: &Path,
+) -> Result<(), Exit> {
     if placers.is_empty() {
         return Err(Exit::input("--placers needs at least one placer"));
     }
     let (axis, values) = match sweep {
         None => ("rate_scale".to_string(), vec![1.0]),
-        Some(s) => {
-            let (a, v) = s
-                .split_once('=')
-                .ok_or_else(|| Exit::input("--sweep: expected AXIS=V1,V2,..."))?;
-            if a != "rate_scale" {
-                return Err(Exit::input(format!(
-                    "--sweep: LLM instances support the axis rate_scale, not \"{a}\""
-                )));
-            }
-            let vals: Result<Vec<f64>, _> = v.split(',').map(|x| x.trim().parse::<f64>()).collect();
-            let vals = vals.map_err(|_| Exit::input("--sweep: values must be numbers"))?;
-            if vals.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-                return Err(Exit::input("--sweep: values must be positive"));
-            }
-            (a.to_string(), vals)
-        }
+        Some(s) => parse_axis(s, &["rate_scale"], "--sweep")?,
     };
-    let base = LlmInstance::load(path)?;
+    let mut base = LlmInstance::load(path)?;
+    if let Some((_, alpha)) = grid {
+        if !base.workload.set_alpha(alpha) {
+            return Err(Exit::input(format!(
+                "--grid alpha: the workload of {} has no popularity skew",
+                path.display()
+            )));
+        }
+        base.name = format!("{}-a{alpha}", base.name);
+    }
     std::fs::create_dir_all(out).map_err(|e| Exit {
         code: 1,
         message: format!("{}: {e}", out.display()),

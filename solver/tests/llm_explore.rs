@@ -67,10 +67,9 @@ fn explore_azure() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
     let f = std::env::var("TRACE").unwrap_or("conv".into());
-    let mut inst: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("../instances/llm/azure-{f}-qwen32b.json")).unwrap(),
-    )
-    .unwrap();
+    let file = std::env::var("INST").unwrap_or(format!("../instances/llm/azure-{f}-qwen32b.json"));
+    let mut inst: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     if let Ok(b) = std::env::var("BETA") {
         inst["cost_model"]["tp_inefficiency"] = b.parse::<f64>().unwrap().into();
     }
@@ -140,5 +139,39 @@ fn explore_windows() {
             "{p:40} good {:?} merges {} splits {}",
             good, res.stats.merges, res.stats.splits
         );
+    }
+}
+
+/// Requests good under placer A but not under B (which requests a configuration loses).
+#[test]
+#[ignore]
+fn explore_diff() {
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
+    inst.workload.scale_rate(s);
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let a = std::env::var("A").unwrap();
+    let b = std::env::var("B").unwrap();
+    let run = |p: &str| {
+        let (pl, o) = llm_placer(p, &PlaceOptions::default()).unwrap();
+        let sol = pl.place(&inst, &trace, &o).unwrap();
+        let res = LlmSim::new(&inst, &trace, &sol.deployment).run(&RunOptions::default());
+        (judge(&inst, &trace, &res), res)
+    };
+    let (va, ra) = run(&a);
+    let (vb, rb) = run(&b);
+    for r in 0..trace.len() {
+        if va[r] == Some(true) && vb[r] != Some(true) {
+            eprintln!(
+                "r{r} t {:.1} p {} o {} | A eng {} lat {:.2} | B eng {} ttft {:.2} lat {:.2} pre {}",
+                trace.arrival_s[r], trace.prompt[r], trace.output[r], ra.outcomes.engine[r],
+                ra.outcomes.finish_s[r] - trace.arrival_s[r], rb.outcomes.engine[r],
+                rb.outcomes.first_token_s[r] - trace.arrival_s[r],
+                rb.outcomes.finish_s[r] - trace.arrival_s[r], rb.outcomes.preemptions[r]
+            );
+        }
     }
 }

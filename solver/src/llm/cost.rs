@@ -32,8 +32,14 @@ pub struct RooflineConsts {
     /// Kernel launch and framework overhead per layer per iteration, seconds. 0.15 ms × 32 layers
     /// plus 9.5 ms of weight and KV reads gives the profiled 14.4 ms 7B decode step.
     pub layer_overhead_s: f64,
-    /// Fixed latency of one all-reduce, seconds (NCCL ring on NVLink, small messages).
+    /// Fixed latency of one all-reduce (launch and synchronisation), seconds.
     pub allreduce_latency_s: f64,
+    /// Latency of one step of a ring all-reduce, seconds; a ring over t GPUs takes 2(t − 1)
+    /// steps, so the latency term grows with the degree (α of the α-β link model).
+    pub allreduce_step_s: f64,
+    /// Achieved fraction of the per-GPU NVLink bandwidth in the all-reduce's bandwidth term
+    /// (NCCL's bus bandwidth on NVLink is below the link's peak).
+    pub allreduce_bw_eff: f64,
     /// Extra per-GPU time per additional tensor-parallel rank (synchronisation, smaller GEMMs,
     /// load imbalance): time × (1 + tp_inefficiency · (tp − 1)). Amoeba reports that 4 × TP1 → TP4
     /// loses over 57 % of throughput; instances that study TP transformation calibrate this knob to
@@ -45,6 +51,29 @@ pub struct RooflineConsts {
     pub decode_sm_k: f64,
 }
 
+impl RooflineConsts {
+    /// α-β cost of one ring all-reduce of `bytes` over `tp` GPUs of one node: 2(t − 1) latency
+    /// steps plus 2(t − 1)/t of the message over the effective link bandwidth; 0 at tp 1.
+    pub fn allreduce_s(&self, gpu: &GpuSpec, tp: u32, bytes: f64) -> f64 {
+        if tp <= 1 {
+            return 0.0;
+        }
+        let t = tp as f64;
+        self.allreduce_latency_s
+            + 2.0 * (t - 1.0) * self.allreduce_step_s
+            + bytes * self.allreduce_per_byte_s(gpu, tp)
+    }
+
+    /// Bandwidth term of a ring all-reduce per byte of message (seconds per byte).
+    pub fn allreduce_per_byte_s(&self, gpu: &GpuSpec, tp: u32) -> f64 {
+        if tp <= 1 {
+            return 0.0;
+        }
+        let t = tp as f64;
+        2.0 * (t - 1.0) / t / (gpu.nvlink_gbps * 1e9 * self.allreduce_bw_eff)
+    }
+}
+
 impl Default for RooflineConsts {
     fn default() -> Self {
         RooflineConsts {
@@ -52,7 +81,9 @@ impl Default for RooflineConsts {
             decode_flops_eff: 0.35,
             hbm_eff: 0.75,
             layer_overhead_s: 0.15e-3,
-            allreduce_latency_s: 25e-6,
+            allreduce_latency_s: 8e-6,
+            allreduce_step_s: 2e-6,
+            allreduce_bw_eff: 0.8,
             tp_inefficiency: 0.1,
             prefill_sm_k: 0.67,
             decode_sm_k: 0.15,
@@ -129,18 +160,11 @@ impl StepCost {
                 let bw = gpu.hbm_gbps * 1e9 * k.hbm_eff;
                 let params = spec.params_b * 1e9;
                 let layers = spec.layers as f64;
-                // Two all-reduces per layer (after attention and after the MLP), ring algorithm:
-                // each GPU sends and receives 2(t−1)/t of the message.
-                let (comm_fixed, comm_tok) = if tp > 1 {
-                    let per_tok_bytes = spec.hidden as f64 * 2.0;
-                    (
-                        2.0 * layers * k.allreduce_latency_s,
-                        2.0 * layers * 2.0 * (t - 1.0) / t * per_tok_bytes
-                            / (gpu.nvlink_gbps * 1e9),
-                    )
-                } else {
-                    (0.0, 0.0)
-                };
+                // Two all-reduces per layer (after attention and after the MLP), not overlapped
+                // with compute: the latency part per iteration, the bandwidth part per token.
+                let comm_fixed = 2.0 * layers * k.allreduce_s(gpu, tp, 0.0);
+                let comm_tok =
+                    2.0 * layers * k.allreduce_per_byte_s(gpu, tp) * spec.hidden as f64 * 2.0;
                 let pre_peak = peak * k.prefill_flops_eff;
                 let dec_peak = peak * k.decode_flops_eff;
                 StepCost {

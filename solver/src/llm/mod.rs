@@ -34,7 +34,9 @@ pub use sim::{
     HEAD_BLOCK_BYTES,
 };
 pub use spec::{GpuSpec, LlmSpec};
-pub use workload::{read_azure_csv, AzureLlm, ChatLmsys, Lengths, LlmTrace, LlmWorkload, PowerLaw};
+pub use workload::{
+    read_azure_csv, AzureLlm, ChatLmsys, Lengths, LlmTrace, LlmWorkload, LongContext, PowerLaw,
+};
 
 /// Simulates a deployment and summarises it.
 pub fn simulate(inst: &LlmInstance, trace: &LlmTrace, dep: &Deployment) -> LlmSimReport {

@@ -88,6 +88,14 @@ pub struct TransformKnobs {
     pub output_quantile: f64,
     /// Seconds without long requests before a merged group splits back.
     pub hysteresis_s: f64,
+    /// Transformation-aware routing of a long request: it joins an engine that already holds
+    /// TP-N memory when its estimated wait there is below this fraction of its SLO (or when no
+    /// group can merge); otherwise the wait justifies merging another group for it.
+    pub slack_fraction: f64,
+    /// A merge for a long request starts at once when the engines that keep serving short
+    /// requests have at most this many queued prompt tokens each on average (a lull); otherwise
+    /// it waits for a lull or until `slack_fraction` of the request's SLO has passed.
+    pub lull_queue_tokens: f64,
     /// Spread the transformation over `layers` iterations (true) or pause serving (false).
     pub staggered: bool,
     /// Weight padding: merges free weights without copies; splits still regather.
@@ -117,6 +125,8 @@ impl Default for TransformKnobs {
             long_fraction: 0.25,
             output_quantile: 0.9,
             hysteresis_s: 10.0,
+            slack_fraction: 0.25,
+            lull_queue_tokens: 2048.0,
             staggered: true,
             weight_padding: true,
             head_centric: true,
@@ -129,12 +139,18 @@ impl Default for TransformKnobs {
     }
 }
 
-/// A group of TP1 units (same LLM, same node) that may merge into one TP-N engine.
+/// A group that may merge into one larger engine: either TP1 units (same LLM, same node) that
+/// merge into one TP-N engine, or earlier groups whose merged engines merge one step further
+/// (stepwise TP1 → TP2 → TP4: a group over two TP2 groups merges their TP2 engines into TP4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformFile {
-    /// Indices into `units`.
+    /// Indices into `units` (a first-level group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<usize>,
+    /// Indices of earlier entries of `transform` (a higher-level group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<usize>,
     #[serde(default)]
     pub knobs: TransformKnobs,
 }
@@ -162,9 +178,19 @@ impl UnitSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransformSpec {
+    /// TP1 units of a first-level group (empty for a higher-level group).
     pub units: Vec<usize>,
+    /// Child groups of a higher-level group (indices of earlier transforms; empty at level 1).
+    pub groups: Vec<usize>,
     pub llm: usize,
     pub knobs: TransformKnobs,
+}
+
+impl TransformSpec {
+    /// Number of members (units or child groups) that merge.
+    pub fn fan_in(&self) -> usize {
+        self.units.len().max(self.groups.len())
+    }
 }
 
 /// A validated plan with dense ids.
@@ -280,12 +306,77 @@ impl LlmPlanFile {
             });
         }
         let mut in_group = vec![false; dep.units.len()];
+        // Per group: GPUs of its merged engine, node, and whether a parent already claims it.
+        let mut g_size: Vec<u32> = Vec::new();
+        let mut g_node: Vec<u32> = Vec::new();
+        let mut g_claimed: Vec<bool> = Vec::new();
         for (g, t) in self.transform.iter().enumerate() {
             let at = format!("transform[{g}]");
+            if !t.groups.is_empty() {
+                if !t.units.is_empty() {
+                    return Err(bad(
+                        at,
+                        "expected either `units` or `groups`, not both".into(),
+                    ));
+                }
+                if t.groups.len() < 2 {
+                    return Err(bad(
+                        format!("{at}.groups"),
+                        "expected at least two groups to merge".into(),
+                    ));
+                }
+                let mut size = None;
+                let mut llm = None;
+                let mut node = None;
+                for (k, &c) in t.groups.iter().enumerate() {
+                    let cat = format!("{at}.groups[{k}]");
+                    if c >= g {
+                        return Err(bad(
+                            cat,
+                            format!("group {c} must be an earlier entry of `transform`"),
+                        ));
+                    }
+                    if g_claimed[c] {
+                        return Err(bad(cat, format!("group {c} has two parents")));
+                    }
+                    g_claimed[c] = true;
+                    let ok = *size.get_or_insert(g_size[c]) == g_size[c]
+                        && *llm.get_or_insert(dep.transforms[c].llm) == dep.transforms[c].llm
+                        && *node.get_or_insert(g_node[c]) == g_node[c];
+                    if !ok {
+                        return Err(bad(
+                            cat,
+                            "child groups must have the same size, LLM and node".into(),
+                        ));
+                    }
+                }
+                let llm = llm.unwrap_or(0);
+                let total = size.unwrap_or(1) * t.groups.len() as u32;
+                if inst.llms[llm].spec.kv_heads % total != 0 {
+                    return Err(bad(
+                        format!("{at}.groups"),
+                        format!(
+                            "{} KV heads do not split over {total} GPUs",
+                            inst.llms[llm].spec.kv_heads
+                        ),
+                    ));
+                }
+                check_knobs(&t.knobs).map_err(|m| bad(format!("{at}.knobs"), m))?;
+                g_size.push(total);
+                g_node.push(node.unwrap_or(0));
+                g_claimed.push(false);
+                dep.transforms.push(TransformSpec {
+                    units: vec![],
+                    groups: t.groups.clone(),
+                    llm,
+                    knobs: t.knobs.clone(),
+                });
+                continue;
+            }
             if t.units.len() < 2 {
                 return Err(bad(
                     format!("{at}.units"),
-                    "expected at least two units to merge".into(),
+                    "expected at least two units (or two `groups`) to merge".into(),
                 ));
             }
             let mut llm = None;
@@ -334,30 +425,40 @@ impl LlmPlanFile {
                     ),
                 ));
             }
-            let k = &t.knobs;
-            if !(k.long_fraction > 0.0
-                && k.output_quantile >= 0.0
-                && k.output_quantile <= 1.0
-                && k.hysteresis_s >= 0.0
-                && k.decide_s > 0.0
-                && k.min_dwell_s >= 0.0
-                && k.gain_margin >= 0.0
-                && k.mix_window_s > 0.0)
-            {
-                return Err(bad(
-                    format!("{at}.knobs"),
-                    "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0, \
-                     decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0, mix_window_s > 0"
-                        .into(),
-                ));
-            }
+            check_knobs(&t.knobs).map_err(|m| bad(format!("{at}.knobs"), m))?;
+            g_size.push(n);
+            g_node.push(node.unwrap_or(0));
+            g_claimed.push(false);
             dep.transforms.push(TransformSpec {
                 units: t.units.clone(),
+                groups: vec![],
                 llm,
                 knobs: t.knobs.clone(),
             });
         }
         Ok(dep)
+    }
+}
+
+fn check_knobs(k: &TransformKnobs) -> std::result::Result<(), String> {
+    if k.long_fraction > 0.0
+        && k.output_quantile >= 0.0
+        && k.output_quantile <= 1.0
+        && k.hysteresis_s >= 0.0
+        && k.decide_s > 0.0
+        && k.min_dwell_s >= 0.0
+        && k.gain_margin >= 0.0
+        && k.mix_window_s > 0.0
+        && k.slack_fraction > 0.0
+    {
+        Ok(())
+    } else {
+        Err(
+            "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0, \
+             decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0, mix_window_s > 0, \
+             slack_fraction > 0"
+                .into(),
+        )
     }
 }
 
@@ -390,6 +491,7 @@ impl Deployment {
                 .iter()
                 .map(|t| TransformFile {
                     units: t.units.clone(),
+                    groups: t.groups.clone(),
                     knobs: t.knobs.clone(),
                 })
                 .collect(),

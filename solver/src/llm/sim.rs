@@ -122,8 +122,12 @@ struct Engine {
     waiting_cache: bool,
     active: bool,
     load_tokens: f64,
+    /// Long requests routed here and not yet finished (short requests avoid such engines).
     long_count: u32,
+    /// Transformation group this engine's unit is a member of (u32::MAX: none).
     group: u32,
+    /// Transformation group whose merged engine this is (u32::MAX: none).
+    merged_of: u32,
     assigned: u64,
     // Ring of the last 500 decode batch sizes (ADBS rebalancing).
     hist: Vec<u32>,
@@ -166,7 +170,12 @@ enum GState {
 }
 
 struct Group {
+    /// Units that merge: TP1 units, or the merged units of child groups (stepwise merges).
     members: Vec<u32>,
+    /// Child groups whose merged engines are the members (empty at the first level).
+    children: Vec<u32>,
+    /// The group that merges this group's merged engine further (u32::MAX: none).
+    parent: u32,
     merged_unit: u32,
     merged_engine: u32,
     llm: u32,
@@ -175,6 +184,8 @@ struct Group {
     last_long_s: f64,
     /// When the group last finished a transformation (adaptive policy: minimum dwell).
     last_change_s: f64,
+    /// When the transformation in progress completes.
+    ready_s: f64,
     /// Requests routed to the group's engines, with arrival times, over the last
     /// `mix_window_s` (adaptive policy's view of the load).
     recent: VecDeque<(f64, u32)>,
@@ -186,6 +197,7 @@ const EV_REBALANCE: u32 = 2;
 const EV_READY: u32 = 3;
 const EV_SPLIT_CHECK: u32 = 4;
 const EV_DECIDE: u32 = 5;
+const EV_PENDING: u32 = 6;
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -284,6 +296,15 @@ impl<'a> LlmSim<'a> {
     }
 }
 
+/// Where the transformation-aware scheduler sends a long request.
+enum LongRoute {
+    Engine(u32),
+    /// Wait for a lull or the deferral deadline, then merge.
+    Pending,
+    /// No engine or group can hold it.
+    Nowhere,
+}
+
 struct Run<'s, 'a> {
     sim: &'s LlmSim<'a>,
     record: bool,
@@ -300,6 +321,12 @@ struct Run<'s, 'a> {
     gen: Vec<u32>,
     blocks: Vec<u32>,
     long: Vec<bool>,
+    /// A long request's prefill waits for the short requests decoding on its engine to finish
+    /// (so a long prefill never stalls them) until this time; 0 for short requests.
+    defer_until: Vec<f64>,
+    /// Long requests waiting for a merge (transformation-aware scheduler), FCFS.
+    pending: VecDeque<u32>,
+    pending_tick: bool,
     out: Outcomes,
     stats: SimStats,
     iters: Vec<IterRecord>,
@@ -373,6 +400,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 load_tokens: 0.0,
                 long_count: 0,
                 group: u32::MAX,
+                merged_of: u32::MAX,
                 assigned: 0,
                 hist: vec![0; 500],
                 hist_pos: 0,
@@ -426,23 +454,43 @@ impl<'s, 'a> Run<'s, 'a> {
         }
         let mut groups = Vec::new();
         for (gi, t) in sim.dep.transforms.iter().enumerate() {
-            let n = t.units.len() as u32;
+            // Members: TP1 units, or the merged units of earlier (child) groups.
+            let members: Vec<u32> = if t.groups.is_empty() {
+                t.units.iter().map(|&u| u as u32).collect()
+            } else {
+                t.groups
+                    .iter()
+                    .map(|&c| {
+                        let c: &Group = &groups[c];
+                        c.merged_unit
+                    })
+                    .collect()
+            };
+            let n: u32 = members
+                .iter()
+                .map(|&u| engines[units[u as usize].engines[0] as usize].tp)
+                .sum();
             let mut unit = mk_unit(n, &[t.llm]);
             unit.active = false;
             let uid = units.len();
             let mut eng = mk_engine(t.llm, uid, n, unit.pool_total, 100, 100);
             eng.active = false;
-            eng.group = gi as u32;
+            eng.merged_of = gi as u32;
             let eid = engines.len() as u32;
             unit.engines.push(eid);
             engines.push(eng);
             units.push(unit);
-            for &u in &t.units {
-                let e = units[u].engines[0] as usize;
+            for &u in &members {
+                let e = units[u as usize].engines[0] as usize;
                 engines[e].group = gi as u32;
             }
+            for &c in &t.groups {
+                groups[c].parent = gi as u32;
+            }
             groups.push(Group {
-                members: t.units.iter().map(|&u| u as u32).collect(),
+                members,
+                children: t.groups.iter().map(|&c| c as u32).collect(),
+                parent: u32::MAX,
                 merged_unit: uid as u32,
                 merged_engine: eid,
                 llm: t.llm as u32,
@@ -450,6 +498,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 knobs: t.knobs.clone(),
                 last_long_s: f64::NEG_INFINITY,
                 last_change_s: f64::NEG_INFINITY,
+                ready_s: 0.0,
                 recent: VecDeque::new(),
             });
         }
@@ -482,6 +531,9 @@ impl<'s, 'a> Run<'s, 'a> {
             gen: vec![0; n_req],
             blocks: vec![0; n_req],
             long: vec![false; n_req],
+            defer_until: vec![0.0; n_req],
+            pending: VecDeque::new(),
+            pending_tick: false,
             out: Outcomes {
                 first_token_s: vec![nan; n_req],
                 finish_s: vec![nan; n_req],
@@ -564,6 +616,10 @@ impl<'s, 'a> Run<'s, 'a> {
                     }
                     EV_READY => self.transform_ready(a as usize),
                     EV_SPLIT_CHECK => self.split_check(a as usize),
+                    EV_PENDING => {
+                        self.pending_tick = false;
+                        self.serve_pending();
+                    }
                     EV_DECIDE => {
                         let g = a as usize;
                         self.decide(g);
@@ -612,12 +668,12 @@ impl<'s, 'a> Run<'s, 'a> {
         let trace = self.sim.trace;
         let m = trace.llm[r] as usize;
         let total = (trace.prompt[r] + trace.output[r]) as u64;
-        let knobs_long = self
+        let knobs = self
             .groups
             .iter()
             .find(|g| g.llm as usize == m)
-            .map(|g| g.knobs.long_fraction);
-        let long_fraction = knobs_long.unwrap_or(TransformKnobs::default().long_fraction);
+            .map(|g| g.knobs.clone())
+            .unwrap_or_default();
         let need = (trace.prompt[r] + self.sim.pred_out[m][0]) as f64;
         let mut cap_min = u64::MAX;
         for &e in &self.by_llm[m] {
@@ -625,64 +681,53 @@ impl<'s, 'a> Run<'s, 'a> {
         }
         // Capacity of a TP1 member when the LLM is transformable (the merged engine may be active).
         for g in &self.groups {
-            if g.llm as usize == m {
+            if g.llm as usize == m && g.children.is_empty() {
                 let e = self.units[g.members[0] as usize].engines[0];
                 cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
             }
         }
-        let long = cap_min != u64::MAX && need > long_fraction * cap_min as f64;
+        let long = cap_min != u64::MAX && need > knobs.long_fraction * cap_min as f64;
         self.long[r] = long;
+        if long {
+            // Deferring the long prefill costs the long request at most this share of its SLO.
+            let slo = self.sim.inst.llms[m].slo_scale.map_or(0.0, |k| {
+                k * self
+                    .sim
+                    .inst
+                    .step_cost(m, self.sim.inst.home_tp(m))
+                    .isolated_latency_s(trace.prompt[r], self.sim.pred_out[m][0].max(1))
+            });
+            self.defer_until[r] = self.now + knobs.slack_fraction * slo;
+        }
         let mut best: Option<(f64, u32)> = None;
         if long {
-            // Prefer engines larger than the smallest (merged groups, TPN replicas).
-            for &e in &self.by_llm[m] {
-                let eng = &self.engines[e as usize];
-                if eng.capacity_tokens > cap_min && eng.capacity_tokens >= total {
-                    let l = eng.load_tokens / eng.tp as f64;
-                    if best.is_none_or(|(b, _)| l < b) {
-                        best = Some((l, e));
-                    }
+            match self.route_long(r, m, total, cap_min, &knobs) {
+                LongRoute::Engine(e) => best = Some((0.0, e)),
+                LongRoute::Pending => {
+                    self.status[r] = ST_QUEUED;
+                    self.pending.push_back(r as u32);
+                    self.schedule_pending(knobs.decide_s);
+                    return;
                 }
-            }
-            // A merge in progress already has a target engine.
-            if best.is_none() {
-                for g in &self.groups {
-                    if g.llm as usize == m && g.state == GState::Merging {
-                        let eng = &self.engines[g.merged_engine as usize];
-                        if eng.capacity_tokens >= total {
-                            best = Some((0.0, g.merged_engine));
-                            break;
-                        }
-                    }
-                }
-            }
-            if best.is_none() {
-                let cand = (0..self.groups.len())
-                    .filter(|&g| {
-                        self.groups[g].llm as usize == m && self.groups[g].state == GState::Split
-                    })
-                    .filter(|&g| {
-                        self.engines[self.groups[g].merged_engine as usize].capacity_tokens >= total
-                    })
-                    .min_by(|&a, &b| {
-                        self.group_resident(a)
-                            .cmp(&self.group_resident(b))
-                            .then(a.cmp(&b))
-                    });
-                if let Some(g) = cand {
-                    self.start_merge(g);
-                    best = Some((0.0, self.groups[g].merged_engine));
-                }
+                LongRoute::Nowhere => {}
             }
         }
         if best.is_none() {
-            for &e in &self.by_llm[m] {
-                let eng = &self.engines[e as usize];
-                if eng.capacity_tokens >= total {
-                    let l = eng.load_tokens / eng.tp as f64;
-                    if best.is_none_or(|(b, _)| l < b) {
-                        best = Some((l, e));
+            // Short requests (and long ones with nowhere better to go): the least-loaded engine
+            // that can hold the request, avoiding engines that hold long requests while another
+            // engine can take it (a long prefill would stall the short request's decode).
+            for pass in 0..2 {
+                for &e in &self.by_llm[m] {
+                    let eng = &self.engines[e as usize];
+                    if eng.capacity_tokens >= total && (pass == 1 || eng.long_count == 0) {
+                        let l = eng.load_tokens / eng.tp as f64;
+                        if best.is_none_or(|(b, _)| l < b) {
+                            best = Some((l, e));
+                        }
                     }
+                }
+                if best.is_some() {
+                    break;
                 }
             }
         }
@@ -690,25 +735,265 @@ impl<'s, 'a> Run<'s, 'a> {
             self.drop_req(r, DropReason::TooLong);
             return;
         };
-        let e = e as usize;
+        self.assign(r, e as usize);
+    }
+
+    /// Queues request `r` on engine `e`.
+    fn assign(&mut self, r: usize, e: usize) {
+        let trace = self.sim.trace;
+        let total = (trace.prompt[r] + trace.output[r]) as u64;
+        let long = self.long[r];
         self.status[r] = ST_QUEUED;
         self.out.engine[r] = e as u32;
         let eng = &mut self.engines[e];
         eng.waiting.push_back(r as u32);
         eng.load_tokens += total as f64;
         eng.assigned += 1;
-        if long && eng.group != u32::MAX && eng.tp > 1 {
+        if long {
             eng.long_count += 1;
-            self.groups[eng.group as usize].last_long_s = self.now;
+            if eng.merged_of != u32::MAX {
+                self.groups[eng.merged_of as usize].last_long_s = self.now;
+            }
         }
-        let g = self.engines[e].group;
-        if g != u32::MAX && self.groups[g as usize].knobs.policy == TransformPolicy::Adaptive {
-            self.groups[g as usize]
-                .recent
-                .push_back((self.now, r as u32));
+        // The adaptive policy's load sample: the group deciding on this engine's split (it is
+        // a merged engine) and the group deciding on merging it (it is a member).
+        for g in [self.engines[e].merged_of, self.engines[e].group] {
+            if g != u32::MAX && self.groups[g as usize].knobs.policy == TransformPolicy::Adaptive {
+                self.groups[g as usize]
+                    .recent
+                    .push_back((self.now, r as u32));
+            }
         }
         let u = self.engines[e].unit as usize;
         self.tick(u);
+    }
+
+    /// Transformation-aware routing of a long request (one whose predicted footprint does not
+    /// fit a TP1 engine's KV): llm-serving.md §3.4, made stepwise.
+    ///
+    /// 1. Candidates that already hold TP-N memory: active engines larger than TP1 and merges in
+    ///    progress whose capacity holds the request. Each gets an estimated wait: the prefill time
+    ///    of the work queued ahead, plus the rest of the transformation for a merge in progress;
+    ///    a candidate whose free KV cannot take the request now waits for residents to finish,
+    ///    which the estimate counts as unbounded.
+    /// 2. If the best wait is within `slack_fraction` of the request's SLO, the request joins
+    ///    that engine: a merge would cost more than it saves.
+    /// 3. Otherwise the wait justifies a transformation: merge the group with the smallest
+    ///    degree that holds the request (TP1 → TP2 before TP2 → TP4) and, among those, the least
+    ///    resident KV (the cheapest to move). Higher-level groups can merge only once their
+    ///    children are merged, so degrees grow one step at a time.
+    /// 4. If no group can merge, the request takes the best candidate anyway (or is dropped when
+    ///    none can ever hold it).
+    fn route_long(
+        &mut self,
+        r: usize,
+        m: usize,
+        total: u64,
+        cap_min: u64,
+        knobs: &TransformKnobs,
+    ) -> LongRoute {
+        let trace = self.sim.trace;
+        let inst = self.sim.inst;
+        let p = trace.prompt[r];
+        let pred = self.sim.pred_out[m][0];
+        let bt = inst.sim.block_tokens;
+        let mut best: Option<(f64, u32)> = None;
+        let mut consider = |this: &Self, e: usize, ready_in: f64| {
+            let eng = &this.engines[e];
+            if eng.capacity_tokens <= cap_min || eng.capacity_tokens < total {
+                return;
+            }
+            let u = eng.unit as usize;
+            let blocks = (p + pred).div_ceil(bt) as u64 * eng.hb_per_block;
+            let queued_blocks: u64 = eng
+                .waiting
+                .iter()
+                .map(|&q| (trace.prompt[q as usize] + pred).div_ceil(bt) as u64 * eng.hb_per_block)
+                .sum();
+            let free = if this.units[u].active {
+                this.units[u].pool_free
+            } else {
+                // A merge in progress: the merged pool less what the members hold.
+                this.units[u].pool_total.saturating_sub(
+                    this.groups[eng.merged_of as usize]
+                        .members
+                        .iter()
+                        .map(|&x| {
+                            let mu = &this.units[x as usize];
+                            (mu.pool_total - mu.pool_free) * eng.hb_per_block
+                                / this.engines[mu.engines[0] as usize].hb_per_block.max(1)
+                        })
+                        .sum::<u64>(),
+                )
+            };
+            let wait = if blocks + queued_blocks > free {
+                f64::INFINITY
+            } else {
+                ready_in
+                    + eng
+                        .waiting
+                        .iter()
+                        .map(|&q| {
+                            let x = trace.prompt[q as usize] as f64;
+                            eng.cost.prefill_s(x, x * x, 1.0)
+                        })
+                        .sum::<f64>()
+            };
+            let key = wait * 1e6 + eng.load_tokens / eng.tp as f64 * 1e-9;
+            if best.is_none_or(|(b, _)| key < b) {
+                best = Some((key, e as u32));
+            }
+        };
+        for &e in &self.by_llm[m] {
+            consider(self, e as usize, 0.0);
+        }
+        for g in &self.groups {
+            if g.llm as usize == m && g.state == GState::Merging {
+                consider(
+                    self,
+                    g.merged_engine as usize,
+                    (g.ready_s - self.now).max(0.0),
+                );
+            }
+        }
+        let slo = inst.llms[m].slo_scale.map_or(f64::INFINITY, |k| {
+            k * inst
+                .step_cost(m, inst.home_tp(m))
+                .isolated_latency_s(p, pred.max(1))
+        });
+        if let Some((key, e)) = best {
+            if key / 1e6 <= knobs.slack_fraction * slo {
+                return LongRoute::Engine(e);
+            }
+        }
+        // The wait justifies a transformation: the smallest mergeable degree that holds it.
+        let cand = (0..self.groups.len())
+            .filter(|&g| self.groups[g].llm as usize == m && self.can_merge(g))
+            .filter(|&g| {
+                self.engines[self.groups[g].merged_engine as usize].capacity_tokens >= total
+            })
+            .min_by_key(|&g| {
+                (
+                    self.engines[self.groups[g].merged_engine as usize].tp,
+                    self.group_resident(g),
+                    g,
+                )
+            });
+        let can_ever = (0..self.groups.len()).any(|g| {
+            self.groups[g].llm as usize == m
+                && self.engines[self.groups[g].merged_engine as usize].capacity_tokens >= total
+        });
+        if let Some(g) = cand {
+            // A merge takes GPUs from the short requests. The long request's SLO leaves slack,
+            // so the merge waits for a lull (little queued prefill work on the engines that
+            // would keep serving short requests) or, at the latest, for its deferral deadline.
+            if self.now >= self.defer_until[r] || self.lull(m, g, knobs) {
+                self.start_merge(g);
+                return LongRoute::Engine(self.groups[g].merged_engine);
+            }
+            return LongRoute::Pending;
+        }
+        match best {
+            Some((_, e)) if self.now >= self.defer_until[r] || !can_ever => LongRoute::Engine(e),
+            // No group can merge now (all busy transforming or absorbed): wait for one.
+            _ if can_ever && self.now < self.defer_until[r] + slo => LongRoute::Pending,
+            Some((_, e)) => LongRoute::Engine(e),
+            None => LongRoute::Nowhere,
+        }
+    }
+
+    /// Whether the engines of LLM `m` outside group `g` have little queued prefill work: on
+    /// average at most `lull_queue_tokens` waiting prompt tokens each.
+    fn lull(&self, m: usize, g: usize, knobs: &TransformKnobs) -> bool {
+        let trace = self.sim.trace;
+        let members: &[u32] = &self.groups[g].members;
+        let (mut tokens, mut n) = (0u64, 0u64);
+        for &e in &self.by_llm[m] {
+            let eng = &self.engines[e as usize];
+            if members.contains(&eng.unit) {
+                continue;
+            }
+            n += 1;
+            tokens += eng
+                .waiting
+                .iter()
+                .filter(|&&q| !self.long[q as usize])
+                .map(|&q| trace.prompt[q as usize] as u64)
+                .sum::<u64>();
+        }
+        n == 0 || tokens as f64 <= knobs.lull_queue_tokens * n as f64
+    }
+
+    fn schedule_pending(&mut self, dt: f64) {
+        if !self.pending_tick {
+            self.pending_tick = true;
+            self.push(self.now + dt.max(1e-3), EV_PENDING, 0);
+        }
+    }
+
+    /// Retries the long requests waiting for a merge, in arrival order.
+    fn serve_pending(&mut self) {
+        let trace = self.sim.trace;
+        let n = self.pending.len();
+        let mut dt = f64::INFINITY;
+        for _ in 0..n {
+            let Some(r) = self.pending.pop_front() else {
+                break;
+            };
+            let r = r as usize;
+            let m = trace.llm[r] as usize;
+            let knobs = self
+                .groups
+                .iter()
+                .find(|g| g.llm as usize == m)
+                .map(|g| g.knobs.clone())
+                .unwrap_or_default();
+            dt = dt.min(knobs.decide_s);
+            let total = (trace.prompt[r] + trace.output[r]) as u64;
+            let mut cap_min = u64::MAX;
+            for g in &self.groups {
+                if g.llm as usize == m && g.children.is_empty() {
+                    let e = self.units[g.members[0] as usize].engines[0];
+                    cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
+                }
+            }
+            match self.route_long(r, m, total, cap_min, &knobs) {
+                LongRoute::Engine(e) => {
+                    self.assign(r, e as usize);
+                }
+                LongRoute::Pending => self.pending.push_back(r as u32),
+                LongRoute::Nowhere => self.drop_req(r, DropReason::TooLong),
+            }
+        }
+        if !self.pending.is_empty() {
+            self.schedule_pending(dt);
+        }
+    }
+
+    /// A group can merge when it is split, every member is active and not transforming, and
+    /// (for a higher-level group) every child group is merged.
+    fn can_merge(&self, g: usize) -> bool {
+        let grp = &self.groups[g];
+        grp.state == GState::Split
+            && grp.members.iter().all(|&u| {
+                let unit = &self.units[u as usize];
+                unit.active && !unit.draining
+            })
+            && grp
+                .children
+                .iter()
+                .all(|&c| self.groups[c as usize].state == GState::Merged)
+    }
+
+    /// A merged group can split when its merged engine is serving on its own: not absorbed by
+    /// a merged or transforming parent.
+    fn can_split(&self, g: usize) -> bool {
+        let grp = &self.groups[g];
+        let unit = &self.units[grp.merged_unit as usize];
+        grp.state == GState::Merged
+            && unit.active
+            && !unit.draining
+            && (grp.parent == u32::MAX || self.groups[grp.parent as usize].state == GState::Split)
     }
 
     fn drop_req(&mut self, r: usize, why: DropReason) {
@@ -723,10 +1008,10 @@ impl<'s, 'a> Run<'s, 'a> {
         let total = (trace.prompt[r] + trace.output[r]) as f64;
         let eng = &mut self.engines[e];
         eng.load_tokens -= total;
-        if self.long[r] && eng.group != u32::MAX && eng.tp > 1 {
+        if self.long[r] {
             eng.long_count = eng.long_count.saturating_sub(1);
-            if eng.long_count == 0 {
-                let g = eng.group as usize;
+            if eng.long_count == 0 && eng.merged_of != u32::MAX {
+                let g = eng.merged_of as usize;
                 let t = self.now + self.groups[g].knobs.hysteresis_s;
                 self.push(t, EV_SPLIT_CHECK, g as u32);
             }
@@ -825,10 +1110,31 @@ impl<'s, 'a> Run<'s, 'a> {
         let u = self.engines[e].unit as usize;
         let mut tokens = 0u64;
         let mut sum_sq = 0.0;
+        // Long requests whose deferral has not expired wait while short requests decode here.
+        let shorts_decoding = {
+            let eng = &self.engines[e];
+            eng.waiting
+                .iter()
+                .any(|&q| self.long[q as usize] && self.now < self.defer_until[q as usize])
+                && eng
+                    .running
+                    .iter()
+                    .chain(&eng.dec_batch)
+                    .any(|&q| !self.long[q as usize])
+        };
         loop {
             let eng = &self.engines[e];
-            let Some(&r) = eng.waiting.front() else { break };
-            let r = r as usize;
+            let pos = if shorts_decoding {
+                eng.waiting.iter().position(|&q| {
+                    !self.long[q as usize] || self.now >= self.defer_until[q as usize]
+                })
+            } else if eng.waiting.is_empty() {
+                None
+            } else {
+                Some(0)
+            };
+            let Some(pos) = pos else { break };
+            let r = eng.waiting[pos] as usize;
             let len = trace.prompt[r] + self.gen[r];
             if !eng.pre_batch.is_empty() && tokens + len as u64 > cfg.max_prefill_tokens as u64 {
                 break;
@@ -844,7 +1150,7 @@ impl<'s, 'a> Run<'s, 'a> {
             self.units[u].pool_free -= need;
             self.blocks[r] = len.div_ceil(bt);
             let eng = &mut self.engines[e];
-            eng.waiting.pop_front();
+            eng.waiting.remove(pos);
             eng.pre_batch.push(r as u32);
             tokens += len as u64;
             sum_sq += len as f64 * len as f64;
@@ -1124,6 +1430,8 @@ impl<'s, 'a> Run<'s, 'a> {
         let spec = &inst.llms[grp.llm as usize].spec;
         let n = grp.members.len() as f64;
         let frac = (n - 1.0) / n;
+        // Degree of each member engine (1 for TP1 units, N for a child group's TP-N engine).
+        let d = self.engines[self.units[grp.members[0] as usize].engines[0] as usize].tp as f64;
         let bw = inst.gpu.nvlink_gbps * 1e9;
         let moved_bytes = frac * resident_hb as f64 * HEAD_BLOCK_BYTES;
         let copies = if k.head_centric {
@@ -1135,7 +1443,9 @@ impl<'s, 'a> Run<'s, 'a> {
             frac * tokens * spec.kv_heads as f64 * spec.layers as f64
         };
         let t_kv = moved_bytes / bw + k.c_copy_s * copies + k.c_launch_s * spec.layers as f64;
-        let w = spec.weight_bytes();
+        // Weights per GPU at the members' degree: a split regathers the (n − 1)/n of them that
+        // the merged layout dropped.
+        let w = spec.weight_bytes() / d;
         let t_w = if split {
             let src = if k.split_from_host {
                 inst.gpu.host_gbps
@@ -1162,6 +1472,7 @@ impl<'s, 'a> Run<'s, 'a> {
         self.groups[g].state = GState::Merging;
         let members = self.groups[g].members.clone();
         let ready = self.begin_transform(g, &members, t);
+        self.groups[g].ready_s = ready;
         self.stats.merges += 1;
         self.push(ready, EV_READY, g as u32);
     }
@@ -1201,11 +1512,11 @@ impl<'s, 'a> Run<'s, 'a> {
     }
 
     fn try_finalize_unit(&mut self, u: usize) {
-        let Some(g) = self
-            .groups
-            .iter()
-            .position(|gr| gr.merged_unit as usize == u || gr.members.contains(&(u as u32)))
-        else {
+        let u32u = u as u32;
+        let Some(g) = self.groups.iter().position(|gr| {
+            (gr.state == GState::Merging && gr.members.contains(&u32u))
+                || (gr.state == GState::Splitting && gr.merged_unit == u32u)
+        }) else {
             return;
         };
         self.try_finalize_group(g);
@@ -1263,9 +1574,10 @@ impl<'s, 'a> Run<'s, 'a> {
         waiting.sort_unstable();
         for &r in running.iter().chain(waiting.iter()) {
             self.out.engine[r as usize] = me as u32;
-            if self.long[r as usize] {
-                // Long requests that waited on a member now belong to the merged engine.
-            }
+        }
+        for &u in &self.groups[g].members.clone() {
+            let e = self.units[u as usize].engines[0] as usize;
+            self.engines[e].long_count = 0;
         }
         let long_here = running
             .iter()
@@ -1273,7 +1585,7 @@ impl<'s, 'a> Run<'s, 'a> {
             .filter(|&&r| self.long[r as usize])
             .count() as u32;
         let eng = &mut self.engines[me];
-        eng.long_count = long_here.max(eng.long_count);
+        eng.long_count = long_here;
         eng.running = running;
         eng.waiting = waiting.into();
         eng.active = true;
@@ -1296,7 +1608,10 @@ impl<'s, 'a> Run<'s, 'a> {
     fn split_check(&mut self, g: usize) {
         let grp = &self.groups[g];
         // The adaptive policy splits from `decide`, which also weighs the queued work.
-        if grp.state != GState::Merged || grp.knobs.policy == TransformPolicy::Adaptive {
+        if grp.state != GState::Merged
+            || grp.knobs.policy == TransformPolicy::Adaptive
+            || !self.can_split(g)
+        {
             return;
         }
         let me = grp.merged_engine as usize;
@@ -1314,6 +1629,7 @@ impl<'s, 'a> Run<'s, 'a> {
         let t = self.transform_time(g, resident, true);
         self.groups[g].state = GState::Splitting;
         let ready = self.begin_transform(g, &[mu as u32], t);
+        self.groups[g].ready_s = ready;
         self.stats.splits += 1;
         self.push(ready, EV_READY, g as u32);
     }
@@ -1353,7 +1669,12 @@ impl<'s, 'a> Run<'s, 'a> {
         }
         let n = reqs.len() as f64;
         let k = n_eng.max(1) as f64;
-        let batch = (eng.capacity_tokens as f64 / (foot / n)).floor().max(1.0);
+        // Decode batch: as many average footprints as the KV holds, but no more sequences than
+        // the sample gives each engine (a fluid bound on concurrency).
+        let batch = (eng.capacity_tokens as f64 / (foot / n))
+            .floor()
+            .min((n / k).ceil())
+            .max(1.0);
         let per_step = eng.cost.decode_s(batch, batch * mid_ctx / n, 1.0);
         prefill / k + n * rest / k / batch * per_step
     }
@@ -1424,7 +1745,7 @@ impl<'s, 'a> Run<'s, 'a> {
         let n = members.len();
         match grp.state {
             GState::Split => {
-                if mix.is_empty() {
+                if mix.is_empty() || !self.can_merge(g) {
                     return;
                 }
                 let t1 = self.mix_time(&mix, n, members[0]);
@@ -1442,8 +1763,9 @@ impl<'s, 'a> Run<'s, 'a> {
             }
             GState::Merged => {
                 let k = &grp.knobs;
-                if self.engines[me].long_count > 0
+                if !self.can_split(g)
                     || self.now < grp.last_long_s + k.hysteresis_s - 1e-9
+                    || self.needs_merged(g)
                 {
                     return;
                 }
@@ -1461,10 +1783,14 @@ impl<'s, 'a> Run<'s, 'a> {
                 if resident_tp1 > tp1_pool * 9 / 10 {
                     return;
                 }
+                // Split back unless the merged engine is clearly faster for the load (the merge
+                // rule without the transformation cost: the band between the two is the
+                // hysteresis). A group merged for long requests thus returns to its members as
+                // soon as those have drained and the load does not argue for staying merged.
                 let go = mix.is_empty() || {
                     let t1 = self.mix_time(&mix, n, members[0]);
                     let tn = self.mix_time(&mix, 1, me);
-                    t1 + self.transform_penalty(g, resident, true) <= tn
+                    tn + self.groups[g].knobs.gain_margin * t1 >= t1
                 };
                 if go {
                     self.start_split(g);
@@ -1472,6 +1798,28 @@ impl<'s, 'a> Run<'s, 'a> {
             }
             GState::Merging | GState::Splitting => {}
         }
+    }
+
+    /// Whether a request in group `g`'s merged engine would not fit a member engine: its
+    /// footprint (prompt plus the larger of the predicted output and what it has generated)
+    /// exceeds `long_fraction` of a member's KV capacity.
+    fn needs_merged(&self, g: usize) -> bool {
+        let grp = &self.groups[g];
+        let trace = self.sim.trace;
+        let m = grp.llm as usize;
+        let eng = &self.engines[grp.merged_engine as usize];
+        let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
+        let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
+        let pred = self.sim.pred_out[m][0];
+        eng.waiting
+            .iter()
+            .chain(&eng.running)
+            .chain(&eng.pre_batch)
+            .chain(&eng.dec_batch)
+            .any(|&r| {
+                let r = r as usize;
+                (trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
+            })
     }
 
     fn finish_split(&mut self, g: usize) {
@@ -1500,9 +1848,11 @@ impl<'s, 'a> Run<'s, 'a> {
             let need = this.blocks[r] as u64 * this.engines[e].hb_per_block;
             this.engines[e].load_tokens += (trace.prompt[r] + trace.output[r]) as f64;
             this.out.engine[r] = e as u32;
+            let long = this.long[r] as u32;
             if keep_kv && need <= this.units[u].pool_free {
                 this.units[u].pool_free -= need;
                 this.engines[e].running.push(r as u32);
+                this.engines[e].long_count += long;
             } else {
                 if keep_kv {
                     this.out.preemptions[r] += 1;
@@ -1526,6 +1876,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     this.out.engine[r] = e2 as u32;
                 }
                 this.engines[e2].waiting.push_back(r as u32);
+                this.engines[e2].long_count += long;
             }
         };
         for &r in &running {

@@ -246,6 +246,30 @@ pub struct AzureLlm {
     pub alpha: f64,
     #[serde(default)]
     pub seed: u64,
+    /// Long-context mix derived from the trace (absent: the trace's own lengths).
+    #[serde(default)]
+    pub long_context: Option<LongContext>,
+}
+
+/// A long-context mix derived from a trace, for studying requests that do not fit a TP1 engine
+/// (llm-serving.md §6: no request of the 2023 Azure traces exceeds ≈ 14 k tokens). The
+/// `fraction` of the window's requests with the longest prompts get their prompt multiplied by
+/// `scale`, capped at `max_prompt` (the model's context window). Everything else is untouched:
+/// arrival times, output lengths and the other requests are the trace's own, so the long
+/// requests arrive where the trace's longest prompts arrived. Ties in prompt length are broken by
+/// a seeded hash of the request's position, so a lump of equal lengths (the code trace's ≈ 7.4 k
+/// cap) is sampled evenly over time rather than from the window's start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContext {
+    pub fraction: f64,
+    pub scale: f64,
+    #[serde(default = "default_max_context")]
+    pub max_prompt: u32,
+}
+
+fn default_max_context() -> u32 {
+    131_072
 }
 
 /// The synthetic ChatLMSYS-shaped trace.
@@ -394,6 +418,29 @@ impl LlmWorkload {
                         "expected a time ≥ 0",
                     ));
                 }
+                if let Some(l) = &a.long_context {
+                    if !(l.fraction > 0.0 && l.fraction <= 1.0) {
+                        return Err(SolverError::invalid(
+                            file,
+                            "workload.long_context.fraction",
+                            format!("expected a fraction in (0, 1], found {}", l.fraction),
+                        ));
+                    }
+                    if !(l.scale.is_finite() && l.scale >= 1.0) {
+                        return Err(SolverError::invalid(
+                            file,
+                            "workload.long_context.scale",
+                            format!("expected a factor ≥ 1, found {}", l.scale),
+                        ));
+                    }
+                    if l.max_prompt == 0 {
+                        return Err(SolverError::invalid(
+                            file,
+                            "workload.long_context.max_prompt",
+                            "expected at least 1 token",
+                        ));
+                    }
+                }
                 Ok(LlmWorkload::AzureLlm(a))
             }
             "chatlmsys" => {
@@ -430,6 +477,26 @@ impl LlmWorkload {
             LlmWorkload::PowerLaw(p) => p.rate_scale *= s,
             LlmWorkload::AzureLlm(a) => a.speedup *= s,
             LlmWorkload::ChatLmsys(c) => c.compression *= s,
+        }
+    }
+
+    /// Sets the popularity skew α (power-law, Azure and ChatLMSYS workloads); false for an
+    /// explicit request list, which has no α.
+    pub fn set_alpha(&mut self, alpha: f64) -> bool {
+        match self {
+            LlmWorkload::Requests(_) => false,
+            LlmWorkload::PowerLaw(p) => {
+                p.alpha = alpha;
+                true
+            }
+            LlmWorkload::AzureLlm(a) => {
+                a.alpha = alpha;
+                true
+            }
+            LlmWorkload::ChatLmsys(c) => {
+                c.alpha = alpha;
+                true
+            }
         }
     }
 
@@ -553,8 +620,27 @@ fn azure(a: &AzureLlm, base_dir: &Path, n: usize) -> Result<LlmTrace> {
         }
         t.push((ts - a.start_s) / a.speedup, m as u32, p, o);
     }
+    if let Some(l) = &a.long_context {
+        lengthen_longest(&mut t, l, a.seed);
+    }
     t.sort();
     Ok(t)
+}
+
+/// Applies a long-context mix: the `fraction` of requests with the longest prompts (ties by a
+/// seeded hash of the position) get `scale` × their prompt, capped at `max_prompt`.
+fn lengthen_longest(t: &mut LlmTrace, l: &LongContext, seed: u64) {
+    let n = t.len();
+    let k = ((n as f64 * l.fraction).round() as usize).min(n);
+    let mut idx: Vec<usize> = (0..n).collect();
+    let tie = |i: usize| sub_seed(seed, i, 6).wrapping_mul(0x94D0_49BB_1331_11EB);
+    idx.sort_by(|&a, &b| t.prompt[b].cmp(&t.prompt[a]).then(tie(a).cmp(&tie(b))));
+    for &i in &idx[..k] {
+        let p = (t.prompt[i] as f64 * l.scale)
+            .round()
+            .min(l.max_prompt as f64);
+        t.prompt[i] = (p as u32).max(t.prompt[i]);
+    }
 }
 
 fn chatlmsys(c: &ChatLmsys, n: usize) -> LlmTrace {

@@ -102,15 +102,50 @@ pub fn hybrid_tp(inst: &LlmInstance, tp: u32, big: u32) -> Deployment {
     }
 }
 
-/// TP1 replicas grouped by `tp` for runtime merge/split.
-pub fn dynamic_tp(inst: &LlmInstance, tp: u32, knobs: &TransformKnobs) -> Deployment {
+/// TP1 replicas grouped for runtime merge/split up to degree `tp`. Stepwise: pairs of TP1 units
+/// merge into TP2, pairs of TP2 groups into TP4, and so on (a binary tree per `tp` GPUs, so a
+/// group grows one degree at a time and only as far as needed). Not stepwise: `tp` TP1 units
+/// merge straight into one TP-`tp` engine.
+pub fn dynamic_tp(
+    inst: &LlmInstance,
+    tp: u32,
+    knobs: &TransformKnobs,
+    stepwise: bool,
+) -> Deployment {
     let mut dep = static_tp(inst, 1);
-    for k in 0..inst.devices / tp {
-        dep.transforms.push(TransformSpec {
-            units: (k * tp..(k + 1) * tp).map(|u| u as usize).collect(),
-            llm: 0,
-            knobs: knobs.clone(),
-        });
+    let group = |units: Vec<usize>, groups: Vec<usize>| TransformSpec {
+        units,
+        groups,
+        llm: 0,
+        knobs: knobs.clone(),
+    };
+    if !stepwise || tp == 2 {
+        for k in 0..inst.devices / tp {
+            dep.transforms.push(group(
+                (k * tp..(k + 1) * tp).map(|u| u as usize).collect(),
+                vec![],
+            ));
+        }
+        return dep;
+    }
+    // Level 1: pairs of units; each further level pairs the groups of the level below.
+    let mut level: Vec<usize> = Vec::new();
+    for k in 0..inst.devices / 2 {
+        level.push(dep.transforms.len());
+        dep.transforms
+            .push(group(vec![2 * k as usize, 2 * k as usize + 1], vec![]));
+    }
+    let mut size = 2;
+    while size < tp {
+        let mut next = Vec::new();
+        for pair in level.chunks(2) {
+            if pair.len() == 2 {
+                next.push(dep.transforms.len());
+                dep.transforms.push(group(vec![], pair.to_vec()));
+            }
+        }
+        level = next;
+        size *= 2;
     }
     dep
 }
@@ -167,7 +202,7 @@ impl LlmPlacer for TpDynamic {
         "tp-dynamic"
     }
     fn description(&self) -> &'static str {
-        "one LLM (Amoeba): TP1 replicas that merge N at a time into TP-N and split back; policy=adaptive (default) also transforms on queued load, policy=long only for long requests (options tp, policy, long_fraction, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
+        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests (options tp, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
     }
     fn place(
         &self,
@@ -180,8 +215,11 @@ impl LlmPlacer for TpDynamic {
             self.name(),
             &[
                 "tp",
+                "stepwise",
                 "policy",
                 "long_fraction",
+                "slack_fraction",
+                "lull_queue_tokens",
                 "hysteresis_s",
                 "decide_s",
                 "min_dwell_s",
@@ -224,6 +262,8 @@ impl LlmPlacer for TpDynamic {
                 },
             )?,
             hysteresis_s: opts.number("hysteresis_s", d.hysteresis_s)?,
+            slack_fraction: opts.number("slack_fraction", d.slack_fraction)?,
+            lull_queue_tokens: opts.number("lull_queue_tokens", d.lull_queue_tokens)?,
             decide_s: opts.number("decide_s", d.decide_s)?,
             min_dwell_s: opts.number("min_dwell_s", d.min_dwell_s)?,
             gain_margin: opts.number("gain_margin", d.gain_margin)?,
@@ -234,17 +274,19 @@ impl LlmPlacer for TpDynamic {
             ..d
         };
         if !(knobs.decide_s > 0.0
+            && knobs.slack_fraction > 0.0
             && knobs.min_dwell_s >= 0.0
             && knobs.gain_margin >= 0.0
             && knobs.mix_window_s > 0.0)
         {
             return Err(SolverError::Option(
-                "options decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0 and mix_window_s > 0 expected"
+                "options decide_s > 0, slack_fraction > 0, min_dwell_s ≥ 0, gain_margin ≥ 0 and mix_window_s > 0 expected"
                     .into(),
             ));
         }
+        let stepwise = flag("stepwise", true)?;
         Ok(solved(
-            dynamic_tp(inst, degree(opts, inst, 4.0)?, &knobs),
+            dynamic_tp(inst, degree(opts, inst, 4.0)?, &knobs, stepwise),
             t0,
         ))
     }
