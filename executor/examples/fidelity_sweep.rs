@@ -5,7 +5,8 @@
 //!
 //! CPU runner on a calibrated 2-device pp-2 pipeline (points one after another, each calibrated
 //! right before it is served; run it on an otherwise idle machine):
-//! `cargo run --release -p plexserve-executor --example fidelity_sweep -- --cpu OUT_PREFIX [SCALES]`
+//! `cargo run --release -p plexserve-executor --example fidelity_sweep -- --cpu OUT_PREFIX [SCALES] [QUANTILE]`
+//! (QUANTILE: which quantile of the calibrated stage times becomes the profile; default 0.95).
 //!
 //! Both write `OUT_PREFIX.tsv` and `OUT_PREFIX.svg`.
 
@@ -69,9 +70,10 @@ fn emulate(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
 /// arrivals at 60 % of its capacity per point.
 fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
     if args.is_empty() {
-        return Err("usage: fidelity_sweep --cpu OUT_PREFIX [SCALE,SCALE,...]".into());
+        return Err("usage: fidelity_sweep --cpu OUT_PREFIX [SCALE,SCALE,...] [QUANTILE]".into());
     }
     let scales = parse_scales(args.get(1), "1,1.2,1.6,2,2.5,3,4,6,8,12")?;
+    let quantile: f64 = args.get(2).map(|q| q.parse()).transpose()?.unwrap_or(0.95);
     let spec = LayerSpec {
         hidden: 64,
         heads: 4,
@@ -86,7 +88,7 @@ fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
     let mut runs = Vec::new();
     let mut name = String::new();
     for (i, &s) in scales.iter().enumerate() {
-        let pipeline = CpuPipeline::calibrate(spec, 0.025, 16, 0.95)?;
+        let pipeline = CpuPipeline::calibrate(spec, 0.025, 16, quantile)?;
         let inst = pipeline.instance(s, 0.6, 2.0, 20.0, 100 + i as u64)?;
         name.clone_from(&inst.name);
         let trace = inst.workload.generate(inst.base_dir())?;
@@ -97,16 +99,25 @@ fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
             pipeline.runner.clone(),
         ))?;
         eprintln!(
-            "slo_scale {s}: stage {:.2} ms, simulated {:.4}, measured {:.4}, stages over profile {}/{}",
+            "slo_scale {s}: stage {:.2} ms, simulated {:.4}, measured {:.4}, stages over profile {}/{} (longest overrun {:.1} ms)",
             pipeline.calibration.stage_s * 1e3,
             run.simulated.slo_attainment,
             run.measured.slo_attainment,
             run.stages.overruns,
-            run.stages.stages
+            run.stages.stages,
+            run.stages.max_overrun_s * 1e3
         );
         runs.push(run);
     }
-    Ok((name, "one pp-2 group on 2 devices".into(), scales, runs))
+    Ok((
+        name,
+        format!(
+            "one pp-2 group on 2 devices, stage profile = p{:.0} of calibration",
+            quantile * 100.0
+        ),
+        scales,
+        runs,
+    ))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -126,13 +137,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         };
     let mut tsv = String::from(
-        "instance\tplan\trunner\tslo_scale\trequests\tsimulated_attainment\tmeasured_attainment\tdiff_points\tmeasured_late\tmeasured_errors\tmeasured_p50_s\tmeasured_p99_s\tstages\tstage_overruns\n",
+        "instance\tplan\trunner\tslo_scale\trequests\tsimulated_attainment\tmeasured_attainment\tdiff_points\tmeasured_late\tmeasured_errors\tmeasured_p50_s\tmeasured_p99_s\tstages\tstage_overruns\tmeasured_over_profiled_stage_time\tmax_stage_overrun_s\n",
     );
     for (s, run) in scales.iter().zip(&runs) {
         let (sim, meas) = (&run.simulated, &run.measured);
         writeln!(
             tsv,
-            "{name}\t{plan}\t{runner}\t{s}\t{}\t{:.4}\t{:.4}\t{:+.2}\t{}\t{}\t{:.4}\t{:.4}\t{}\t{}",
+            "{name}\t{plan}\t{runner}\t{s}\t{}\t{:.4}\t{:.4}\t{:+.2}\t{}\t{}\t{:.4}\t{:.4}\t{}\t{}\t{:.3}\t{:.4}",
             meas.requests,
             sim.slo_attainment,
             meas.slo_attainment,
@@ -142,7 +153,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             meas.latency_s.p50,
             meas.latency_s.p99,
             run.stages.stages,
-            run.stages.overruns
+            run.stages.overruns,
+            run.stages.busy_s / run.stages.profiled_s.max(1e-12),
+            run.stages.max_overrun_s
         )?;
     }
     std::fs::write(format!("{out}.tsv"), &tsv)?;

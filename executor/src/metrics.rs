@@ -34,6 +34,7 @@ struct GroupStats {
     stage_overruns: u64,
     stage_busy_s: f64,
     stage_profiled_s: f64,
+    stage_max_overrun_s: f64,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +62,9 @@ pub struct StageCounts {
     pub busy_s: f64,
     /// Profiled seconds of the same stages.
     pub profiled_s: f64,
+    /// The longest any one stage ran past its profile: a stall of the machine shows here even
+    /// when few stages overran.
+    pub max_overrun_s: f64,
 }
 
 /// A snapshot of one model's counters (tests and reports).
@@ -157,6 +161,7 @@ impl Metrics {
             }
             g.stage_busy_s += measured_s;
             g.stage_profiled_s += profiled_s;
+            g.stage_max_overrun_s = g.stage_max_overrun_s.max(measured_s - profiled_s);
         });
     }
 
@@ -168,6 +173,7 @@ impl Metrics {
                 c.overruns += g.stage_overruns;
                 c.busy_s += g.stage_busy_s;
                 c.profiled_s += g.stage_profiled_s;
+                c.max_overrun_s = c.max_overrun_s.max(g.stage_max_overrun_s);
                 c
             })
         })
@@ -439,6 +445,17 @@ impl Metrics {
                 o,
                 "plexserve_stage_profiled_seconds_total{{group=\"{g}\"}} {}",
                 s.stage_profiled_s
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP plexserve_stage_max_overrun_seconds Longest time one stage ran past its profile.\n# TYPE plexserve_stage_max_overrun_seconds gauge"
+        );
+        for (g, s) in groups.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "plexserve_stage_max_overrun_seconds{{group=\"{g}\"}} {}",
+                s.stage_max_overrun_s
             );
         }
         let _ = writeln!(o, "# HELP plexserve_group_up 1 while the group serves, 0 once a device of it failed.\n# TYPE plexserve_group_up gauge");

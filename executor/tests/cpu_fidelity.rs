@@ -10,9 +10,13 @@
 //!   devices busy at once, right before serving;
 //! - a fixed 1.25 headroom stood in for that measurement: now the stage profile is a high
 //!   quantile of the measured stage times, and the runner runs exactly the profiled layers;
-//! - other processes on a shared machine still slow stages down now and then: the server counts
-//!   stages that ran over their profile (`plexserve_stage_overruns_total`), and a run in which
-//!   many did is measured again after a fresh calibration (at most three times).
+//! - other processes on a shared machine still slow stages down now and then, and a stall of the
+//!   whole process makes every request queued behind it late: the server counts stages that ran
+//!   over their profile and the longest overrun (`plexserve_stage_overruns_total`,
+//!   `plexserve_stage_max_overrun_seconds`), and a run in which many stages overran, or one stage
+//!   took more than twice its profile, is measured again after a fresh calibration (at most three
+//!   times). A fidelity defect fails the undisturbed runs; a machine too busy to give one fails
+//!   the test too.
 
 use plexserve_executor::{simulate_and_measure, CpuPipeline, FidelityRun, LayerSpec};
 
@@ -21,7 +25,8 @@ use plexserve_executor::{simulate_and_measure, CpuPipeline, FidelityRun, LayerSp
 /// undisturbed machine a few percent of stages run over, by little.
 const DISTURBED_OVERRUN_FRACTION: f64 = 0.15;
 
-fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (FidelityRun, f64) {
+/// Measures one point; returns the run and whether other processes disturbed it.
+fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (FidelityRun, bool) {
     let spec = LayerSpec {
         hidden: 64,
         heads: 4,
@@ -43,10 +48,11 @@ fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (Fidelity
         ))
         .unwrap();
     let overrun = run.stages.overruns as f64 / run.stages.stages.max(1) as f64;
+    let disturbed = overrun > DISTURBED_OVERRUN_FRACTION || run.stages.max_overrun_s > cal.stage_s;
     eprintln!(
         "slo_scale {slo_scale}: stage {:.2} ms ({} layers; calibration p50 {:.2} ms, max {:.2} ms) \
          simulated {:.4} measured {:.4} gap {:+.2} points (n={}, late {}, errors {}); \
-         stages {} overran {:.1}%, measured/profiled time {:.3}",
+         stages {} overran {:.1}% (longest by {:.1} ms), measured/profiled time {:.3}{}",
         cal.stage_s * 1e3,
         cal.layers,
         cal.samples_s[cal.samples_s.len() / 2] * 1e3,
@@ -59,9 +65,11 @@ fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (Fidelity
         run.measured.errors,
         run.stages.stages,
         overrun * 100.0,
+        run.stages.max_overrun_s * 1e3,
         run.stages.busy_s / run.stages.profiled_s.max(1e-12),
+        if disturbed { " — disturbed" } else { "" },
     );
-    (run, overrun)
+    (run, disturbed)
 }
 
 /// A 2-device instance whose profile is the CPU runner's own calibration under serving
@@ -77,12 +85,11 @@ fn cpu_runner_within_two_points() {
     for (slo_scale, seed) in [(2.0, 3u64), (6.0, 4)] {
         let mut attempts = Vec::new();
         for _ in 0..3 {
-            let (run, overrun) = measure(slo_scale, seed, &rt);
+            let (run, disturbed) = measure(slo_scale, seed, &rt);
             assert_eq!(run.measured.errors, 0, "no request may fail");
             assert_eq!(run.measured.requests, run.simulated.requests);
-            let clean = overrun <= DISTURBED_OVERRUN_FRACTION;
-            attempts.push((run.gap_points(), overrun));
-            if clean {
+            attempts.push((run.gap_points(), disturbed));
+            if !disturbed {
                 assert!(
                     run.gap_points().abs() <= 2.0,
                     "slo_scale {slo_scale}: measured {:.4} vs simulated {:.4} on an undisturbed run",
@@ -93,11 +100,9 @@ fn cpu_runner_within_two_points() {
             }
         }
         assert!(
-            attempts
-                .iter()
-                .any(|&(_, o)| o <= DISTURBED_OVERRUN_FRACTION),
+            attempts.iter().any(|&(_, disturbed)| !disturbed),
             "slo_scale {slo_scale}: every run was disturbed by other processes \
-             (gap points, overrun fraction): {attempts:?}"
+             (gap points, disturbed): {attempts:?}"
         );
     }
 }
