@@ -45,6 +45,14 @@ impl FidelityRun {
     pub fn gap_points(&self) -> f64 {
         (self.measured.slo_attainment - self.simulated.slo_attainment) * 100.0
     }
+
+    /// Whether other processes disturbed the devices during the run, so that it measures the
+    /// machine rather than the server: more than 15 % of stages ran over their profile, or one
+    /// stage ran over by more than `stage_s` (a stall makes every request queued behind it late).
+    pub fn disturbed(&self, stage_s: f64) -> bool {
+        let overrun = self.stages.overruns as f64 / self.stages.stages.max(1) as f64;
+        overrun > 0.15 || self.stages.max_overrun_s > stage_s
+    }
 }
 
 /// Serves `schedule` on a loopback port with `runner`, replays `trace` against it, and returns
