@@ -5,8 +5,9 @@
 //! A model spec (`instances/specs/*.json`) gives the shape of a BERT-, GPT-, MoE- or LLaMA-style
 //! model, the batch sizes and the tensor-parallel degrees. Each layer is broken into the
 //! operators one device of a tensor-parallel group runs ([`layer_ops`]); every distinct operator
-//! is timed once (warm-up runs, then the median of repeated runs), collectives come from a
-//! [`LinkModel`], and identical layers repeat the same numbers.
+//! is timed once (warm-up until the timings settle, then the median of samples taken
+//! round-robin across operators: [`measure`]), collectives come from a [`LinkModel`], and
+//! identical layers repeat the same numbers. [`repeatability`] profiles twice and compares.
 //!
 //! ```
 //! use plexserve_profiler::{profile, Device, ModelSpec, ProfileOptions};
@@ -23,8 +24,10 @@ pub mod analytic;
 mod error;
 mod host;
 mod link;
+pub mod measure;
 mod ops;
 mod profile;
+mod repeatability;
 mod spec;
 mod timer;
 
@@ -34,5 +37,6 @@ pub use host::{format_utc, utc_now, HostInfo};
 pub use link::LinkModel;
 pub use ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 pub use profile::{profile, Device, OpCost, ProfileOptions, ProfileRun};
+pub use repeatability::{compare_runs, repeatability, RepeatabilityReport, VariedLayer, VariedOp};
 pub use spec::{Family, ModelSpec, Phase, SpecFile, SPEC_SCHEMA};
-pub use timer::{CpuTimer, CudaTimer, Samples, Timer};
+pub use timer::{matmul_threads, CpuTimer, CudaTimer, PreparedOp, Samples, Timer};

@@ -14,9 +14,11 @@ use plexserve_solver::{
 use crate::analytic::{gpu_model, GpuModel, GPUS};
 use crate::error::{ProfilerError, Result};
 use crate::link::LinkModel;
+use crate::measure::{measure_ops, MeasureOptions};
 use crate::ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 use crate::spec::ModelSpec;
-use crate::timer::{CpuTimer, CudaTimer, Samples, Timer};
+use crate::timer::{CpuTimer, CudaTimer, Timer};
+use plexserve_kernels::Dtype;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -70,15 +72,22 @@ impl fmt::Display for Device {
 /// How to measure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileOptions {
-    /// Unmeasured runs of each operator before the measured ones.
+    /// Least warm-up samples of each operator; warm-up goes on until two consecutive samples
+    /// agree within 5 % (see [`crate::measure`]).
     pub warmup: usize,
-    /// Measured runs of each operator; the median is kept.
+    /// Measured samples of each operator, taken round-robin across operators; the median is kept.
     pub repeats: usize,
     /// Link model of tensor-parallel collectives; default: the GPU's own for analytic devices,
     /// [`LinkModel::default_measured`] otherwise.
     pub link: Option<LinkModel>,
     /// Largest f32 working set of one operator on the CPU, in bytes.
     pub max_cpu_operator_bytes: u64,
+    /// Element type that replaces the spec's `dtype`: what GPU kernels run in and what weights
+    /// and activations are counted in (the CPU always computes in f32).
+    pub dtype: Option<Dtype>,
+    /// Worker threads of the CPU kernels' row-wise work (a rayon pool of exactly this many);
+    /// `None` uses the global pool. GEMM threads are matrixmultiply's (`MATMUL_NUM_THREADS`).
+    pub threads: Option<usize>,
 }
 
 impl Default for ProfileOptions {
@@ -88,6 +97,8 @@ impl Default for ProfileOptions {
             repeats: 7,
             link: None,
             max_cpu_operator_bytes: 4 << 30,
+            dtype: None,
+            threads: None,
         }
     }
 }
@@ -99,8 +110,36 @@ pub struct OpCost {
     pub median_s: f64,
     pub min_s: f64,
     pub max_s: f64,
-    /// Measured runs (0 for predicted or modelled costs).
+    /// First and third quartile of the samples (equal to the median when predicted).
+    pub q1_s: f64,
+    pub q3_s: f64,
+    /// Measured samples (0 for predicted or modelled costs).
     pub repeats: usize,
+    /// Warm-up samples taken, and whether two consecutive ones agreed before the cap.
+    pub warmup_samples: usize,
+    pub settled: bool,
+    /// Back-to-back runs folded into each sample.
+    pub runs_per_sample: usize,
+}
+
+impl OpCost {
+    /// `(q3 − q1) / median`: the spread of the middle half of the samples.
+    pub fn iqr_ratio(&self) -> f64 {
+        if self.median_s > 0.0 {
+            (self.q3_s - self.q1_s) / self.median_s
+        } else {
+            0.0
+        }
+    }
+
+    /// `(max − min) / median`.
+    pub fn spread(&self) -> f64 {
+        if self.median_s > 0.0 {
+            (self.max_s - self.min_s) / self.median_s
+        } else {
+            0.0
+        }
+    }
 }
 
 /// A finished profile with the per-operator costs behind it.
@@ -129,8 +168,17 @@ impl ProfileRun {
     pub fn max_spread(&self) -> f64 {
         self.ops
             .iter()
-            .filter(|c| c.repeats > 0 && c.median_s > 0.0)
-            .map(|c| (c.max_s - c.min_s) / c.median_s)
+            .filter(|c| c.repeats > 0)
+            .map(OpCost::spread)
+            .fold(0.0, f64::max)
+    }
+
+    /// Largest interquartile range over median among the measured operators.
+    pub fn max_iqr_ratio(&self) -> f64 {
+        self.ops
+            .iter()
+            .filter(|c| c.repeats > 0)
+            .map(OpCost::iqr_ratio)
             .fold(0.0, f64::max)
     }
 }
@@ -146,6 +194,20 @@ pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Resu
     if opts.repeats == 0 {
         return Err(ProfilerError::Option("repeats must be at least 1".into()));
     }
+    if opts.threads == Some(0) {
+        return Err(ProfilerError::Option("threads must be at least 1".into()));
+    }
+    match opts.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| ProfilerError::Option(format!("cannot start {n} threads: {e}")))?
+            .install(|| profile_here(spec, device, opts)),
+        None => profile_here(spec, device, opts),
+    }
+}
+
+fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Result<ProfileRun> {
     if let Some(l) = &opts.link {
         if !(l.bus_gb_per_s.is_finite()
             && l.bus_gb_per_s > 0.0
@@ -157,7 +219,11 @@ pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Resu
             ));
         }
     }
-    let (mut coster, link) = match device {
+    let spec = &ModelSpec {
+        dtype: opts.dtype.unwrap_or(spec.dtype),
+        ..spec.clone()
+    };
+    let (coster, link) = match device {
         Device::Cpu => (
             Coster::Measured(Box::new(CpuTimer::new(opts.max_cpu_operator_bytes))),
             opts.link
@@ -179,39 +245,51 @@ pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Resu
     let mut kinds: Vec<LayerKind> = layer_sequence(spec);
     kinds.sort();
     kinds.dedup();
+    // Every distinct compute operator, in the order first met; then all are costed together so
+    // that measured ones can be interleaved.
     let mut memo: BTreeMap<Op, usize> = BTreeMap::new();
-    let mut costs: Vec<OpCost> = Vec::new();
-    let mut kind_latency: Vec<(LayerKind, Vec<Vec<f64>>)> =
-        kinds.iter().map(|&k| (k, Vec::new())).collect();
+    let mut distinct: Vec<Op> = Vec::new();
     for &tp in &spec.tp_degrees {
-        for (kind, table) in kind_latency.iter_mut() {
-            let mut row = Vec::with_capacity(spec.batch_sizes.len());
+        for &kind in &kinds {
             for &b in &spec.batch_sizes {
-                let mut total = 0.0;
-                for op in layer_ops(spec, *kind, tp as usize, b as usize) {
-                    total += match op {
-                        Op::AllReduce { bytes, tp } => link.all_reduce_s(bytes, tp),
-                        Op::AllGather { bytes, tp } => link.all_gather_s(bytes, tp),
-                        _ => {
-                            let i = match memo.get(&op) {
-                                Some(&i) => i,
-                                None => {
-                                    let cost = cost_op(&mut coster, &op, spec, opts)?;
-                                    tracing::debug!(op = %op, median_s = cost.median_s, "costed");
-                                    costs.push(cost);
-                                    memo.insert(op, costs.len() - 1);
-                                    costs.len() - 1
-                                }
-                            };
-                            costs[i].median_s
-                        }
-                    };
+                for op in layer_ops(spec, kind, tp as usize, b as usize) {
+                    if !op.is_communication() && !memo.contains_key(&op) {
+                        memo.insert(op.clone(), distinct.len());
+                        distinct.push(op);
+                    }
                 }
-                row.push(total);
             }
-            table.push(row);
         }
     }
+    let costs = cost_ops(&coster, &distinct, spec, opts)?;
+    for c in &costs {
+        tracing::debug!(op = %c.op, median_s = c.median_s, iqr = c.iqr_ratio(), "costed");
+    }
+    let kind_latency: Vec<(LayerKind, Vec<Vec<f64>>)> = kinds
+        .iter()
+        .map(|&kind| {
+            let table = spec
+                .tp_degrees
+                .iter()
+                .map(|&tp| {
+                    spec.batch_sizes
+                        .iter()
+                        .map(|&b| {
+                            layer_ops(spec, kind, tp as usize, b as usize)
+                                .into_iter()
+                                .map(|op| match op {
+                                    Op::AllReduce { bytes, tp } => link.all_reduce_s(bytes, tp),
+                                    Op::AllGather { bytes, tp } => link.all_gather_s(bytes, tp),
+                                    _ => costs[memo[&op]].median_s,
+                                })
+                                .sum()
+                        })
+                        .collect()
+                })
+                .collect();
+            (kind, table)
+        })
+        .collect();
 
     let dt = spec.dtype.bytes() as f64;
     let mut block_index = 0;
@@ -269,33 +347,54 @@ pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Resu
     })
 }
 
-fn cost_op(
-    coster: &mut Coster,
-    op: &Op,
+fn cost_ops(
+    coster: &Coster,
+    ops: &[Op],
     spec: &ModelSpec,
     opts: &ProfileOptions,
-) -> Result<OpCost> {
+) -> Result<Vec<OpCost>> {
     Ok(match coster {
         Coster::Measured(timer) => {
-            let s: Samples = timer.time(op, opts.warmup, opts.repeats)?;
-            OpCost {
-                op: op.clone(),
-                median_s: s.median_s(),
-                min_s: s.min_s(),
-                max_s: s.max_s(),
-                repeats: s.0.len(),
-            }
+            let measure = MeasureOptions {
+                warmup: opts.warmup,
+                repeats: opts.repeats,
+                ..MeasureOptions::default()
+            };
+            measure_ops(timer.as_ref(), ops, &measure)?
+                .into_iter()
+                .zip(ops)
+                .map(|(m, op)| OpCost {
+                    op: op.clone(),
+                    median_s: m.samples.median_s(),
+                    min_s: m.samples.min_s(),
+                    max_s: m.samples.max_s(),
+                    q1_s: m.samples.quantile_s(0.25),
+                    q3_s: m.samples.quantile_s(0.75),
+                    repeats: m.samples.0.len(),
+                    warmup_samples: m.warmup_samples,
+                    settled: m.settled,
+                    runs_per_sample: m.runs_per_sample,
+                })
+                .collect()
         }
-        Coster::Analytic(g) => {
-            let t = g.op_s(op, spec.dtype);
-            OpCost {
-                op: op.clone(),
-                median_s: t,
-                min_s: t,
-                max_s: t,
-                repeats: 0,
-            }
-        }
+        Coster::Analytic(g) => ops
+            .iter()
+            .map(|op| {
+                let t = g.op_s(op, spec.dtype);
+                OpCost {
+                    op: op.clone(),
+                    median_s: t,
+                    min_s: t,
+                    max_s: t,
+                    q1_s: t,
+                    q3_s: t,
+                    repeats: 0,
+                    warmup_samples: 0,
+                    settled: true,
+                    runs_per_sample: 0,
+                }
+            })
+            .collect(),
     })
 }
 
@@ -315,19 +414,19 @@ fn source_of(
     let weights_note = format!("weights and activations counted in {}", spec.dtype.name());
     let (device_name, method, mut software) = match coster {
         Coster::Measured(t) => {
-            let spread = costs
-                .iter()
-                .filter(|c| c.median_s > 0.0)
-                .map(|c| (c.max_s - c.min_s) / c.median_s)
-                .fold(0.0, f64::max);
+            let max_of = |f: fn(&OpCost) -> f64| costs.iter().map(f).fold(0.0, f64::max);
+            let unsettled = costs.iter().filter(|c| !c.settled).count();
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median of {} samples (each the mean of back-to-back runs lasting at least 2 ms on the CPU) after {} warm-up runs (largest (max-min)/median {:.1} %); layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: median of {} samples taken round-robin across operators (each sample back-to-back runs lasting at least {} ms) after warm-up until two consecutive samples agree within 5 % (at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     opts.repeats,
+                    t.min_sample_s() * 1e3,
                     opts.warmup,
-                    spread * 100.0,
+                    costs.len(),
+                    max_of(OpCost::iqr_ratio) * 100.0,
+                    max_of(OpCost::spread) * 100.0,
                     link.describe()
                 ),
                 t.software(),

@@ -1,6 +1,7 @@
-//! Timers: run one operator on a device with random inputs and measure it. The CPU timer always
-//! exists; the CUDA timer goes through `plexserve_kernels::cuda`, which reports `NotCompiled` or
-//! `NoDevice` when there is no GPU to time on.
+//! Timers: set up one operator on a device with random inputs and run it on demand. The CPU timer
+//! always exists; the CUDA timer goes through `plexserve_kernels::cuda`, which reports
+//! `NotCompiled` or `NoDevice` when there is no GPU to time on. How samples are taken (warm-up,
+//! interleaving, statistics) is [`crate::measure`]'s business.
 
 use std::time::Instant;
 
@@ -12,21 +13,37 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{ProfilerError, Result};
+use crate::measure::{measure_ops, MeasureOptions};
 use crate::ops::Op;
 
-/// Repeated measurements of one operator, in seconds.
+/// Repeated measurements of one operator, in seconds per run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Samples(pub Vec<f64>);
 
 impl Samples {
-    pub fn median_s(&self) -> f64 {
+    fn sorted(&self) -> Vec<f64> {
         let mut v = self.0.clone();
         v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// The `p`-quantile (0 ≤ p ≤ 1), interpolating linearly between order statistics; 0 when
+    /// there are no samples.
+    pub fn quantile_s(&self, p: f64) -> f64 {
+        let v = self.sorted();
         match v.len() {
             0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+            1 => v[0],
+            n => {
+                let x = p.clamp(0.0, 1.0) * (n - 1) as f64;
+                let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+                v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+            }
         }
+    }
+
+    pub fn median_s(&self) -> f64 {
+        self.quantile_s(0.5)
     }
 
     pub fn min_s(&self) -> f64 {
@@ -46,6 +63,24 @@ impl Samples {
             0.0
         }
     }
+
+    /// Interquartile range over the median: the spread of the middle half of the samples, which
+    /// one sample disturbed by another process does not move.
+    pub fn iqr_ratio(&self) -> f64 {
+        let m = self.median_s();
+        if m > 0.0 {
+            (self.quantile_s(0.75) - self.quantile_s(0.25)) / m
+        } else {
+            0.0
+        }
+    }
+}
+
+/// An operator set up on a device with its inputs, ready to run.
+pub trait PreparedOp {
+    /// Runs the operator `runs` times back to back; returns the seconds of the whole batch
+    /// (per-run setup such as restoring an in-place input is excluded).
+    fn run_s(&mut self, runs: usize) -> Result<f64>;
 }
 
 /// Something that measures operators: the seam between the profiler and a device.
@@ -56,8 +91,23 @@ pub trait Timer {
     fn method(&self) -> String;
     /// Versions of what ran the operators, for `source.software`.
     fn software(&self) -> Vec<(String, String)>;
-    /// Times `op`: `warmup` unmeasured runs, then `repeats` measured ones.
-    fn time(&mut self, op: &Op, warmup: usize, repeats: usize) -> Result<Samples>;
+    /// Bytes the operators prepared at one time may hold together (they are interleaved).
+    fn memory_budget(&self) -> u64;
+    /// Shortest sample: faster operators run several times per sample.
+    fn min_sample_s(&self) -> f64;
+    /// Sets `op` up with seeded random inputs.
+    fn prepare<'a>(&'a self, op: &Op) -> Result<Box<dyn PreparedOp + 'a>>;
+
+    /// Times `op` alone: at least `warmup` warm-up samples, then `repeats` measured ones.
+    fn time(&mut self, op: &Op, warmup: usize, repeats: usize) -> Result<Samples> {
+        let opts = MeasureOptions {
+            warmup,
+            repeats,
+            ..MeasureOptions::default()
+        };
+        let mut m = measure_ops(&*self, std::slice::from_ref(op), &opts)?;
+        Ok(m.remove(0).samples)
+    }
 }
 
 fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
@@ -68,59 +118,70 @@ fn random1(rng: &mut ChaCha8Rng, n: usize) -> Array1<f32> {
     Array1::from_shape_fn(n, |_| rng.random_range(-1.0f32..1.0))
 }
 
-/// Shortest measured sample: faster operators run several times per sample (and the sample is
-/// divided by the count), so that timer resolution and one-off scheduler hiccups on a shared
-/// machine do not dominate microsecond operators.
-const MIN_SAMPLE_S: f64 = 2e-3;
-/// Most runs folded into one sample.
-const MAX_RUNS_PER_SAMPLE: usize = 256;
-
-/// Runs `setup` before every run (unmeasured) and `run` measured by the wall clock; each sample
-/// is the mean of enough back-to-back runs to last [`MIN_SAMPLE_S`].
-fn measure<S>(
-    warmup: usize,
-    repeats: usize,
-    mut setup: impl FnMut() -> S,
-    mut run: impl FnMut(S) -> Result<()>,
-) -> Result<Samples> {
-    for _ in 0..warmup {
-        run(setup())?;
-    }
-    let state = setup();
-    let start = Instant::now();
-    run(state)?;
-    let once = start.elapsed().as_secs_f64();
-    let per_sample = if once > 0.0 {
-        ((MIN_SAMPLE_S / once).ceil() as usize).clamp(1, MAX_RUNS_PER_SAMPLE)
-    } else {
-        MAX_RUNS_PER_SAMPLE
-    };
-    let mut samples = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let states: Vec<S> = (0..per_sample).map(|_| setup()).collect();
-        let start = Instant::now();
-        for state in states {
-            run(state)?;
-        }
-        samples.push(start.elapsed().as_secs_f64() / per_sample as f64);
-    }
-    Ok(Samples(samples))
+/// Inputs are random but seeded by the operator itself, so a profile is reproducible and does
+/// not depend on the order operators are prepared in.
+fn rng_for(op: &Op) -> ChaCha8Rng {
+    // FNV-1a over the operator's description.
+    let seed = format!("{op:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// Times operators with the CPU kernels (f32, all cores through rayon and matrixmultiply).
+/// A CPU operator: `setup` makes the state one run consumes (unmeasured), `run` is measured.
+struct CpuOp<S, F, G> {
+    setup: F,
+    run: G,
+    states: Vec<S>,
+}
+
+impl<S, F: FnMut() -> S, G: FnMut(S) -> Result<()>> PreparedOp for CpuOp<S, F, G> {
+    fn run_s(&mut self, runs: usize) -> Result<f64> {
+        self.states.clear();
+        for _ in 0..runs {
+            self.states.push((self.setup)());
+        }
+        let start = Instant::now();
+        for state in self.states.drain(..) {
+            (self.run)(state)?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
+
+fn cpu_op<'a, S: 'a>(
+    setup: impl FnMut() -> S + 'a,
+    run: impl FnMut(S) -> Result<()> + 'a,
+) -> Box<dyn PreparedOp + 'a> {
+    Box::new(CpuOp {
+        setup,
+        run,
+        states: Vec::new(),
+    })
+}
+
+/// Times operators with the CPU kernels (f32; rayon threads for row-wise work and attention
+/// heads, matrixmultiply's own threads for GEMMs).
 #[derive(Debug)]
 pub struct CpuTimer {
     /// Largest f32 working set of one operator, in bytes.
     pub max_operator_bytes: u64,
-    seed: u64,
 }
 
 impl CpuTimer {
     pub fn new(max_operator_bytes: u64) -> CpuTimer {
-        CpuTimer {
-            max_operator_bytes,
-            seed: 0,
-        }
+        CpuTimer { max_operator_bytes }
+    }
+}
+
+/// matrixmultiply's thread count as it will choose it: `MATMUL_NUM_THREADS`, else the physical
+/// cores.
+pub fn matmul_threads() -> String {
+    match std::env::var("MATMUL_NUM_THREADS") {
+        Ok(v) if !v.is_empty() => v,
+        _ => "physical cores".into(),
     }
 }
 
@@ -135,7 +196,11 @@ impl Timer for CpuTimer {
     }
 
     fn method(&self) -> String {
-        "CPU kernels (f32, ndarray + matrixmultiply + rayon)".into()
+        format!(
+            "CPU kernels (f32, ndarray + matrixmultiply + rayon; {} rayon threads, GEMM threads: {})",
+            rayon::current_num_threads(),
+            matmul_threads()
+        )
     }
 
     fn software(&self) -> Vec<(String, String)> {
@@ -146,10 +211,21 @@ impl Timer for CpuTimer {
                 "rayon-threads".into(),
                 rayon::current_num_threads().to_string(),
             ),
+            ("matmul-threads".into(), matmul_threads()),
         ]
     }
 
-    fn time(&mut self, op: &Op, warmup: usize, repeats: usize) -> Result<Samples> {
+    fn memory_budget(&self) -> u64 {
+        self.max_operator_bytes
+    }
+
+    fn min_sample_s(&self) -> f64 {
+        // Timer resolution and one scheduler hiccup on a shared machine must not dominate a
+        // microsecond operator.
+        2e-3
+    }
+
+    fn prepare<'a>(&'a self, op: &Op) -> Result<Box<dyn PreparedOp + 'a>> {
         let bytes = op.host_elements() * 4;
         if bytes > self.max_operator_bytes {
             return Err(ProfilerError::TooLarge(format!(
@@ -158,18 +234,14 @@ impl Timer for CpuTimer {
                 self.max_operator_bytes as f64 / (1u64 << 30) as f64
             )));
         }
-        // Inputs are random but seeded per operator, so a profile run is reproducible.
-        self.seed += 1;
-        let rng = &mut ChaCha8Rng::seed_from_u64(self.seed);
-        match *op {
+        let rng = &mut rng_for(op);
+        Ok(match *op {
             Op::Gemm { m, k, n, count } => {
                 let (a, b) = (random(rng, m, k), random(rng, k, n));
                 let mut c = Array2::zeros((m, n));
-                measure(
-                    warmup,
-                    repeats,
+                cpu_op(
                     || (),
-                    |()| {
+                    move |()| {
                         for _ in 0..count {
                             kernels::gemm_into(1.0, a.view(), b.view(), 0.0, &mut c)?;
                         }
@@ -198,11 +270,9 @@ impl Timer for CpuTimer {
                         random(rng, batch * skv, shape.kv_width()),
                         random(rng, batch * skv, shape.kv_width()),
                     );
-                    measure(
-                        warmup,
-                        repeats,
+                    cpu_op(
                         || (),
-                        |()| {
+                        move |()| {
                             kernels::attention(q.view(), k.view(), v.view(), batch, shape)
                                 .map(drop)
                                 .map_err(Into::into)
@@ -220,11 +290,9 @@ impl Timer for CpuTimer {
                         random(rng, batch * sq, shape.kv_width()),
                         random(rng, batch * sq, shape.kv_width()),
                     );
-                    measure(
-                        warmup,
-                        repeats,
-                        || cache.clone(),
-                        |mut c| {
+                    cpu_op(
+                        move || cache.clone(),
+                        move |mut c| {
                             kernels::attention_with_cache(q.view(), k.view(), v.view(), &mut c)
                                 .map(drop)
                                 .map_err(Into::into)
@@ -235,11 +303,9 @@ impl Timer for CpuTimer {
             Op::LayerNorm { rows, cols } => {
                 let (g, b) = (random1(rng, cols), random1(rng, cols));
                 let x = random(rng, rows, cols);
-                measure(
-                    warmup,
-                    repeats,
-                    || x.clone(),
-                    |mut x| {
+                cpu_op(
+                    move || x.clone(),
+                    move |mut x| {
                         kernels::layer_norm(&mut x, g.view(), b.view(), 1e-5).map_err(Into::into)
                     },
                 )
@@ -247,41 +313,33 @@ impl Timer for CpuTimer {
             Op::RmsNorm { rows, cols } => {
                 let g = random1(rng, cols);
                 let x = random(rng, rows, cols);
-                measure(
-                    warmup,
-                    repeats,
-                    || x.clone(),
-                    |mut x| kernels::rms_norm(&mut x, g.view(), 1e-5).map_err(Into::into),
+                cpu_op(
+                    move || x.clone(),
+                    move |mut x| kernels::rms_norm(&mut x, g.view(), 1e-5).map_err(Into::into),
                 )
             }
             Op::BiasGelu { rows, cols } => {
                 let b = random1(rng, cols);
                 let x = random(rng, rows, cols);
-                measure(
-                    warmup,
-                    repeats,
-                    || x.clone(),
-                    |mut x| kernels::bias_gelu(&mut x, b.view()).map_err(Into::into),
+                cpu_op(
+                    move || x.clone(),
+                    move |mut x| kernels::bias_gelu(&mut x, b.view()).map_err(Into::into),
                 )
             }
             Op::SiluMul { rows, cols } => {
                 let up = random(rng, rows, cols);
                 let x = random(rng, rows, cols);
-                measure(
-                    warmup,
-                    repeats,
-                    || x.clone(),
-                    |mut x| kernels::silu_mul(&mut x, up.view()).map_err(Into::into),
+                cpu_op(
+                    move || x.clone(),
+                    move |mut x| kernels::silu_mul(&mut x, up.view()).map_err(Into::into),
                 )
             }
             Op::Embedding { rows, cols, vocab } => {
                 let table = random(rng, vocab, cols);
                 let ids: Vec<usize> = (0..rows).map(|_| rng.random_range(0..vocab)).collect();
-                measure(
-                    warmup,
-                    repeats,
+                cpu_op(
                     || (),
-                    |()| {
+                    move |()| {
                         std::hint::black_box(table.select(ndarray::Axis(0), &ids));
                         Ok(())
                     },
@@ -294,47 +352,77 @@ impl Timer for CpuTimer {
                 experts,
                 top_k,
             } => {
-                let layer = MoeLayer {
-                    // Small router weights give near-uniform routing, as a trained balanced router does.
-                    router: random(rng, hidden, experts) * 0.01,
-                    experts: (0..experts)
-                        .map(|_| Expert {
-                            w1: random(rng, hidden, ffn),
-                            b1: random1(rng, ffn),
-                            w2: random(rng, ffn, hidden),
-                            b2: random1(rng, hidden),
-                        })
-                        .collect(),
-                    top_k,
-                };
+                let layer = random_moe(rng, hidden, ffn, experts, top_k);
                 let x = random(rng, tokens, hidden);
-                measure(
-                    warmup,
-                    repeats,
+                cpu_op(
                     || (),
-                    |()| {
+                    move |()| {
                         kernels::moe_ffn(x.view(), &layer)
                             .map(drop)
                             .map_err(Into::into)
                     },
                 )
             }
-            Op::AllReduce { .. } | Op::AllGather { .. } => Ok(Samples(vec![0.0])),
-        }
+            Op::AllReduce { .. } | Op::AllGather { .. } => {
+                return Err(ProfilerError::Option(format!(
+                    "{op} is modelled by the link model, not timed"
+                )))
+            }
+        })
     }
 }
 
-/// One operator's GPU work, run repeatedly by the CUDA timer.
-type GpuWork<'a> = Box<dyn FnMut(&CudaDevice) -> plexserve_kernels::Result<()> + 'a>;
+fn random_moe(
+    rng: &mut ChaCha8Rng,
+    hidden: usize,
+    ffn: usize,
+    experts: usize,
+    top_k: usize,
+) -> MoeLayer {
+    MoeLayer {
+        // Small router weights give near-uniform routing, as a trained balanced router does.
+        router: random(rng, hidden, experts) * 0.01,
+        experts: (0..experts)
+            .map(|_| Expert {
+                w1: random(rng, hidden, ffn),
+                b1: random1(rng, ffn),
+                w2: random(rng, ffn, hidden),
+                b2: random1(rng, hidden),
+            })
+            .collect(),
+        top_k,
+    }
+}
 
-/// Times operators on a GPU with CUDA events around each run. GEMMs run in the spec's element
-/// type through cuBLAS; the other kernels run in f32, and operators without a kernel of their own
-/// are timed through the nearest one (RMSNorm as LayerNorm, SiluMul and the embedding gather as
-/// one elementwise pass, MoE as its router and per-expert GEMMs with balanced routing).
+/// A GPU operator: `work` queues one run on the stream; a sample brackets `runs` of them with
+/// CUDA events.
+struct GpuOp<'a, F> {
+    device: &'a CudaDevice,
+    work: F,
+}
+
+impl<F: FnMut(&CudaDevice) -> plexserve_kernels::Result<()>> PreparedOp for GpuOp<'_, F> {
+    fn run_s(&mut self, runs: usize) -> Result<f64> {
+        let work = &mut self.work;
+        Ok(self
+            .device
+            .time_s(|d| (0..runs).try_for_each(|_| work(d)))?)
+    }
+}
+
+fn gpu_op<'a>(
+    device: &'a CudaDevice,
+    work: impl FnMut(&CudaDevice) -> plexserve_kernels::Result<()> + 'a,
+) -> Box<dyn PreparedOp + 'a> {
+    Box::new(GpuOp { device, work })
+}
+
+/// Times operators on a GPU with CUDA events around each sample, every kernel in the spec's
+/// element type (cuBLAS GEMMs, NVRTC kernels for the rest, f32 accumulation). The embedding
+/// gather is timed as one elementwise pass over its output.
 pub struct CudaTimer {
     device: CudaDevice,
     dtype: Dtype,
-    seed: u64,
 }
 
 impl CudaTimer {
@@ -343,7 +431,6 @@ impl CudaTimer {
         Ok(CudaTimer {
             device: CudaDevice::open(ordinal)?,
             dtype,
-            seed: 0,
         })
     }
 }
@@ -363,7 +450,7 @@ impl Timer for CudaTimer {
 
     fn method(&self) -> String {
         format!(
-            "CUDA kernels (cuBLAS GEMMs in {}, NVRTC kernels in f32; RMSNorm timed as LayerNorm, SiluMul and embedding as one elementwise pass), CUDA events with synchronization around each run",
+            "CUDA kernels in {} (cuBLAS GEMMs, NVRTC kernels, f32 accumulation; embedding gather timed as one elementwise pass; MoE with its routes synchronized to the host), CUDA events around each sample after a stream synchronization",
             self.dtype.name()
         )
     }
@@ -375,33 +462,31 @@ impl Timer for CudaTimer {
                 "cuda-driver".into(),
                 self.device.info().driver_version.clone(),
             ),
+            ("dtype".into(), self.dtype.name().into()),
         ]
     }
 
-    fn time(&mut self, op: &Op, warmup: usize, repeats: usize) -> Result<Samples> {
-        self.seed += 1;
-        let rng = &mut ChaCha8Rng::seed_from_u64(self.seed);
+    fn memory_budget(&self) -> u64 {
+        // A quarter of the GPU for the operators prepared together leaves room for workspaces.
+        self.device.info().memory_bytes / 4
+    }
+
+    fn min_sample_s(&self) -> f64 {
+        1e-3
+    }
+
+    fn prepare<'a>(&'a self, op: &Op) -> Result<Box<dyn PreparedOp + 'a>> {
+        let rng = &mut rng_for(op);
         let d = &self.device;
         let dt = self.dtype;
-        let up = |m: Array2<f32>, dtype: Dtype| d.upload(m.view(), dtype);
-        let run_n = |mut f: GpuWork<'_>| -> Result<Samples> {
-            for _ in 0..warmup {
-                f(d)?;
-            }
-            d.synchronize()?;
-            let mut s = Vec::with_capacity(repeats);
-            for _ in 0..repeats {
-                s.push(d.time_s(&mut f)?);
-            }
-            Ok(Samples(s))
-        };
-        match *op {
+        let up = |m: Array2<f32>| d.upload(m.view(), dt);
+        Ok(match *op {
             Op::Gemm { m, k, n, count } => {
-                let (a, b) = (up(random(rng, m, k), dt)?, up(random(rng, k, n), dt)?);
+                let (a, b) = (up(random(rng, m, k))?, up(random(rng, k, n))?);
                 let mut c = d.zeros(m, n, dt)?;
-                run_n(Box::new(move |d| {
+                gpu_op(d, move |d| {
                     (0..count).try_for_each(|_| d.gemm(&a, &b, &mut c))
-                }))
+                })
             }
             Op::Attention {
                 batch,
@@ -418,28 +503,49 @@ impl Timer for CudaTimer {
                     head_dim,
                     causal,
                 };
-                let q = up(random(rng, batch * sq, shape.q_width()), Dtype::F32)?;
-                let k = up(random(rng, batch * skv, shape.kv_width()), Dtype::F32)?;
-                let v = up(random(rng, batch * skv, shape.kv_width()), Dtype::F32)?;
-                let mut o = d.zeros(batch * sq, shape.q_width(), Dtype::F32)?;
-                run_n(Box::new(move |d| {
-                    d.attention(&q, &k, &v, &mut o, batch, shape)
-                }))
+                let q = up(random(rng, batch * sq, shape.q_width()))?;
+                let mut o = d.zeros(batch * sq, shape.q_width(), dt)?;
+                if sq == skv {
+                    let k = up(random(rng, batch * skv, shape.kv_width()))?;
+                    let v = up(random(rng, batch * skv, shape.kv_width()))?;
+                    gpu_op(d, move |d| d.attention(&q, &k, &v, &mut o, batch, shape))
+                } else {
+                    // Decode: `skv − sq` positions cached; each run appends `sq` and attends over
+                    // all `skv`, then the cache is rewound.
+                    let past = skv - sq;
+                    let mut cache = d.kv_cache(batch, skv, shape, dt)?;
+                    if past > 0 {
+                        let k = up(random(rng, batch * past, shape.kv_width()))?;
+                        let v = up(random(rng, batch * past, shape.kv_width()))?;
+                        d.kv_append(&mut cache, &k, &v)?;
+                    }
+                    let k = up(random(rng, batch * sq, shape.kv_width()))?;
+                    let v = up(random(rng, batch * sq, shape.kv_width()))?;
+                    gpu_op(d, move |d| {
+                        cache.truncate(past);
+                        d.attention_with_cache(&q, &k, &v, &mut cache, &mut o)
+                    })
+                }
             }
-            Op::LayerNorm { rows, cols } | Op::RmsNorm { rows, cols } => {
-                let mut x = up(random(rng, rows, cols), Dtype::F32)?;
-                let (g, b) = (
-                    up(random(rng, 1, cols), Dtype::F32)?,
-                    up(random(rng, 1, cols), Dtype::F32)?,
-                );
-                run_n(Box::new(move |d| d.layer_norm(&mut x, &g, &b, 1e-5)))
+            Op::LayerNorm { rows, cols } => {
+                let mut x = up(random(rng, rows, cols))?;
+                let (g, b) = (up(random(rng, 1, cols))?, up(random(rng, 1, cols))?);
+                gpu_op(d, move |d| d.layer_norm(&mut x, &g, &b, 1e-5))
             }
-            Op::BiasGelu { rows, cols }
-            | Op::SiluMul { rows, cols }
-            | Op::Embedding { rows, cols, .. } => {
-                let mut x = up(random(rng, rows, cols), Dtype::F32)?;
-                let b = up(random(rng, 1, cols), Dtype::F32)?;
-                run_n(Box::new(move |d| d.bias_gelu(&mut x, &b)))
+            Op::RmsNorm { rows, cols } => {
+                let mut x = up(random(rng, rows, cols))?;
+                let g = up(random(rng, 1, cols))?;
+                gpu_op(d, move |d| d.rms_norm(&mut x, &g, 1e-5))
+            }
+            Op::SiluMul { rows, cols } => {
+                let mut x = up(random(rng, rows, cols))?;
+                let u = up(random(rng, rows, cols))?;
+                gpu_op(d, move |d| d.silu_mul(&mut x, &u))
+            }
+            Op::BiasGelu { rows, cols } | Op::Embedding { rows, cols, .. } => {
+                let mut x = up(random(rng, rows, cols))?;
+                let b = up(random(rng, 1, cols))?;
+                gpu_op(d, move |d| d.bias_gelu(&mut x, &b))
             }
             Op::Moe {
                 tokens,
@@ -448,34 +554,16 @@ impl Timer for CudaTimer {
                 experts,
                 top_k,
             } => {
-                let per_expert = (tokens * top_k).div_ceil(experts);
-                let x = up(random(rng, tokens, hidden), dt)?;
-                let router = up(random(rng, hidden, experts), dt)?;
-                let mut logits = d.zeros(tokens, experts, dt)?;
-                let xe = up(random(rng, per_expert, hidden), dt)?;
-                let mut hid = d.zeros(per_expert, ffn, dt)?;
-                let mut act = up(random(rng, per_expert, ffn), Dtype::F32)?;
-                let b1 = up(random(rng, 1, ffn), Dtype::F32)?;
-                let mut ye = d.zeros(per_expert, hidden, dt)?;
-                let weights: Vec<(_, _)> = (0..experts)
-                    .map(|_| {
-                        Ok((
-                            up(random(rng, hidden, ffn), dt)?,
-                            up(random(rng, ffn, hidden), dt)?,
-                        ))
-                    })
-                    .collect::<Result<_>>()?;
-                run_n(Box::new(move |d| {
-                    d.gemm(&x, &router, &mut logits)?;
-                    for (w1, w2) in &weights {
-                        d.gemm(&xe, w1, &mut hid)?;
-                        d.bias_gelu(&mut act, &b1)?;
-                        d.gemm(&hid, w2, &mut ye)?;
-                    }
-                    Ok(())
-                }))
+                let mut layer = d.upload_moe(&random_moe(rng, hidden, ffn, experts, top_k), dt)?;
+                let x = up(random(rng, tokens, hidden))?;
+                let mut out = d.zeros(tokens, hidden, dt)?;
+                gpu_op(d, move |d| d.moe_ffn(&x, &mut layer, &mut out))
             }
-            Op::AllReduce { .. } | Op::AllGather { .. } => Ok(Samples(vec![0.0])),
-        }
+            Op::AllReduce { .. } | Op::AllGather { .. } => {
+                return Err(ProfilerError::Option(format!(
+                    "{op} is modelled by the link model, not timed"
+                )))
+            }
+        })
     }
 }

@@ -314,3 +314,131 @@ fn analytic_profiles_are_deterministic() {
     let b = profile(&spec, &d, &quick()).unwrap();
     assert_eq!(a.profile.layers, b.profile.layers);
 }
+
+#[test]
+fn sample_statistics() {
+    let s = plexserve_profiler::Samples(vec![5.0, 1.0, 4.0, 2.0, 3.0, 100.0]);
+    assert_eq!(s.median_s(), 3.5);
+    assert_eq!(s.quantile_s(0.0), 1.0);
+    assert_eq!(s.quantile_s(1.0), 100.0);
+    assert_eq!(s.quantile_s(0.25), 2.25);
+    assert_eq!(s.quantile_s(0.75), 4.75);
+    // One outlier moves the full spread but not the interquartile one.
+    assert!((s.iqr_ratio() - 2.5 / 3.5).abs() < 1e-12);
+    assert!((s.spread() - 99.0 / 3.5).abs() < 1e-12);
+    assert_eq!(plexserve_profiler::Samples(vec![]).median_s(), 0.0);
+}
+
+#[test]
+fn repeatability_report_finds_the_entry_that_moved() {
+    let spec = load("tiny-moe");
+    let d = Device::parse("analytic:a100-80gb").unwrap();
+    let a = profile(&spec, &d, &quick()).unwrap();
+    let same = plexserve_profiler::compare_runs(&[a.clone(), a.clone()]).unwrap();
+    assert_eq!(same.max_layer_diff(), 0.0);
+    assert!(same.within(0.05));
+    let entries: usize = a.kinds.iter().map(|(_, t)| t.len() * t[0].len()).sum();
+    assert_eq!(same.layers.len(), entries);
+    assert_eq!(
+        entries,
+        4 * spec.tp_degrees.len() * spec.batch_sizes.len(),
+        "embedding, block, moe-block, head"
+    );
+
+    // Make one operator and one layer entry 10 % slower in a second run.
+    let mut b = a.clone();
+    b.ops[2].median_s *= 1.1;
+    b.kinds[1].1[0][0] *= 1.1;
+    let r = plexserve_profiler::compare_runs(&[a.clone(), b.clone()]).unwrap();
+    assert!((r.max_layer_diff() - 0.1).abs() < 1e-9);
+    assert!((r.mean_layer_diff() - 0.1 / entries as f64).abs() < 1e-9);
+    assert!(!r.within(0.05) && r.within(0.11));
+    let moved = r.layers.iter().find(|l| l.rel_diff > 0.0).unwrap();
+    assert_eq!(
+        (moved.kind, moved.tp, moved.batch),
+        (a.kinds[1].0, spec.tp_degrees[0], spec.batch_sizes[0])
+    );
+    assert_eq!(r.ops[0].op, a.ops[2].op);
+    assert!((r.ops[0].rel_diff - 0.1).abs() < 1e-9);
+    assert_eq!(r.model_s.len(), 2);
+
+    // Runs of different specs or a single run are refused.
+    let other = profile(&load("tiny-gpt"), &d, &quick()).unwrap();
+    assert!(plexserve_profiler::compare_runs(&[a.clone(), other]).is_err());
+    assert!(plexserve_profiler::compare_runs(&[a]).is_err());
+}
+
+/// A repeatability check on the CPU computes and reports every statistic; wall times are not
+/// asserted, because CI machines are shared.
+#[test]
+fn cpu_repeatability_check_reports_complete_statistics() {
+    let spec = load("tiny-gpt");
+    let opts = ProfileOptions {
+        threads: Some(1),
+        ..quick()
+    };
+    let (report, runs) = plexserve_profiler::repeatability(&spec, &Device::Cpu, &opts, 2).unwrap();
+    assert_eq!(report.runs, 2);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(report.ops.len(), runs[0].ops.len());
+    assert!(report.layers.iter().all(|l| l.latency_s.len() == 2
+        && l.latency_s.iter().all(|&t| t > 0.0)
+        && l.rel_diff.is_finite()));
+    assert!(report
+        .ops
+        .windows(2)
+        .all(|w| w[0].rel_diff >= w[1].rel_diff));
+    for run in &runs {
+        for c in &run.ops {
+            assert_eq!(c.repeats, opts.repeats, "{}", c.op);
+            assert!(c.warmup_samples >= opts.warmup, "{}", c.op);
+            assert!(c.runs_per_sample >= 1);
+            assert!(
+                c.min_s <= c.q1_s
+                    && c.q1_s <= c.median_s
+                    && c.median_s <= c.q3_s
+                    && c.q3_s <= c.max_s
+            );
+        }
+        let src = run.profile.source.as_ref().unwrap();
+        assert_eq!(src.software["rayon-threads"], "1");
+        assert!(src.method.contains("round-robin"), "{}", src.method);
+        assert!(src.device.contains("(1 threads)"), "{}", src.device);
+    }
+    assert!(report.model_diff().is_finite() && report.max_iqr_ratio().is_finite());
+    assert!(plexserve_profiler::repeatability(&spec, &Device::Cpu, &opts, 1).is_err());
+    let zero = ProfileOptions {
+        threads: Some(0),
+        ..quick()
+    };
+    assert!(profile(&spec, &Device::Cpu, &zero)
+        .unwrap_err()
+        .is_input_error());
+}
+
+#[test]
+fn dtype_option_replaces_the_spec_dtype() {
+    let spec = load("bert-1.3b");
+    let d = Device::parse("analytic:v100-16gb").unwrap();
+    let f16 = profile(&spec, &d, &quick()).unwrap();
+    let f32 = profile(
+        &spec,
+        &d,
+        &ProfileOptions {
+            dtype: Some(plexserve_kernels::Dtype::F32),
+            ..quick()
+        },
+    )
+    .unwrap();
+    let w = |r: &plexserve_profiler::ProfileRun| r.profile.layers[1].weight_gib[0];
+    assert!((w(&f32) / w(&f16) - 2.0).abs() < 1e-9);
+    // f32 runs on CUDA cores, far slower than f16 tensor cores.
+    let t = |r: &plexserve_profiler::ProfileRun| single_device_latency_s(&r.profile).unwrap();
+    assert!(t(&f32) > 3.0 * t(&f16), "{} vs {}", t(&f32), t(&f16));
+    assert!(f32
+        .profile
+        .source
+        .unwrap()
+        .method
+        .contains("counted in f32"));
+}
