@@ -51,6 +51,13 @@ pub enum LlmCommand {
         #[arg(short = 'o', long = "output", default_value = ".")]
         output: PathBuf,
     },
+    /// TP overhead of the instance's first LLM by degree (1, 2, 4, 8): the ring all-reduce
+    /// cost per layer from the α-β link model, step times and per-GPU efficiency vs TP1 (TSV).
+    TpOverhead {
+        instance: PathBuf,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
     /// List the LLM placers.
     Placers {
         #[arg(long)]
@@ -105,6 +112,7 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
                 }
             }
         }
+        LlmCommand::TpOverhead { instance, output } => tp_overhead(&instance, output.as_deref()),
         LlmCommand::Placers { json } => {
             let reg = llm::llm_registry();
             if json {
@@ -233,6 +241,56 @@ fn simulate(path: &Path, plan_path: &Path, json: bool) -> Result<(), Exit> {
             "{n:<16} {:>8} {:>8} {:>10.4} {:>10.3}",
             m.requests, m.good, m.slo_attainment, m.ttft_p99_s
         );
+    }
+    Ok(())
+}
+
+fn tp_overhead(path: &Path, out: Option<&Path>) -> Result<(), Exit> {
+    let inst = LlmInstance::load(path)?;
+    let llm::CostModelSpec::Roofline(k) = &inst.cost_model else {
+        return Err(Exit::input(format!(
+            "{}: cost_model: the TP overhead table needs the roofline model",
+            path.display()
+        )));
+    };
+    let spec = &inst.llms[0].spec;
+    let msg = |tokens: f64| tokens * spec.hidden as f64 * 2.0;
+    let (dec_b, dec_ctx, pre_t) = (32.0, 32.0 * 1024.0, 2048.0);
+    let c1 = inst.step_cost(0, 1);
+    let (d1, p1) = (
+        c1.decode_s(dec_b, dec_ctx, 1.0),
+        c1.prefill_s(pre_t, pre_t * pre_t, 1.0),
+    );
+    let mut tsv = String::from(
+        "tp\tallreduce_decode_b32_us\tallreduce_prefill_2048_us\tcomm_per_layer_decode_us\tcomm_per_layer_prefill_us\tdecode_step_b32_ctx1k_ms\tprefill_2048_ms\tdecode_per_gpu_eff\tprefill_per_gpu_eff\n",
+    );
+    for tp in [1u32, 2, 4, 8] {
+        if tp > inst.devices_per_node {
+            break;
+        }
+        let c = inst.step_cost(0, tp);
+        let (d, p) = (
+            c.decode_s(dec_b, dec_ctx, 1.0),
+            c.prefill_s(pre_t, pre_t * pre_t, 1.0),
+        );
+        let ar_d = k.allreduce_s(&inst.gpu, tp, msg(dec_b));
+        let ar_p = k.allreduce_s(&inst.gpu, tp, msg(pre_t));
+        let _ = writeln!(
+            tsv,
+            "{tp}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.1}\t{:.3}\t{:.3}",
+            ar_d * 1e6,
+            ar_p * 1e6,
+            2.0 * ar_d * 1e6,
+            2.0 * ar_p * 1e6,
+            d * 1e3,
+            p * 1e3,
+            d1 / (tp as f64 * d),
+            p1 / (tp as f64 * p)
+        );
+    }
+    match out {
+        Some(o) => write_file(o, &tsv)?,
+        None => print!("{tsv}"),
     }
     Ok(())
 }

@@ -884,20 +884,21 @@ impl<'s, 'a> Run<'s, 'a> {
                 && self.engines[self.groups[g].merged_engine as usize].capacity_tokens >= total
         });
         if let Some(g) = cand {
-            // A merge takes GPUs from the short requests. The long request's SLO leaves slack,
-            // so the merge waits for a lull (little queued prefill work on the engines that
-            // would keep serving short requests) or, at the latest, for its deferral deadline.
-            if self.now >= self.defer_until[r] || self.lull(m, g, knobs) {
+            // A merge takes GPUs from the short requests, and goodput counts requests: a long
+            // request costs as much prefill as dozens of short ones. So the merge waits for a
+            // lull (little queued prefill work on the engines that keep serving short
+            // requests); in a burst the long request waits, even past its SLO, rather than
+            // take capacity the burst needs.
+            if self.lull(m, g, knobs) {
                 self.start_merge(g);
                 return LongRoute::Engine(self.groups[g].merged_engine);
             }
             return LongRoute::Pending;
         }
         match best {
-            Some((_, e)) if self.now >= self.defer_until[r] || !can_ever => LongRoute::Engine(e),
-            // No group can merge now (all busy transforming or absorbed): wait for one.
-            _ if can_ever && self.now < self.defer_until[r] + slo => LongRoute::Pending,
             Some((_, e)) => LongRoute::Engine(e),
+            // No group can merge now (all busy transforming or absorbed): wait for one.
+            None if can_ever => LongRoute::Pending,
             None => LongRoute::Nowhere,
         }
     }
