@@ -147,3 +147,215 @@ fn a_time_limit_is_reported() {
         .unwrap();
     assert_eq!(s.status, plexserve_solver::SolveStatus::TimeLimit);
 }
+
+/// A random instance (1–8 models with pp 1/2/4 profiles, some shapes missing), a bursty random
+/// trace and a random placement over up to 7 groups.
+fn random_case(
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> (Instance, Trace, plexserve_solver::Placement) {
+    use plexserve_solver::{Group, Placement};
+    use rand::Rng;
+    let n_models = rng.random_range(1..9usize);
+    let mut profiles = Vec::new();
+    for m in 0..n_models {
+        let mut configs = Vec::new();
+        for pp in [1u32, 2, 4] {
+            if rng.random_bool(0.15) && pp > 1 {
+                continue;
+            }
+            let stages: Vec<String> = (0..pp)
+                .map(|_| format!("{}", rng.random_range(0.01..0.4) / pp as f64))
+                .collect();
+            configs.push(format!(
+                r#"{{"pp":{pp},"tp":1,"stage_latency_s":[[{}]],"stage_weight_gib":[{}]}}"#,
+                stages.join(","),
+                vec!["1"; pp as usize].join(",")
+            ));
+        }
+        profiles.push(format!(
+            r#""p{m}":{{"batch_sizes":[1],"configs":[{}]}}"#,
+            configs.join(",")
+        ));
+    }
+    let models: Vec<String> = (0..n_models)
+        .map(|m| {
+            format!(
+                r#"{{"name":"m{m}","profile":"p{m}","slo_s":{}}}"#,
+                rng.random_range(0.05..0.9)
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"schema":"plexserve/instance/v1","name":"r","cluster":{{"devices":64,"memory_budget_gib":4}},
+        "profiles":{{{}}},"models":[{}],
+        "workload":{{"kind":"requests","requests":[{{"t_s":0,"model":"m0"}}]}},
+        "simulator":{{"warmup_s":{}}}}}"#,
+        profiles.join(","),
+        models.join(","),
+        [0.0, 5.0, 40.0][rng.random_range(0..3usize)]
+    );
+    let inst = Instance::from_json("random.json".as_ref(), &json).expect("valid instance");
+    let n = rng.random_range(0..3000usize);
+    let mut t = 0.0f64;
+    let mut trace = Trace::default();
+    for _ in 0..n {
+        match rng.random_range(0..10) {
+            0 => {}
+            1 => t += rng.random_range(0.0..2.0),
+            _ => t += rng.random_range(0.0..0.05),
+        }
+        trace.arrival_s.push(t);
+        trace.model.push(rng.random_range(0..n_models as u32));
+    }
+    let mut groups = Vec::new();
+    let mut next = 0;
+    for _ in 0..rng.random_range(0..8usize) {
+        let pp = [1u32, 2, 4][rng.random_range(0..3usize)];
+        let models: Vec<u32> = (0..n_models as u32)
+            .filter(|_| rng.random_bool(0.25))
+            .collect();
+        groups.push(Group {
+            pp,
+            tp: 1,
+            devices: (next..next + pp).collect(),
+            models,
+        });
+        next += pp;
+    }
+    let mut p = Placement { groups };
+    p.normalize();
+    (inst, trace, p)
+}
+
+/// Incremental scoring (re-simulating only the models a change can affect) gives exactly the
+/// counts and score of a from-scratch per-model simulation after every random addition and
+/// replacement, and the counts and attainment of the whole-trace simulator, under both fast
+/// dispatch policies and both search statistics.
+#[test]
+fn incremental_scores_equal_full_simulation_on_random_instances() {
+    use plexserve_solver::placer::greedy::normalize_tracking;
+    use plexserve_solver::sim::{affected_models, ModelStats, ModelView};
+    use plexserve_solver::{Dispatch, Scratch, SimOptions, Simulator};
+    use rand::{Rng, SeedableRng};
+    let mut changes = 0;
+    let mut partial_changes = 0;
+    for case in 0..60u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(case);
+        let (inst, trace, mut p) = random_case(&mut rng);
+        let n_models = inst.models.len();
+        let mut sim = Simulator::new(&inst, &trace).with_options(SimOptions {
+            faithful_search_stats: case % 2 == 1,
+            ..SimOptions::default()
+        });
+        if case % 3 == 2 {
+            sim.config.dispatch = Dispatch::SloAware;
+        }
+        let all: Vec<usize> = (0..n_models).collect();
+        let view = ModelView::new(&sim, &all);
+        let mut stats = ModelStats::default();
+        let mut scratch_stats = ModelStats::default();
+        let mut clocks = Vec::new();
+        let mut affected = Vec::new();
+        let mut scratch = Scratch::default();
+        view.simulate_all(&sim, &p, &mut stats, &mut clocks);
+        for step in 0..12 {
+            let ctx = format!("case {case} step {step}: {p:?}");
+            // From scratch, and the whole-trace simulator.
+            view.simulate_all(&sim, &p, &mut scratch_stats, &mut clocks);
+            assert_eq!(stats, scratch_stats, "{ctx}");
+            let score = view.score(&sim, &stats, p.replicas());
+            let scratch_score = view.score(&sim, &scratch_stats, p.replicas());
+            assert_eq!(
+                score.value.to_bits(),
+                scratch_score.value.to_bits(),
+                "{ctx}"
+            );
+            let whole = sim.evaluate(&p, &mut scratch);
+            let k = &scratch.counters;
+            assert_eq!(stats.good_m, k.good_m, "{ctx}");
+            assert_eq!(stats.routed_g, k.routed_g, "{ctx}");
+            assert_eq!(stats.good_g, k.good_g, "{ctx}");
+            assert_eq!(view.requests_of(), &k.req_m[..], "{ctx}");
+            assert_eq!(
+                score.attainment.to_bits(),
+                whole.attainment.to_bits(),
+                "{ctx}"
+            );
+            assert_eq!(score.replicas, whole.replicas, "{ctx}");
+            // The mean latency adds the same terms in another order.
+            let tol = 1e-12 * whole.mean_latency_s.abs().max(1e-300);
+            assert!(
+                (score.mean_latency_s - whole.mean_latency_s).abs() <= tol,
+                "{ctx}: {score:?} vs {whole:?}"
+            );
+            if p.groups.is_empty() {
+                break;
+            }
+            // A random change: add a model to a group, or replace one of the group's models.
+            let g = rng.random_range(0..p.groups.len());
+            let m = rng.random_range(0..n_models);
+            let mut seeds = vec![m];
+            if p.groups[g].models.contains(&(m as u32)) || rng.random_bool(0.3) {
+                if let Some(&a) = p.groups[g].models.first() {
+                    p.groups[g].models.retain(|&x| x != a);
+                    seeds.push(a as usize);
+                }
+            }
+            if !p.groups[g].models.contains(&(m as u32)) {
+                p.groups[g].models.push(m as u32);
+            }
+            let old_of_new = normalize_tracking(&mut p);
+            let mut normalized = p.clone();
+            normalized.normalize();
+            assert_eq!(p, normalized, "{ctx}: normalize_tracking normalizes");
+            stats.permute_groups(&old_of_new);
+            let g = old_of_new.iter().position(|&o| o == g).unwrap();
+            let marked = affected_models(&p, &[g], &seeds, &mut affected, n_models);
+            changes += 1;
+            partial_changes += usize::from(marked < n_models);
+            view.simulate(&sim, &p, &affected, &mut stats, &mut clocks);
+        }
+    }
+    assert!(
+        partial_changes * 4 > changes,
+        "the cases exercise partial re-simulation ({partial_changes} of {changes})"
+    );
+}
+
+/// The fast greedy with incremental simulation takes the same steps as the one that simulates
+/// the whole trace at every step: same placement, same attainment.
+#[test]
+fn incremental_fast_greedy_equals_whole_simulation_greedy() {
+    use plexserve_solver::placer::greedy::Search;
+    use plexserve_solver::placer::Deadline;
+    use plexserve_solver::{Placement, Scratch, SimOptions, Simulator};
+    use rand::SeedableRng;
+    let mut cases: Vec<(String, Instance, Trace)> = tiny_instances();
+    for case in 0..20u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1000 + case);
+        let (inst, trace, _) = random_case(&mut rng);
+        cases.push((format!("random {case}"), inst, trace));
+    }
+    for (name, inst, trace) in &cases {
+        for faithful in [false, true] {
+            let sim = Simulator::new(inst, trace).with_options(SimOptions {
+                faithful_search_stats: faithful,
+                ..SimOptions::default()
+            });
+            let search = Search::new(sim, faithful, Deadline::new(None));
+            let all: Vec<usize> = (0..inst.models.len()).collect();
+            for shapes in [
+                vec![(1u32, 1u32); 4],
+                vec![(2, 1); 2],
+                vec![(1, 1), (2, 1), (4, 1)],
+            ] {
+                let start = Placement::from_shapes(&shapes);
+                let (p1, s1) = search.fast_greedy(start.clone(), None, &mut Scratch::default());
+                let (p2, s2) = search.fast_greedy_whole(start, &all, &mut Scratch::default());
+                let ctx = format!("{name} faithful={faithful} {shapes:?}");
+                assert_eq!(p1, p2, "{ctx}");
+                assert_eq!(s1.attainment.to_bits(), s2.attainment.to_bits(), "{ctx}");
+            }
+        }
+    }
+}

@@ -8,10 +8,10 @@ use rayon::prelude::*;
 
 use crate::instance::{single_device_latency_s, Instance};
 use crate::plan::Placement;
-use crate::sim::{Score, Scratch, Simulator};
+use crate::sim::{supports_partial, ModelStats, ModelView, Score, Scratch, Simulator};
 use crate::workload::Trace;
 
-use super::greedy::Search;
+use super::greedy::{Filled, Search};
 use super::Observer;
 
 /// Largest pipeline degree and intra-op degree AlpaServe enumerates.
@@ -62,12 +62,38 @@ pub fn uniform_search(
     observer: &dyn Observer,
     progress: &std::sync::atomic::AtomicU64,
     total: u64,
-) -> (Placement, Score) {
+) -> Filled {
+    let view = supports_partial(&search.sim).then(|| ModelView::new(&search.sim, models));
+    uniform_search_in(search, view.as_ref(), models, n, observer, progress, total)
+}
+
+/// [`uniform_search`] on the requests of `view` (built once for every partition), or with whole
+/// simulations when there is no view.
+fn uniform_search_in(
+    search: &Search,
+    view: Option<&ModelView>,
+    models: &[usize],
+    n: u32,
+    observer: &dyn Observer,
+    progress: &std::sync::atomic::AtomicU64,
+    total: u64,
+) -> Filled {
     let candidates = uniform_partitions(n, search.faithful);
-    let results: Vec<(Placement, Score)> = candidates
+    let results: Vec<Filled> = candidates
         .par_iter()
         .map_init(Scratch::default, |scratch, shapes| {
-            let r = search.fast_greedy(Placement::from_shapes(shapes), Some(models), scratch);
+            let start = Placement::from_shapes(shapes);
+            let r = match view {
+                Some(v) => search.fast_greedy_in(v, start, models),
+                None => {
+                    let (placement, score) = search.fast_greedy(start, Some(models), scratch);
+                    Filled {
+                        placement,
+                        score,
+                        stats: None,
+                    }
+                }
+            };
             let done = progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             observer.progress(done, total.max(done));
             r
@@ -77,14 +103,18 @@ pub fn uniform_search(
 }
 
 /// The first strictly best entry (a tie keeps the earlier one).
-pub fn best_of(results: Vec<(Placement, Score)>) -> (Placement, Score) {
-    let mut best: Option<(Placement, Score)> = None;
+pub fn best_of(results: Vec<Filled>) -> Filled {
+    let mut best: Option<Filled> = None;
     for r in results {
-        if best.as_ref().is_none_or(|b| r.1.beats(&b.1)) {
+        if best.as_ref().is_none_or(|b| r.score.beats(&b.score)) {
             best = Some(r);
         }
     }
-    best.unwrap_or((Placement::default(), Score::worst()))
+    best.unwrap_or(Filled {
+        placement: Placement::default(),
+        score: Score::worst(),
+        stats: None,
+    })
 }
 
 /// Single-device batch-1 latency used for bucketing; a model without a (1, 1) profile uses its
@@ -207,11 +237,17 @@ pub fn sub_trace(trace: &Trace, models: &[usize], n_models: usize) -> Trace {
 }
 
 /// Sub-search results per (bucket, devices), computed once and combined per split.
+///
+/// With incremental simulation every bucket searches on its own requests of the whole trace
+/// (`views`), and a split's score is the sum of its buckets' per-model outcomes: buckets share
+/// neither models nor devices, so the combined placement simulates to exactly those outcomes and
+/// scoring a split costs no simulation. Otherwise the combined placements are simulated whole.
 struct SplitSearch<'s, 'a> {
     search: &'s Search<'a>,
     buckets: Vec<Vec<usize>>,
+    views: Vec<Option<ModelView>>,
     sub_traces: Vec<Option<Trace>>,
-    memo: BTreeMap<(usize, u32), Placement>,
+    memo: BTreeMap<(usize, u32), Filled>,
     observer: &'s dyn Observer,
     progress: std::sync::atomic::AtomicU64,
     total: u64,
@@ -220,19 +256,39 @@ struct SplitSearch<'s, 'a> {
 impl SplitSearch<'_, '_> {
     /// Runs the sub-searches `splits` need and have not run yet, in parallel.
     fn prepare(&mut self, splits: &[Vec<u32>]) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut missing: Vec<(usize, u32)> = splits
+        let keys: Vec<(usize, u32)> = splits
             .iter()
             .flat_map(|s| s.iter().enumerate().map(|(b, &nb)| (b, nb)))
+            .collect();
+        self.prepare_keys(keys);
+    }
+
+    /// Runs the sub-searches (bucket, devices) in `keys` that have not run yet, in parallel.
+    fn prepare_keys(&mut self, keys: Vec<(usize, u32)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut missing: Vec<(usize, u32)> = keys
+            .into_iter()
             .filter(|k| !self.memo.contains_key(k))
             .collect();
         missing.sort_unstable();
         missing.dedup();
         let search = self.search;
         let this = &*self;
-        let results: Vec<Placement> = missing
+        let results: Vec<Filled> = missing
             .par_iter()
             .map(|&(b, nb)| {
+                let models = &this.buckets[b];
+                if let Some(view) = &this.views[b] {
+                    return uniform_search_in(
+                        search,
+                        Some(view),
+                        models,
+                        nb,
+                        this.observer,
+                        &this.progress,
+                        this.total,
+                    );
+                }
                 let sim = match &this.sub_traces[b] {
                     Some(t) => Simulator::new(search.inst(), t)
                         .with_config(search.sim.config.clone())
@@ -240,21 +296,17 @@ impl SplitSearch<'_, '_> {
                     None => search.sim.clone(),
                 };
                 let sub = Search::new(sim, search.faithful, search.deadline);
-                let r = uniform_search(
-                    &sub,
-                    &this.buckets[b],
-                    nb,
-                    this.observer,
-                    &this.progress,
-                    this.total,
-                );
+                let r = uniform_search(&sub, models, nb, this.observer, &this.progress, this.total);
                 search
                     .evaluations
                     .fetch_add(sub.evaluations.load(Relaxed), Relaxed);
+                search
+                    .requests_simulated
+                    .fetch_add(sub.requests_simulated.load(Relaxed), Relaxed);
                 if sub.timed_out.load(Relaxed) {
                     search.timed_out.store(true, Relaxed);
                 }
-                r.0
+                r
             })
             .collect();
         self.memo.extend(missing.into_iter().zip(results));
@@ -265,7 +317,7 @@ impl SplitSearch<'_, '_> {
         let mut p = Placement::default();
         let mut offset = 0;
         for (b, &nb) in split.iter().enumerate() {
-            for g in &self.memo[&(b, nb)].groups {
+            for g in &self.memo[&(b, nb)].placement.groups {
                 let mut g = g.clone();
                 for d in &mut g.devices {
                     *d += offset;
@@ -278,12 +330,71 @@ impl SplitSearch<'_, '_> {
         p
     }
 
+    /// Good requests in the trimmed range of bucket `b`'s sub-result on `nb` devices (incremental
+    /// mode only; the sub-search must have run).
+    fn bucket_good_kept(&self, b: usize, nb: u32) -> Option<u64> {
+        let stats = self.memo[&(b, nb)].stats.as_ref()?;
+        Some(self.buckets[b].iter().map(|&m| stats.good_kept_m[m]).sum())
+    }
+
+    /// Good requests of a split in the trimmed range, from its buckets' sub-results; with
+    /// `open = Some(b)`, bucket b counts all its trimmed-range requests instead (an upper bound
+    /// before b's sub-search has run). `None` without per-model outcomes.
+    fn split_good_kept(&self, split: &[u32], open: Option<usize>) -> Option<u64> {
+        let mut total = 0;
+        for (b, &nb) in split.iter().enumerate() {
+            total += if open == Some(b) {
+                self.views[b].as_ref()?.kept_len()
+            } else {
+                self.bucket_good_kept(b, nb)?
+            };
+        }
+        Some(total)
+    }
+
+    /// The per-model outcomes of a split's combined placement, when every bucket has them.
+    fn combined_stats(&self, split: &[u32]) -> Option<ModelStats> {
+        let mut stats = ModelStats::new(self.search.inst().models.len(), 0);
+        for (b, &nb) in split.iter().enumerate() {
+            let sub = self.memo[&(b, nb)].stats.as_ref()?;
+            for &m in &self.buckets[b] {
+                stats.copy_model(sub, m);
+            }
+        }
+        Some(stats)
+    }
+
     /// Scores splits on the full workload; results in split order.
-    fn evaluate(&mut self, splits: &[Vec<u32>]) -> Vec<(Placement, Score)> {
+    fn evaluate(&mut self, splits: &[Vec<u32>]) -> Vec<Filled> {
         self.prepare(splits);
         let combined: Vec<Placement> = splits.iter().map(|s| self.combine(s)).collect();
+        let stats: Vec<Option<ModelStats>> =
+            splits.iter().map(|s| self.combined_stats(s)).collect();
+        if let (Some(view), true) = (&self.views[0], stats.iter().all(Option::is_some)) {
+            return combined
+                .into_iter()
+                .zip(stats)
+                .map(|(placement, stats)| Filled {
+                    score: view.score(
+                        &self.search.sim,
+                        stats.as_ref().expect("checked"),
+                        placement.replicas(),
+                    ),
+                    placement,
+                    stats,
+                })
+                .collect();
+        }
         let scores = self.search.evaluate_all(&combined);
-        combined.into_iter().zip(scores).collect()
+        combined
+            .into_iter()
+            .zip(scores)
+            .map(|(placement, score)| Filled {
+                placement,
+                score,
+                stats: None,
+            })
+            .collect()
     }
 }
 
@@ -330,11 +441,7 @@ pub fn proportional_split(n: u32, share: &[f64], base_latency: &[f64]) -> Option
 /// AlpaServe (faithful mode) scores every kept split. The fixed mode starts from the
 /// traffic-proportional split and hill-climbs, moving 8, 4, 2, then 1 devices between two buckets
 /// while that improves the score: the sub-searches it needs are a small fraction of all splits'.
-pub fn separated_search(
-    search: &Search,
-    trace: &Trace,
-    observer: &dyn Observer,
-) -> (Placement, Score) {
+pub fn separated_search(search: &Search, trace: &Trace, observer: &dyn Observer) -> Filled {
     let inst = search.inst();
     let n = inst.cluster.devices;
     let buckets = latency_buckets(inst);
@@ -361,13 +468,19 @@ pub fn separated_search(
         })
         .collect();
     let base: Vec<f64> = buckets.iter().map(|b| base_latency_s(inst, b[0])).collect();
+    let partial = supports_partial(&search.sim);
+    let views: Vec<Option<ModelView>> = buckets
+        .iter()
+        .map(|b| partial.then(|| ModelView::new(&search.sim, b)))
+        .collect();
     let sub_traces: Vec<Option<Trace>> = buckets
         .iter()
-        .map(|b| (!search.faithful).then(|| sub_trace(trace, b, inst.models.len())))
+        .map(|b| (!search.faithful && !partial).then(|| sub_trace(trace, b, inst.models.len())))
         .collect();
     let mut ss = SplitSearch {
         search,
         buckets,
+        views,
         sub_traces,
         memo: BTreeMap::new(),
         observer,
@@ -400,16 +513,51 @@ pub fn separated_search(
                 if neighbours.is_empty() || search.out_of_time() {
                     break;
                 }
+                // The shrinking buckets' sub-searches first (fewer devices: cheaper). A neighbour
+                // whose growing bucket could not make up for them, even serving every request,
+                // cannot beat the current split and is dropped before its growing sub-search runs.
+                // The climb takes the same steps: it only moves to a neighbour that beats the
+                // current split.
+                let shrunk: Vec<(usize, u32)> = (0..k)
+                    .filter(|&b| current[b] > step)
+                    .map(|b| (b, current[b] - step))
+                    .collect();
+                ss.prepare_keys(shrunk);
+                let best_good = ss.split_good_kept(&current, None);
+                let before = neighbours.len();
+                neighbours.retain(|s| {
+                    let to = (0..k)
+                        .find(|&b| s[b] > current[b])
+                        .expect("one bucket grows");
+                    match (ss.split_good_kept(s, Some(to)), best_good) {
+                        (Some(bound), Some(best)) => bound >= best,
+                        _ => true,
+                    }
+                });
+                tracing::debug!(
+                    pruned = before - neighbours.len(),
+                    "split neighbours bounded"
+                );
+                if neighbours.is_empty() {
+                    break;
+                }
                 let scored = ss.evaluate(&neighbours);
+                tracing::debug!(
+                    step,
+                    ?current,
+                    attainment = best.score.attainment,
+                    sub_searches = ss.memo.len(),
+                    "split hill climb"
+                );
                 let (i, top) = scored
                     .iter()
                     .enumerate()
                     .fold(None::<(usize, &Score)>, |acc, (i, r)| match acc {
-                        Some((_, s)) if !r.1.beats(s) => acc,
-                        _ => Some((i, &r.1)),
+                        Some((_, s)) if !r.score.beats(s) => acc,
+                        _ => Some((i, &r.score)),
                     })
                     .expect("non-empty");
-                if !top.beats(&best.1) {
+                if !top.beats(&best.score) {
                     break;
                 }
                 current = neighbours[i].clone();
@@ -420,7 +568,7 @@ pub fn separated_search(
     };
     let progress = std::sync::atomic::AtomicU64::new(0);
     let mixed = uniform_search(search, &all, n, observer, &progress, per_uniform);
-    if best_sep.1.beats(&mixed.1) {
+    if best_sep.score.beats(&mixed.score) {
         best_sep
     } else {
         mixed

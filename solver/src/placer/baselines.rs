@@ -28,6 +28,12 @@ pub(super) fn search<'a>(
 }
 
 pub(super) fn solved(search: &Search, schedule: Schedule, score: crate::sim::Score) -> Solved {
+    tracing::info!(
+        evaluations = search.evaluations.load(Ordering::Relaxed),
+        requests_simulated = search.requests_simulated.load(Ordering::Relaxed),
+        time_s = search.deadline.elapsed_s(),
+        "search finished"
+    );
     Solved {
         schedule,
         score,
@@ -235,8 +241,8 @@ impl Placer for AlpaServe {
         let n = inst.cluster.devices;
         require_some_fit(inst, n, s.faithful)?;
         let total = uniform_partitions(n, s.faithful).len() as u64;
-        let (p, score) = uniform_search(&s, &all_models(inst), n, obs, &AtomicU64::new(0), total);
-        Ok(solved(&s, Schedule::fixed(p), score))
+        let f = uniform_search(&s, &all_models(inst), n, obs, &AtomicU64::new(0), total);
+        Ok(solved(&s, Schedule::fixed(f.placement), f.score))
     }
 }
 
@@ -281,8 +287,8 @@ impl Placer for AlpaServeSep {
         known_options("alpaserve-sep", opts, &["faithful"])?;
         let s = search(inst, trace, opts)?;
         require_some_fit(inst, inst.cluster.devices, s.faithful)?;
-        let (p, score) = separated_search(&s, trace, obs);
-        Ok(solved(&s, Schedule::fixed(p), score))
+        let f = separated_search(&s, trace, obs);
+        Ok(solved(&s, Schedule::fixed(f.placement), f.score))
     }
 }
 

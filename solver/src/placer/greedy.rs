@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::instance::Instance;
-use crate::plan::{model_weight_gib, Placement};
-use crate::sim::{Score, Scratch, Simulator};
+use crate::plan::{model_weight_gib, Group, Placement};
+use crate::sim::{
+    affected_models, supports_partial, ModelStats, ModelView, Score, Scratch, Simulator,
+};
 
 use super::Deadline;
 
@@ -22,6 +24,44 @@ pub struct Search<'a> {
     pub evaluations: AtomicU64,
     /// Set when a search stopped on the deadline.
     pub timed_out: std::sync::atomic::AtomicBool,
+    /// Requests simulated over all evaluations (an incremental evaluation simulates only the
+    /// requests a change can affect).
+    pub requests_simulated: AtomicU64,
+}
+
+/// A filled placement with its score and, from incremental searches, its per-model outcomes.
+#[derive(Debug, Clone)]
+pub struct Filled {
+    pub placement: Placement,
+    pub score: Score,
+    pub stats: Option<ModelStats>,
+}
+
+/// Reused buffers of [`Search::next_replica`].
+#[derive(Default)]
+struct ChoiceBuffers {
+    unserved: Vec<f64>,
+    models: Vec<usize>,
+    groups: Vec<usize>,
+}
+
+/// Normalizes `p` exactly as [`Placement::normalize`] does (a stable sort of the groups by model
+/// tuple) and returns, for every new group index, the group's old index.
+pub fn normalize_tracking(p: &mut Placement) -> Vec<usize> {
+    for g in &mut p.groups {
+        g.models.sort_unstable();
+    }
+    let mut order: Vec<usize> = (0..p.groups.len()).collect();
+    order.sort_by(|&a, &b| p.groups[a].models.cmp(&p.groups[b].models));
+    let mut old: Vec<Option<Group>> = std::mem::take(&mut p.groups)
+        .into_iter()
+        .map(Some)
+        .collect();
+    p.groups = order
+        .iter()
+        .map(|&i| old[i].take().expect("each index once"))
+        .collect();
+    order
 }
 
 impl<'a> Search<'a> {
@@ -32,6 +72,7 @@ impl<'a> Search<'a> {
             deadline,
             evaluations: AtomicU64::new(0),
             timed_out: std::sync::atomic::AtomicBool::new(false),
+            requests_simulated: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +83,8 @@ impl<'a> Search<'a> {
     /// Scores a placement and counts the evaluation.
     pub fn evaluate(&self, p: &Placement, scratch: &mut Scratch) -> Score {
         self.evaluations.fetch_add(1, Ordering::Relaxed);
+        self.requests_simulated
+            .fetch_add(self.sim.trace.len() as u64, Ordering::Relaxed);
         self.sim.evaluate(p, scratch)
     }
 
@@ -83,21 +126,108 @@ impl<'a> Search<'a> {
     /// once every request meets its SLO, leaving the rest of memory free.
     pub fn fast_greedy(
         &self,
-        mut p: Placement,
+        p: Placement,
         allowed: Option<&[usize]>,
         scratch: &mut Scratch,
     ) -> (Placement, Score) {
-        let n_models = self.inst().models.len();
-        let all: Vec<usize> = (0..n_models).collect();
+        let all: Vec<usize> = (0..self.inst().models.len()).collect();
         let allowed = allowed.unwrap_or(&all);
-        let mut models: Vec<usize> = Vec::with_capacity(n_models);
-        let mut unserved = vec![0.0f64; n_models];
-        let mut groups: Vec<usize> = Vec::with_capacity(p.groups.len());
+        if supports_partial(&self.sim) {
+            let view = self.view(&p, allowed);
+            let f = self.fast_greedy_in(&view, p, allowed);
+            return (f.placement, f.score);
+        }
+        self.fast_greedy_whole(p, allowed, scratch)
+    }
+
+    /// The requests of `allowed` and of every model already placed in `p`.
+    pub fn view(&self, p: &Placement, allowed: &[usize]) -> ModelView {
+        let mut models = allowed.to_vec();
+        models.extend(
+            p.groups
+                .iter()
+                .flat_map(|g| g.models.iter().map(|&m| m as usize)),
+        );
+        ModelView::new(&self.sim, &models)
+    }
+
+    /// [`Search::fast_greedy`] with incremental simulation: after adding replica (g, m), only the
+    /// component of m (the models linked to it through shared groups) can change outcome, so only
+    /// its requests are simulated again. Same decisions and scores as simulating everything.
+    /// `view` must hold the requests of `allowed` and of every model placed in `p`.
+    pub fn fast_greedy_in(&self, view: &ModelView, mut p: Placement, allowed: &[usize]) -> Filled {
+        let n_models = self.inst().models.len();
+        let mut stats = ModelStats::new(n_models, p.groups.len());
+        let mut clocks = Vec::new();
+        let mut affected = Vec::new();
+        let mut buffers = ChoiceBuffers::default();
+        let simulated = view.simulate_all(&self.sim, &p, &mut stats, &mut clocks);
+        self.requests_simulated
+            .fetch_add(simulated, Ordering::Relaxed);
+        let mut best: Option<Filled> = None;
+        loop {
+            self.evaluations.fetch_add(1, Ordering::Relaxed);
+            let score = view.score(&self.sim, &stats, p.replicas());
+            let done = self.out_of_time();
+            // AlpaServe keeps the last placement; the fixed mode the best one seen.
+            if self.faithful || best.as_ref().is_none_or(|b| score.beats(&b.score)) {
+                best = Some(Filled {
+                    placement: p.clone(),
+                    score,
+                    stats: Some(stats.clone()),
+                });
+            }
+            if done || (!self.faithful && view.all_good(&stats)) {
+                break;
+            }
+            let choice = self.next_replica(
+                &p,
+                allowed,
+                view.requests_of(),
+                &stats.good_m,
+                &stats.routed_g,
+                &mut buffers,
+            );
+            let Some((g, m)) = choice else {
+                break;
+            };
+            p.groups[g].models.push(m as u32);
+            let old_of_new = normalize_tracking(&mut p);
+            stats.permute_groups(&old_of_new);
+            let g = old_of_new
+                .iter()
+                .position(|&old| old == g)
+                .expect("a permutation");
+            affected_models(&p, &[g], &[m], &mut affected, n_models);
+            let simulated = view.simulate(&self.sim, &p, &affected, &mut stats, &mut clocks);
+            self.requests_simulated
+                .fetch_add(simulated, Ordering::Relaxed);
+        }
+        tracing::trace!(
+            view = view.len(),
+            groups = p.groups.len(),
+            shape = ?p.groups.first().map(|g| (g.pp, g.tp)),
+            replicas = p.replicas(),
+            simulated = self.requests_simulated.load(Ordering::Relaxed),
+            "greedy done"
+        );
+        best.expect("at least one evaluation")
+    }
+
+    /// The fast greedy simulating the whole trace at every step: for the simulator variants whose
+    /// models interact (batching, jittered dispatch), and the reference the incremental greedy is
+    /// tested against.
+    pub fn fast_greedy_whole(
+        &self,
+        mut p: Placement,
+        allowed: &[usize],
+        scratch: &mut Scratch,
+    ) -> (Placement, Score) {
+        let mut buffers = ChoiceBuffers::default();
         let mut best: Option<(Placement, Score)> = None;
         loop {
             let score = self.evaluate(&p, scratch);
             let done = self.out_of_time();
-            // AlpaServe keeps the last placement; the fixed mode the best one seen.
             if self.faithful || best.as_ref().is_none_or(|b| score.beats(&b.1)) {
                 best = Some((p.clone(), score));
             }
@@ -105,29 +235,8 @@ impl<'a> Search<'a> {
             if done || (!self.faithful && k.good() == k.requests()) {
                 break;
             }
-            for (m, u) in unserved.iter_mut().enumerate() {
-                *u = k.req_m[m] as f64 * (1.0 - k.model_attainment(m));
-            }
-            models.clear();
-            models.extend_from_slice(allowed);
-            if self.faithful {
-                // Ascending sort then reversed: equal counts end up highest id first.
-                // (AlpaServe's unstable sort makes its order among equals unspecified; this is
-                // the order it produces on small arrays.)
-                models.sort_by(|&a, &b| unserved[a].total_cmp(&unserved[b]).then(a.cmp(&b)));
-                models.reverse();
-            } else {
-                models.sort_by(|&a, &b| unserved[b].total_cmp(&unserved[a]).then(a.cmp(&b)));
-            }
-            groups.clear();
-            groups.extend(0..p.groups.len());
-            groups.sort_by_key(|&g| (k.routed_g[g], g));
-            let choice = groups.iter().find_map(|&g| {
-                models
-                    .iter()
-                    .find(|&&m| self.fits(&p, g, m, false))
-                    .map(|&m| (g, m))
-            });
+            let choice =
+                self.next_replica(&p, allowed, &k.req_m, &k.good_m, &k.routed_g, &mut buffers);
             let Some((g, m)) = choice else {
                 break;
             };
@@ -135,6 +244,50 @@ impl<'a> Search<'a> {
             p.normalize();
         }
         best.expect("at least one evaluation")
+    }
+
+    /// The fast greedy's next replica: the first group by routed count ascending, then the first
+    /// model by unserved requests descending, that fits.
+    fn next_replica(
+        &self,
+        p: &Placement,
+        allowed: &[usize],
+        req_m: &[u64],
+        good_m: &[u64],
+        routed_g: &[u64],
+        b: &mut ChoiceBuffers,
+    ) -> Option<(usize, usize)> {
+        b.unserved.clear();
+        // AlpaServe's per-model attainment good/(req + 1e-6), as `Counters::model_attainment`.
+        b.unserved.extend(
+            req_m
+                .iter()
+                .zip(good_m)
+                .map(|(&r, &g)| r as f64 * (1.0 - g as f64 / (r as f64 + 1e-6))),
+        );
+        let unserved = &b.unserved;
+        b.models.clear();
+        b.models.extend_from_slice(allowed);
+        if self.faithful {
+            // Ascending sort then reversed: equal counts end up highest id first.
+            // (AlpaServe's unstable sort makes its order among equals unspecified; this is
+            // the order it produces on small arrays.)
+            b.models
+                .sort_by(|&a, &c| unserved[a].total_cmp(&unserved[c]).then(a.cmp(&c)));
+            b.models.reverse();
+        } else {
+            b.models
+                .sort_by(|&a, &c| unserved[c].total_cmp(&unserved[a]).then(a.cmp(&c)));
+        }
+        b.groups.clear();
+        b.groups.extend(0..p.groups.len());
+        b.groups.sort_by_key(|&g| (routed_g[g], g));
+        b.groups.iter().find_map(|&g| {
+            b.models
+                .iter()
+                .find(|&&m| self.fits(p, g, m, false))
+                .map(|&m| (g, m))
+        })
     }
 
     /// The paper's Algorithm 1: grow the `width` best placements by one replica at a time,

@@ -40,7 +40,8 @@ impl Placer for PlexServe {
         known_options("plexserve", opts, &["dispatch", "rounds"])?;
         let mut s = search(inst, trace, opts)?;
         require_some_fit(inst, inst.cluster.devices, false)?;
-        let (start, start_score) = separated_search(&s, trace, obs);
+        let sep = separated_search(&s, trace, obs);
+        let (start, start_score) = (sep.placement, sep.score);
         let keep = opts.params.get("dispatch").is_some_and(|d| d == "keep");
         let variant =
             inst.simulator.max_batch > 1 || inst.simulator.dispatch == Dispatch::ShortestQueue;

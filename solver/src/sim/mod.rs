@@ -13,6 +13,7 @@ mod batching;
 mod compiled;
 mod controller;
 mod event;
+mod partial;
 mod report;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use crate::workload::Trace;
 
 pub use compiled::Compiled;
 pub use controller::{Controller, Decision};
+pub use partial::{affected_models, supports_partial, ModelStats, ModelView};
 pub use report::{
     request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary, ModelReport,
     RequestRow, SimReport, SIM_SCHEMA,

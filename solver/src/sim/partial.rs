@@ -1,0 +1,340 @@
+//! Model-by-model scoring, for searches that change a placement one replica at a time.
+//!
+//! Under the fast dispatch policies (`earliest_last_stage`, `slo_aware`, batch size 1) a request
+//! reads and writes only the stage clocks of its own model's replicas. The models and groups of a
+//! placement therefore fall into independent components (models joined by the groups they
+//! share), and a request's outcome depends on the requests of its own component only. A search
+//! that keeps per-model results can re-simulate, after a change, just the components the change
+//! touched ([`affected_models`]) and reuse everything else.
+//!
+//! Sums are kept per model and added in model order, so a score is the same bits whether it was
+//! computed incrementally or from scratch. Counts (and so attainment) equal
+//! [`Simulator::evaluate`]'s exactly; its mean latency adds the same terms in arrival order
+//! instead, so the two can differ in the last bits.
+
+use std::ops::Range;
+
+use crate::instance::Dispatch;
+use crate::plan::Placement;
+
+use super::{warmup_skip, Compiled, Controller, Decision, Score, Simulator};
+
+/// The requests of some models of a trace, in arrival order, with the whole-trace totals a score
+/// divides by. Requests of models outside the view are never simulated: they fail (no replica).
+#[derive(Debug, Clone, Default)]
+pub struct ModelView {
+    arrival_s: Vec<f64>,
+    model: Vec<u32>,
+    /// View positions of the requests inside the warm-up trimmed range of the whole trace.
+    kept: Range<usize>,
+    in_view: Vec<bool>,
+    /// Requests per model in the view (0 outside it).
+    req_m: Vec<u64>,
+    /// Whole trace: every request (AlpaServe's denominator) and the trimmed-range ones.
+    requests_total: u64,
+    kept_total: u64,
+}
+
+/// Per-model and per-group outcomes of the last simulation of every model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelStats {
+    pub good_m: Vec<u64>,
+    /// Good requests inside the warm-up trimmed range.
+    pub good_kept_m: Vec<u64>,
+    /// Σ (finish − arrival) over the model's good requests, in arrival order.
+    pub latency_sum_m: Vec<f64>,
+    /// Requests dispatched to each group, rejected ones included.
+    pub routed_g: Vec<u64>,
+    pub good_g: Vec<u64>,
+}
+
+impl ModelStats {
+    /// All zero for `n_models` models and `n_groups` groups.
+    pub fn new(n_models: usize, n_groups: usize) -> ModelStats {
+        ModelStats {
+            good_m: vec![0; n_models],
+            good_kept_m: vec![0; n_models],
+            latency_sum_m: vec![0.0; n_models],
+            routed_g: vec![0; n_groups],
+            good_g: vec![0; n_groups],
+        }
+    }
+
+    /// Renumbers the per-group entries after the groups were reordered: new group `i` is old
+    /// group `old_of_new[i]`.
+    pub fn permute_groups(&mut self, old_of_new: &[usize]) {
+        let routed: Vec<u64> = old_of_new.iter().map(|&g| self.routed_g[g]).collect();
+        let good: Vec<u64> = old_of_new.iter().map(|&g| self.good_g[g]).collect();
+        self.routed_g = routed;
+        self.good_g = good;
+    }
+
+    /// Copies model `m`'s entries from `other`.
+    pub fn copy_model(&mut self, other: &ModelStats, m: usize) {
+        self.good_m[m] = other.good_m[m];
+        self.good_kept_m[m] = other.good_kept_m[m];
+        self.latency_sum_m[m] = other.latency_sum_m[m];
+    }
+}
+
+/// True when `sim` dispatches by one of the fast policies, whose components are independent.
+/// The batching and jittered event variants share state across models (a global queue of
+/// wake-ups, one jitter stream), so they must always be simulated whole.
+pub fn supports_partial(sim: &Simulator) -> bool {
+    matches!(
+        sim.config.dispatch,
+        Dispatch::EarliestLastStage | Dispatch::SloAware
+    ) && sim.config.max_batch <= 1
+}
+
+impl ModelView {
+    /// The requests of `models` in `sim`'s trace.
+    pub fn new(sim: &Simulator, models: &[usize]) -> ModelView {
+        let n_models = sim.inst.models.len();
+        let mut in_view = vec![false; n_models];
+        for &m in models {
+            in_view[m] = true;
+        }
+        let trace = sim.trace;
+        let n = trace.len();
+        let skip = if sim.options.faithful_search_stats {
+            0
+        } else {
+            warmup_skip(&trace.arrival_s, sim.config.warmup_s)
+        };
+        let mut view = ModelView {
+            in_view,
+            req_m: vec![0; n_models],
+            requests_total: n as u64,
+            kept_total: (n - 2 * skip) as u64,
+            ..ModelView::default()
+        };
+        let mut kept_start = 0;
+        for (i, (&t, &m)) in trace.arrival_s.iter().zip(&trace.model).enumerate() {
+            if i == skip {
+                kept_start = view.model.len();
+            }
+            if i == n - skip {
+                view.kept = kept_start..view.model.len();
+            }
+            if view.in_view[m as usize] {
+                view.arrival_s.push(t);
+                view.model.push(m);
+                view.req_m[m as usize] += 1;
+            }
+        }
+        if skip == 0 {
+            view.kept = 0..view.model.len();
+        }
+        view
+    }
+
+    /// Whether model `m`'s requests are in the view.
+    pub fn contains(&self, m: usize) -> bool {
+        self.in_view[m]
+    }
+
+    /// Requests per model (0 outside the view).
+    pub fn requests_of(&self) -> &[u64] {
+        &self.req_m
+    }
+
+    /// Requests of the view inside the warm-up trimmed range (those the fixed score counts).
+    pub fn kept_len(&self) -> u64 {
+        self.kept.len() as u64
+    }
+
+    /// Requests in the view.
+    pub fn len(&self) -> usize {
+        self.model.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.model.is_empty()
+    }
+
+    /// Re-simulates the requests of the `affected` models on `placement` and overwrites their
+    /// entries (and those of the groups hosting them) in `stats`; returns the requests simulated.
+    ///
+    /// `affected` must be a union of components of `placement`: a group hosting an affected model
+    /// hosts affected models only. Every placed model must be in the view.
+    pub fn simulate(
+        &self,
+        sim: &Simulator,
+        placement: &Placement,
+        affected: &[bool],
+        stats: &mut ModelStats,
+        clocks: &mut Vec<f64>,
+    ) -> u64 {
+        let n_models = sim.inst.models.len();
+        let n_groups = placement.groups.len();
+        if stats.good_m.len() != n_models || stats.routed_g.len() != n_groups {
+            *stats = ModelStats::new(n_models, n_groups);
+        }
+        let mut any_replica = false;
+        for (g, group) in placement.groups.iter().enumerate() {
+            let hit = group.models.iter().any(|&m| affected[m as usize]);
+            debug_assert!(
+                !hit || group.models.iter().all(|&m| affected[m as usize]),
+                "affected models are a union of components"
+            );
+            if hit {
+                stats.routed_g[g] = 0;
+                stats.good_g[g] = 0;
+                any_replica = true;
+            }
+        }
+        let mut requests = 0;
+        for m in (0..n_models).filter(|&m| affected[m]) {
+            debug_assert!(
+                self.in_view[m] || self.req_m[m] == 0,
+                "simulated models are in the view"
+            );
+            stats.good_m[m] = 0;
+            stats.good_kept_m[m] = 0;
+            stats.latency_sum_m[m] = 0.0;
+            requests += self.req_m[m];
+        }
+        if !any_replica {
+            // Every affected model is unplaced: all its requests fail, nothing to simulate.
+            return 0;
+        }
+        let c = Compiled::new(sim.inst, placement, 0, sim.config.pp_penalty);
+        clocks.clear();
+        clocks.resize(c.n_clocks(), 0.0);
+        let mut ctl = Controller::new(
+            &c,
+            sim.slo_s(),
+            sim.config.overhead_s,
+            sim.config.dispatch == Dispatch::SloAware,
+            clocks,
+        );
+        let n = self.model.len();
+        // Three consecutive runs with shared clocks are one run; only the middle one is kept.
+        for (range, kept) in [
+            (0..self.kept.start, false),
+            (self.kept.clone(), true),
+            (self.kept.end..n, false),
+        ] {
+            let arrival = &self.arrival_s[range.clone()];
+            let model = &self.model[range];
+            for (&t, &m) in arrival.iter().zip(model) {
+                let m = m as usize;
+                if !affected[m] {
+                    continue;
+                }
+                match ctl.admit(t, m) {
+                    Decision::NoReplica => {}
+                    Decision::Admit {
+                        group, finish_s, ..
+                    } => {
+                        stats.routed_g[group] += 1;
+                        stats.good_g[group] += 1;
+                        stats.good_m[m] += 1;
+                        stats.good_kept_m[m] += kept as u64;
+                        stats.latency_sum_m[m] += finish_s - t;
+                    }
+                    Decision::Reject { group, .. } => stats.routed_g[group] += 1,
+                }
+            }
+        }
+        requests
+    }
+
+    /// Simulates every model of the view on `placement` from scratch.
+    pub fn simulate_all(
+        &self,
+        sim: &Simulator,
+        placement: &Placement,
+        stats: &mut ModelStats,
+        clocks: &mut Vec<f64>,
+    ) -> u64 {
+        let mut affected = self.in_view.clone();
+        for g in &placement.groups {
+            for &m in &g.models {
+                affected[m as usize] = true;
+            }
+        }
+        self.simulate(sim, placement, &affected, stats, clocks)
+    }
+
+    /// The search score of `stats` for a placement with `replicas` replicas: the same definition
+    /// as [`Simulator::evaluate`] (faithful or fixed search statistics).
+    pub fn score(&self, sim: &Simulator, stats: &ModelStats, replicas: usize) -> Score {
+        let good: u64 = stats.good_m.iter().sum();
+        let latency_sum: f64 = stats.latency_sum_m.iter().sum();
+        if sim.options.faithful_search_stats {
+            let attainment = if self.requests_total == 0 {
+                0.0
+            } else {
+                good as f64 / self.requests_total as f64
+            };
+            return Score::new(
+                attainment,
+                latency_sum / self.requests_total.max(1) as f64,
+                replicas,
+            );
+        }
+        let good_kept: u64 = stats.good_kept_m.iter().sum();
+        let attainment = if self.kept_total == 0 {
+            0.0
+        } else {
+            good_kept as f64 / self.kept_total as f64
+        };
+        Score::new(attainment, latency_sum / good.max(1) as f64, replicas).lexicographic()
+    }
+
+    /// Whether every request of the view is good.
+    pub fn all_good(&self, stats: &ModelStats) -> bool {
+        (0..self.in_view.len())
+            .filter(|&m| self.in_view[m])
+            .all(|m| stats.good_m[m] == self.req_m[m])
+    }
+}
+
+/// Marks in `affected` every model connected to `seed_models` or `seed_groups` of `placement`
+/// (models joined by the groups they share), and returns how many it marked. A change confined
+/// to these models and groups leaves every other model's outcomes as they were.
+pub fn affected_models(
+    placement: &Placement,
+    seed_groups: &[usize],
+    seed_models: &[usize],
+    affected: &mut Vec<bool>,
+    n_models: usize,
+) -> usize {
+    affected.clear();
+    affected.resize(n_models, false);
+    let n_groups = placement.groups.len();
+    let mut group_seen = vec![false; n_groups];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut marked = 0;
+    let mut mark = |m: usize, affected: &mut Vec<bool>, stack: &mut Vec<usize>| {
+        if !affected[m] {
+            affected[m] = true;
+            marked += 1;
+            stack.push(m);
+        }
+    };
+    for &g in seed_groups {
+        if !group_seen[g] {
+            group_seen[g] = true;
+            for &m in &placement.groups[g].models {
+                mark(m as usize, affected, &mut stack);
+            }
+        }
+    }
+    for &m in seed_models {
+        mark(m, affected, &mut stack);
+    }
+    while let Some(m) = stack.pop() {
+        for (g, group) in placement.groups.iter().enumerate() {
+            if !group_seen[g] && group.models.contains(&(m as u32)) {
+                group_seen[g] = true;
+                for &x in &group.models {
+                    mark(x as usize, affected, &mut stack);
+                }
+            }
+        }
+    }
+    marked
+}
