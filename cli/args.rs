@@ -130,6 +130,15 @@ pub enum Command {
         /// Latency of each ring step of a collective, microseconds.
         #[arg(long = "link-latency-us")]
         link_latency_us: Option<f64>,
+        /// Element type of GPU kernels and of weight/activation sizes: f32, f16, bf16 (default: the spec's).
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Worker threads of the CPU kernels (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Profile RUNS times and report how far apart the runs' per-layer medians are.
+        #[arg(long, value_name = "RUNS")]
+        repeatability: Option<usize>,
     },
     /// What is compiled in (milp, cuda) and what hardware is present.
     Doctor {

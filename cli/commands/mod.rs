@@ -65,6 +65,9 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             repeats,
             link_gb_per_s,
             link_latency_us,
+            dtype,
+            threads,
+            repeatability,
         } => profile::run(&profile::ProfileArgs {
             device: &device,
             model: &model,
@@ -74,6 +77,9 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             repeats,
             link_gb_per_s,
             link_latency_us,
+            dtype: dtype.as_deref(),
+            threads,
+            repeatability,
         }),
         Command::Doctor { json } => doctor::run(json),
         Command::Serve {

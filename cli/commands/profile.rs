@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use plexserve_profiler::{profile, Device, LinkModel, ModelSpec, ProfileOptions, ProfilerError};
+use plexserve_kernels::Dtype;
+use plexserve_profiler::{
+    profile, repeatability, Device, LinkModel, ModelSpec, ProfileOptions, ProfileRun,
+    ProfilerError, RepeatabilityReport,
+};
 
 use crate::Exit;
 
@@ -17,6 +21,12 @@ pub struct ProfileArgs<'a> {
     pub repeats: usize,
     pub link_gb_per_s: Option<f64>,
     pub link_latency_us: Option<f64>,
+    /// Replaces the spec's element type (`f32`, `f16`, `bf16`).
+    pub dtype: Option<&'a str>,
+    /// Worker threads of the CPU kernels.
+    pub threads: Option<usize>,
+    /// Profile this many times and report how far apart the runs are.
+    pub repeatability: Option<usize>,
 }
 
 /// A bad spec, an unknown or absent device, or a bad option is the user's (exit 2).
@@ -44,13 +54,33 @@ pub fn run(a: &ProfileArgs) -> Result<(), Exit> {
             })
         }
     };
+    let dtype = match a.dtype {
+        None => None,
+        Some(s) => Some(Dtype::parse(s).ok_or_else(|| Exit {
+            code: 2,
+            message: format!("--dtype: expected f32, f16 or bf16, found \"{s}\""),
+        })?),
+    };
+    // Printed tables name the element type the profile was made in.
+    let spec = ModelSpec {
+        dtype: dtype.unwrap_or(spec.dtype),
+        ..spec
+    };
     let opts = ProfileOptions {
         warmup: a.warmup,
         repeats: a.repeats,
         link,
+        dtype,
+        threads: a.threads,
         ..ProfileOptions::default()
     };
-    let run = profile(&spec, &device, &opts).map_err(exit_of)?;
+    let (run, report) = match a.repeatability {
+        None => (profile(&spec, &device, &opts).map_err(exit_of)?, None),
+        Some(runs) => {
+            let (report, mut all) = repeatability(&spec, &device, &opts, runs).map_err(exit_of)?;
+            (all.swap_remove(0), Some(report))
+        }
+    };
     let text = serde_json::to_string_pretty(&run.to_file()).map_err(|e| Exit {
         code: 1,
         message: format!("cannot encode the profile: {e}"),
@@ -60,6 +90,13 @@ pub fn run(a: &ProfileArgs) -> Result<(), Exit> {
     }
     if a.json {
         print!("{text}");
+        return Ok(());
+    }
+    if let Some(report) = &report {
+        print_repeatability(&spec, &run, report);
+        if let Some(p) = a.output {
+            println!("written   {} (the first run)", p.display());
+        }
         return Ok(());
     }
     let b1 = spec.batch_sizes[0];
@@ -106,4 +143,60 @@ pub fn run(a: &ProfileArgs) -> Result<(), Exit> {
         None => println!("(not written: give -o PROFILE, or --json for the profile on stdout)"),
     }
     Ok(())
+}
+
+/// The repeatability table: every (layer kind, tp, batch) entry's latency per run and how far
+/// apart the runs are, the most varying operators, and the in-run noise.
+fn print_repeatability(spec: &ModelSpec, run: &ProfileRun, r: &RepeatabilityReport) {
+    println!("model     {} ({})", spec.name, spec.dtype.name());
+    if let Some(src) = &run.profile.source {
+        println!("device    {}", src.device);
+    }
+    println!(
+        "runs      {} (each: every operator warmed up until settled, median of round-robin samples)",
+        r.runs
+    );
+    print!("{:<10} {:>3} {:>5}", "layer", "tp", "batch");
+    for i in 0..r.runs {
+        print!(" {:>11}", format!("run{}_ms", i + 1));
+    }
+    println!(" {:>8}", "diff_%");
+    for l in &r.layers {
+        print!("{:<10} {:>3} {:>5}", l.kind.label(), l.tp, l.batch);
+        for t in &l.latency_s {
+            print!(" {:>11.4}", t * 1e3);
+        }
+        println!(" {:>8.2}", l.rel_diff * 100.0);
+    }
+    println!(
+        "layers    medians differ by {:.2} % on average, {:.2} % at most ({} entries); {} within 5 %",
+        r.mean_layer_diff() * 100.0,
+        r.max_layer_diff() * 100.0,
+        r.layers.len(),
+        if r.within(0.05) { "all" } else { "NOT all" }
+    );
+    println!(
+        "model     forward pass at tp{} b{}: {} ms ({:.2} % apart)",
+        spec.tp_degrees[0],
+        spec.batch_sizes[0],
+        r.model_s
+            .iter()
+            .map(|t| format!("{:.3}", t * 1e3))
+            .collect::<Vec<_>>()
+            .join(" vs "),
+        r.model_diff() * 100.0
+    );
+    println!(
+        "noise     largest in-run IQR/median {:.2} %",
+        r.max_iqr_ratio() * 100.0
+    );
+    println!("most varying operators:");
+    for o in r.ops.iter().take(5) {
+        println!(
+            "  {:<44} {:>7.2} % apart (in-run IQR/median {:.2} %)",
+            o.op.to_string(),
+            o.rel_diff * 100.0,
+            o.iqr_ratio * 100.0
+        );
+    }
 }
