@@ -362,3 +362,341 @@ fn shortest_queue_dispatch_is_seeded_and_can_be_late() {
         assert!(!(a.good[i] && a.late[i]));
     }
 }
+
+/// A plain transcription of alpaserve-semantics.md §1.1 (and of `slo_aware`: the replica that
+/// would finish first), one request at a time, to check the optimized loops against.
+mod reference {
+    /// Per-request result: (group, good, start, finish), as `Outcomes` reports them.
+    pub type Row = (Option<usize>, bool, f64, f64);
+
+    pub struct Run {
+        pub rows: Vec<Row>,
+        pub req_m: Vec<u64>,
+        pub good_m: Vec<u64>,
+        pub routed_g: Vec<u64>,
+        pub good_g: Vec<u64>,
+        pub latency_sum_good_s: f64,
+    }
+
+    /// `lat[m][g]`: penalized stage latencies of model m on group g, None when m is not on g
+    /// (or has no profile for g's shape). `clock_len[g]` is g's stage count.
+    pub fn simulate(
+        lat: &[Vec<Option<Vec<f64>>>],
+        clock_len: &[usize],
+        slo_s: &[f64],
+        overhead_s: f64,
+        slo_aware: bool,
+        arrival: &[f64],
+        model: &[u32],
+    ) -> Run {
+        let n_models = lat.len();
+        let n_groups = clock_len.len();
+        let mut clock: Vec<Vec<f64>> = clock_len.iter().map(|&pp| vec![0.0; pp]).collect();
+        let mut run = Run {
+            rows: Vec::new(),
+            req_m: vec![0; n_models],
+            good_m: vec![0; n_models],
+            routed_g: vec![0; n_groups],
+            good_g: vec![0; n_groups],
+            latency_sum_good_s: 0.0,
+        };
+        for (&t, &m) in arrival.iter().zip(model) {
+            let m = m as usize;
+            run.req_m[m] += 1;
+            let replicas: Vec<usize> = (0..n_groups).filter(|&g| lat[m][g].is_some()).collect();
+            let stage_ends = |g: usize| -> Vec<f64> {
+                let mut x = t;
+                let mut ends = Vec::new();
+                for (k, l) in lat[m][g].as_ref().unwrap().iter().enumerate() {
+                    x = x.max(clock[g][k]) + l;
+                    ends.push(x);
+                }
+                ends
+            };
+            let mut chosen: Option<usize> = None;
+            for &g in &replicas {
+                let better = match chosen {
+                    None => true,
+                    Some(b) if slo_aware => {
+                        stage_ends(g).last().unwrap() < stage_ends(b).last().unwrap()
+                    }
+                    Some(b) => clock[g].last().unwrap() < clock[b].last().unwrap(),
+                };
+                if better {
+                    chosen = Some(g);
+                }
+            }
+            let Some(g) = chosen else {
+                run.rows.push((None, false, 0.0, t));
+                continue;
+            };
+            let ends = stage_ends(g);
+            let finish = ends.last().unwrap() + overhead_s;
+            run.routed_g[g] += 1;
+            if finish - t <= slo_s[m] {
+                let start = t.max(clock[g][0]);
+                clock[g] = ends;
+                run.good_m[m] += 1;
+                run.good_g[g] += 1;
+                run.latency_sum_good_s += finish - t;
+                run.rows.push((Some(g), true, start, finish));
+            } else {
+                run.rows.push((Some(g), false, t, t));
+            }
+        }
+        run
+    }
+}
+
+/// Random instances, placements and traces: the fast loop (every stage-count specialisation, the
+/// mixed-depth loop, the >16-stage fallback), the detailed run, the scored evaluation and the
+/// executor's `Controller` all take the reference's decisions, bit for bit.
+#[test]
+fn fast_loop_matches_a_plain_reference_on_random_cases() {
+    use plexserve_solver::sim::{Controller, Decision};
+    use plexserve_solver::{Scratch, Trace};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    let shapes: [&[u32]; 7] = [&[1], &[2], &[4], &[8], &[3], &[1, 2, 4, 8, 16], &[1, 32]];
+    let mut branch_free_stretches = 0;
+    for case in 0..120u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(case);
+        let n_models = rng.random_range(1..7usize);
+        let pps = shapes[case as usize % shapes.len()];
+        // Profiles: random stage latencies; a model lacks a shape now and then.
+        let mut profiles = Vec::new();
+        let mut raw: Vec<Vec<Option<Vec<f64>>>> = Vec::new(); // [model][pp index]
+        for m in 0..n_models {
+            let mut configs = Vec::new();
+            let mut per_pp = Vec::new();
+            for &pp in pps {
+                if rng.random_bool(0.15) {
+                    per_pp.push(None);
+                    continue;
+                }
+                let stages: Vec<f64> = (0..pp)
+                    .map(|_| rng.random_range(0.01..0.4) / pp as f64)
+                    .collect();
+                let s: Vec<String> = stages.iter().map(|l| format!("{l}")).collect();
+                configs.push(format!(
+                    r#"{{"pp":{pp},"tp":1,"stage_latency_s":[[{}]],"stage_weight_gib":[{}]}}"#,
+                    s.join(","),
+                    vec!["1"; pp as usize].join(",")
+                ));
+                per_pp.push(Some(stages));
+            }
+            if configs.is_empty() {
+                configs.push(
+                    r#"{"pp":1,"tp":2,"stage_latency_s":[[0.1]],"stage_weight_gib":[1]}"#.into(),
+                );
+            }
+            profiles.push(format!(
+                r#""p{m}":{{"batch_sizes":[1],"configs":[{}]}}"#,
+                configs.join(",")
+            ));
+            raw.push(per_pp);
+        }
+        let slo_s: Vec<f64> = (0..n_models).map(|_| rng.random_range(0.05..0.9)).collect();
+        let models: Vec<String> = (0..n_models)
+            .map(|m| format!(r#"{{"name":"m{m}","profile":"p{m}","slo_s":{}}}"#, slo_s[m]))
+            .collect();
+        let json = format!(
+            r#"{{"schema":"plexserve/instance/v1","name":"r","cluster":{{"devices":512,"memory_budget_gib":1000}},
+            "profiles":{{{}}},"models":[{}],
+            "workload":{{"kind":"requests","requests":[{{"t_s":0,"model":"m0"}}]}},
+            "simulator":{{"overhead_s":0.011,"pp_penalty":0.009,"warmup_s":0}}}}"#,
+            profiles.join(","),
+            models.join(",")
+        );
+        let inst = Instance::from_json("random.json".as_ref(), &json).expect("valid instance");
+        let slo_s: Vec<f64> = inst.models.iter().map(|m| m.slo_s).collect();
+
+        // Placement: random shapes, each group hosting a random subset (some models unplaced).
+        let n_groups = rng.random_range(0..7usize);
+        let mut groups = Vec::new();
+        let mut next_device = 0;
+        for _ in 0..n_groups {
+            let pp = pps[rng.random_range(0..pps.len())];
+            let hosted: Vec<u32> = (0..n_models as u32)
+                .filter(|_| rng.random_bool(0.5))
+                .collect();
+            let devices: Vec<u32> = (next_device..next_device + pp).collect();
+            next_device += pp;
+            groups.push(group(pp, &devices, &hosted));
+        }
+        let placement = Placement { groups };
+        let lat: Vec<Vec<Option<Vec<f64>>>> = (0..n_models)
+            .map(|m| {
+                placement
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let i = pps.iter().position(|&p| p == g.pp).unwrap();
+                        let factor = 1.0 + 0.009 * g.pp as f64;
+                        match (&raw[m][i], g.models.contains(&(m as u32))) {
+                            (Some(stages), true) => {
+                                Some(stages.iter().map(|l| l * factor).collect())
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let clock_len: Vec<usize> = placement.groups.iter().map(|g| g.pp as usize).collect();
+
+        // Trace: bursts that queue and reject, idle gaps, and exact ties. Every fourth trace is
+        // long and busy: the fast loop switches to its branch-free variant after a stretch of
+        // 16384 requests with many rejections, and that variant must agree too.
+        let long = case % 4 == 0;
+        let n = if long {
+            rng.random_range(20_000..40_000usize)
+        } else {
+            rng.random_range(0..3000usize)
+        };
+        let mut t = 0.0f64;
+        let mut arrival = Vec::with_capacity(n);
+        let mut model = Vec::with_capacity(n);
+        for _ in 0..n {
+            match rng.random_range(0..10) {
+                0 => {}
+                1 if !long => t += rng.random_range(0.0..2.0),
+                _ if long => t += rng.random_range(0.0..0.02),
+                _ => t += rng.random_range(0.0..0.05),
+            }
+            arrival.push(t);
+            model.push(rng.random_range(0..n_models as u32));
+        }
+        let trace = Trace {
+            arrival_s: arrival.clone(),
+            model: model.clone(),
+        };
+
+        for slo_aware in [false, true] {
+            let want =
+                reference::simulate(&lat, &clock_len, &slo_s, 0.011, slo_aware, &arrival, &model);
+            let mut config = inst.simulator.clone();
+            if slo_aware {
+                config.dispatch = plexserve_solver::Dispatch::SloAware;
+            }
+            config.warmup_s = [0.0, 5.0, 40.0][case as usize % 3];
+            let sim = Simulator::new(&inst, &trace).with_config(config.clone());
+            let ctx = format!("case {case}, slo_aware {slo_aware}, shapes {pps:?}");
+            if !slo_aware && n > 16_384 {
+                let placed_rejects = want.rows[..16_384]
+                    .iter()
+                    .filter(|r| r.0.is_some() && !r.1)
+                    .count();
+                // Above 20 % (the highest threshold, 16 stages) every table loop switches.
+                branch_free_stretches += usize::from(placed_rejects > 16_384 / 5);
+            }
+
+            // Detailed run: every decision.
+            let (k, out) = sim.run(&Schedule::fixed(placement.clone()));
+            for (i, &(g, good, start, finish)) in want.rows.iter().enumerate() {
+                let got_group = (out.group[i] != NO_GROUP).then_some(out.group[i] as usize);
+                assert_eq!(got_group, g, "{ctx}: group of request {i}");
+                assert_eq!(out.good[i], good, "{ctx}: admission of request {i}");
+                assert_eq!(
+                    out.start_s[i].to_bits(),
+                    start.to_bits(),
+                    "{ctx}: start of request {i}"
+                );
+                assert_eq!(
+                    out.finish_s[i].to_bits(),
+                    finish.to_bits(),
+                    "{ctx}: finish of request {i}"
+                );
+            }
+            assert_eq!(k.req_m, want.req_m, "{ctx}");
+            assert_eq!(k.good_m, want.good_m, "{ctx}");
+            assert_eq!(k.routed_g, want.routed_g, "{ctx}");
+            assert_eq!(k.good_g, want.good_g, "{ctx}");
+            assert_eq!(
+                k.latency_sum_good_s.to_bits(),
+                want.latency_sum_good_s.to_bits(),
+                "{ctx}"
+            );
+
+            // Scored evaluation (reused scratch, as the placers do): counters and both scores.
+            let mut scratch = Scratch::default();
+            for faithful in [false, true] {
+                let sim = Simulator::new(&inst, &trace)
+                    .with_config(config.clone())
+                    .with_options(SimOptions {
+                        faithful_search_stats: faithful,
+                        ..SimOptions::default()
+                    });
+                let score = sim.evaluate(&placement, &mut scratch);
+                let k = &scratch.counters;
+                assert_eq!(k.req_m, want.req_m, "{ctx}");
+                assert_eq!(k.good_m, want.good_m, "{ctx}");
+                assert_eq!(k.routed_g, want.routed_g, "{ctx}");
+                assert_eq!(k.good_g, want.good_g, "{ctx}");
+                assert_eq!(
+                    k.latency_sum_good_s.to_bits(),
+                    want.latency_sum_good_s.to_bits(),
+                    "{ctx}"
+                );
+                let good: u64 = want.good_m.iter().sum();
+                let (attainment, latency) = if faithful {
+                    let a = if n == 0 { 0.0 } else { good as f64 / n as f64 };
+                    (a, want.latency_sum_good_s / n.max(1) as f64)
+                } else {
+                    let skip = warmup_skip(&arrival, config.warmup_s);
+                    let kept = want.rows[skip..n - skip].iter().filter(|r| r.1).count();
+                    let a = if n == 2 * skip {
+                        0.0
+                    } else {
+                        kept as f64 / (n - 2 * skip) as f64
+                    };
+                    (a, want.latency_sum_good_s / good.max(1) as f64)
+                };
+                assert_eq!(
+                    score.attainment.to_bits(),
+                    attainment.to_bits(),
+                    "{ctx}, faithful {faithful}"
+                );
+                assert_eq!(
+                    score.mean_latency_s.to_bits(),
+                    latency.to_bits(),
+                    "{ctx}, faithful {faithful}"
+                );
+            }
+
+            // The executor's entry point: one `Controller::admit` per request.
+            let compiled = plexserve_solver::sim::Compiled::new(&inst, &placement, 0, 0.009);
+            let mut clocks = vec![0.0; compiled.n_clocks()];
+            let mut ctl = Controller::new(&compiled, &slo_s, 0.011, slo_aware, &mut clocks);
+            for (i, (&t, &m)) in arrival.iter().zip(&model).enumerate() {
+                let got = match ctl.admit(t, m as usize) {
+                    Decision::NoReplica => (None, false, 0.0, t),
+                    Decision::Reject { group, .. } => (Some(group), false, t, t),
+                    Decision::Admit {
+                        group,
+                        start_s,
+                        finish_s,
+                        ..
+                    } => (Some(group), true, start_s, finish_s),
+                };
+                let w = want.rows[i];
+                assert_eq!((got.0, got.1), (w.0, w.1), "{ctx}: controller, request {i}");
+                assert_eq!(
+                    got.2.to_bits(),
+                    w.2.to_bits(),
+                    "{ctx}: controller start, request {i}"
+                );
+                assert_eq!(
+                    got.3.to_bits(),
+                    w.3.to_bits(),
+                    "{ctx}: controller finish, request {i}"
+                );
+            }
+        }
+    }
+    assert!(
+        branch_free_stretches >= 5,
+        "only {branch_free_stretches} long traces reject enough to switch the fast loop"
+    );
+}

@@ -89,3 +89,139 @@ impl Compiled {
         self.rep_start[m] as usize..self.rep_start[m + 1] as usize
     }
 }
+
+/// Widest pipeline the table-driven fast loop handles; deeper ones take the [`Controller`] path.
+///
+/// [`Controller`]: super::Controller
+pub const MAX_TABLE_STAGES: usize = 16;
+
+/// [`Compiled`] rearranged for the fixed-dispatch fast loop: every model owns the same number of
+/// replica *slots*, so the dispatch scan has a fixed trip count and no per-model range lookup.
+///
+/// Model `m` owns slots `m * width .. (m + 1) * width`. Its replicas fill the first slots in
+/// ascending group order; the remaining slots repeat its first slot, which the earliest-last-stage
+/// scan (lowest slot on ties) never picks over the original. A model without any replica gets
+/// stand-in slots with zero latencies and an SLO of −∞: no projected latency meets it, so the
+/// request is rejected without changing a clock, exactly as "no replica" requires, and every
+/// projected latency stays finite.
+///
+/// Fields are private: the fast loop indexes without bounds checks on the strength of the
+/// invariants [`DispatchTable::rebuild`] establishes (every slot's `1 ≤ pp ≤ lat_stride`,
+/// `pp ≤ last_clock + 1 ≤ clocks_needed`, `lat.len() = slots · lat_stride`).
+#[derive(Debug, Clone, Default)]
+pub struct DispatchTable {
+    /// Slots per model: the largest replica count, at least 1.
+    pub(super) width: usize,
+    /// Stage count shared by every slot, or 0 when slots differ.
+    pub(super) uniform_pp: usize,
+    /// Per slot: index of the last stage clock of the replica's group.
+    pub(super) last_clock: Vec<u32>,
+    /// Per slot: stage count of the replica's group.
+    pub(super) pp: Vec<u32>,
+    /// Per slot: the replica's group, or [`super::NO_GROUP`] for a model without replica.
+    pub(super) group: Vec<u32>,
+    /// Per slot: penalized stage latencies at `slot * lat_stride ..`.
+    pub(super) lat: Vec<f64>,
+    /// Per slot: the model's SLO (−∞ for a stand-in slot).
+    pub(super) slo_s: Vec<f64>,
+    /// Largest stage count of any slot.
+    pub(super) lat_stride: usize,
+    /// Clocks the slots reach: `max(last_clock) + 1`.
+    pub(super) clocks_needed: usize,
+    /// The first slot of every model without replica.
+    pub(super) stand_ins: Vec<u32>,
+}
+
+impl DispatchTable {
+    /// Refills the table for `c` (reusing its buffers); `slo_s` holds every model's SLO.
+    pub fn rebuild(&mut self, c: &Compiled, slo_s: &[f64]) {
+        let n_models = slo_s.len();
+        let width = (0..n_models)
+            .map(|m| c.replicas(m).len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let stride = c.rep_pp.iter().copied().max().unwrap_or(1).max(1) as usize;
+        let first_pp = c.rep_pp.first().copied().unwrap_or(1);
+        let uniform = c.rep_pp.iter().all(|&p| p == first_pp);
+        self.width = width;
+        self.lat_stride = stride;
+        self.uniform_pp = if uniform { first_pp as usize } else { 0 };
+        self.last_clock.clear();
+        self.pp.clear();
+        self.group.clear();
+        self.lat.clear();
+        self.slo_s.clear();
+        self.stand_ins.clear();
+        for (m, &slo) in slo_s.iter().enumerate() {
+            if c.replicas(m).is_empty() {
+                self.stand_ins.push((m * width) as u32);
+            }
+            let reps = c.replicas(m);
+            for j in 0..width {
+                if reps.is_empty() {
+                    // Reads (and rewrites unchanged) the clocks of the first group, if any; with
+                    // no clock at all the loop substitutes a scratch one.
+                    let pp = if uniform { first_pp as usize } else { 1 };
+                    self.last_clock.push(pp as u32 - 1);
+                    self.pp.push(pp as u32);
+                    self.group.push(super::NO_GROUP);
+                    self.lat.extend(std::iter::repeat_n(0.0, stride));
+                    self.slo_s.push(f64::NEG_INFINITY);
+                    continue;
+                }
+                let r = if j < reps.len() {
+                    reps.start + j
+                } else {
+                    reps.start
+                };
+                let pp = c.rep_pp[r];
+                self.last_clock.push(c.rep_clock[r] + pp - 1);
+                self.pp.push(pp);
+                self.group.push(c.rep_group[r]);
+                let lat0 = c.rep_lat[r] as usize;
+                self.lat.extend_from_slice(&c.lat[lat0..lat0 + pp as usize]);
+                self.lat
+                    .extend(std::iter::repeat_n(0.0, stride - pp as usize));
+                self.slo_s.push(slo);
+            }
+        }
+        self.clocks_needed = self
+            .last_clock
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        debug_assert!(self
+            .last_clock
+            .iter()
+            .zip(&self.pp)
+            .all(|(&l, &p)| p >= 1 && p as usize <= stride && p <= l + 1));
+        debug_assert_eq!(self.lat.len(), self.slots() * stride);
+    }
+
+    /// Number of slots (`width` per model).
+    pub fn slots(&self) -> usize {
+        self.last_clock.len()
+    }
+
+    /// Models the table was built for.
+    pub fn n_models(&self) -> usize {
+        self.slots() / self.width.max(1)
+    }
+
+    /// Stage clocks the fast loop needs (the placement's `n_clocks`, or 1 without groups).
+    pub fn clocks_needed(&self) -> usize {
+        self.clocks_needed
+    }
+
+    /// Requests counted so far on the stand-in slots of models without replica.
+    pub(super) fn no_replica_requests(&self, st: &super::FastState) -> u64 {
+        self.stand_ins.iter().map(|&s| st.routed(s as usize)).sum()
+    }
+
+    /// Deepest pipeline in the table.
+    pub fn max_pp(&self) -> usize {
+        self.lat_stride
+    }
+}

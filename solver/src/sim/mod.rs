@@ -22,8 +22,8 @@ use crate::instance::{Dispatch, Instance, SimulatorConfig};
 use crate::plan::{Placement, Schedule};
 use crate::workload::Trace;
 
-pub use compiled::Compiled;
-pub use controller::{Controller, Decision};
+pub use compiled::{Compiled, DispatchTable};
+pub use controller::{Controller, Decision, FastState};
 pub use partial::{affected_models, supports_partial, ModelStats, ModelView};
 pub use report::{
     request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary, ModelReport,
@@ -211,6 +211,9 @@ pub struct Scratch {
     pub clocks: Vec<f64>,
     pub tmp: Vec<f64>,
     pub counters: Counters,
+    /// The fast loop's dispatch table and packed counters.
+    pub table: DispatchTable,
+    pub fast: FastState,
 }
 
 impl<'a> Simulator<'a> {
@@ -270,6 +273,41 @@ impl<'a> Simulator<'a> {
         // Good requests inside the reported (trimmed) range.
         let good_kept;
         match self.config.dispatch {
+            Dispatch::EarliestLastStage
+                if self.config.max_batch <= 1 && {
+                    scratch.table.rebuild(&c, &self.slo_s);
+                    scratch.table.max_pp() <= compiled::MAX_TABLE_STAGES
+                } =>
+            {
+                // Three runs over consecutive slices with shared state are one run; the admitted
+                // counts between them give the trimmed count at no per-request cost.
+                let (table, st) = (&scratch.table, &mut scratch.fast);
+                st.reset(table, &scratch.clocks);
+                st.latency_sum_good_s = 0.0;
+                let mut good_at = [0u64; 2];
+                for (j, (lo, hi)) in [(0, skip), (skip, n - skip), (n - skip, n)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    controller::admit_all(
+                        table,
+                        &arrival[lo..hi],
+                        &model[lo..hi],
+                        self.config.overhead_s,
+                        st,
+                        None,
+                    );
+                    if j < 2 && skip > 0 {
+                        good_at[j] = st.good();
+                    }
+                }
+                add_slot_counts(table, st, &mut scratch.counters);
+                good_kept = if skip > 0 {
+                    good_at[1] - good_at[0]
+                } else {
+                    scratch.counters.good()
+                };
+            }
             Dispatch::EarliestLastStage | Dispatch::SloAware if self.config.max_batch <= 1 => {
                 // Three runs over consecutive slices with shared clocks are one run; the
                 // counters between them give the trimmed count at no per-request cost.
@@ -463,8 +501,11 @@ impl<'a> Simulator<'a> {
 
 /// AlpaServe's fast simulation loop (alpaserve-semantics.md §1.1), optionally SLO-aware.
 ///
-/// Every decision is the shared [`Controller`]'s (the executor admits with the same code).
+/// Every decision is the shared [`Controller`]'s (the executor admits with the same code): the
+/// earliest-last-stage mode runs [`controller::admit_all`], its batched form, which
+/// `tests/sim.rs` checks decision by decision against a plain transcription of §1.1.
 /// `clocks` holds every group's stage clocks; `tmp` is kept for callers' scratch reuse.
+/// Counters are added to `k`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn run_fast(
@@ -477,9 +518,57 @@ pub fn run_fast(
     clocks: &mut [f64],
     tmp: &mut Vec<f64>,
     k: &mut Counters,
-    mut out: Option<&mut Outcomes>,
+    out: Option<&mut Outcomes>,
 ) {
     let _ = tmp;
+    if !slo_aware {
+        let mut table = DispatchTable::default();
+        table.rebuild(c, slo_s);
+        if table.max_pp() <= compiled::MAX_TABLE_STAGES {
+            let mut st = FastState::default();
+            st.reset(&table, clocks);
+            st.latency_sum_good_s = k.latency_sum_good_s;
+            controller::admit_all(&table, arrival, model, overhead_s, &mut st, out);
+            let n = clocks.len();
+            clocks.copy_from_slice(&st.clocks()[..n]);
+            add_slot_counts(&table, &st, k);
+            return;
+        }
+    }
+    run_controller(
+        c, arrival, model, slo_s, overhead_s, slo_aware, clocks, k, out,
+    );
+}
+
+/// Adds the per-slot counts of the table loop to the per-model and per-group counters.
+fn add_slot_counts(table: &DispatchTable, st: &FastState, k: &mut Counters) {
+    for (s, (routed, good)) in st.slot_counts().enumerate() {
+        let m = s / table.width;
+        k.req_m[m] += routed;
+        k.good_m[m] += good;
+        let g = table.group[s];
+        if g != NO_GROUP {
+            k.routed_g[g as usize] += routed;
+            k.good_g[g as usize] += good;
+        }
+    }
+    k.latency_sum_good_s = st.latency_sum_good_s;
+}
+
+/// One [`Controller::admit`] per request: the SLO-aware mode, and pipelines deeper than the
+/// table loop takes.
+#[allow(clippy::too_many_arguments)]
+fn run_controller(
+    c: &Compiled,
+    arrival: &[f64],
+    model: &[u32],
+    slo_s: &[f64],
+    overhead_s: f64,
+    slo_aware: bool,
+    clocks: &mut [f64],
+    k: &mut Counters,
+    mut out: Option<&mut Outcomes>,
+) {
     let mut ctl = Controller::new(c, slo_s, overhead_s, slo_aware, clocks);
     for (i, (&t, &m)) in arrival.iter().zip(model).enumerate() {
         let m = m as usize;
