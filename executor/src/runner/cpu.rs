@@ -21,7 +21,7 @@ use ndarray::{s, Array2};
 use plexserve_kernels::{attention, bias_gelu, gemm, layer_norm, AttentionShape};
 use rayon::ThreadPool;
 
-use super::transformer::{quantile, LayerSpec, LayerWeights, ShardWeights};
+use super::transformer::{quantile, run_layer_stage, LayerSpec, LayerWeights, ShardWeights};
 use super::{StageRunner, StageWork};
 use crate::clock::Clock;
 use crate::error::{ExecutorError, Result};
@@ -370,30 +370,11 @@ impl StageRunner for CpuRunner {
     }
 
     fn run(&self, work: &mut StageWork<'_>, clock: &dyn Clock) -> Result<f64> {
-        // A stage cannot start before its devices are handed over from an earlier segment.
-        clock.sleep_until(work.start_s);
-        let (n, h) = (self.spec.seq, self.spec.hidden);
-        let stage_err = |reason: String| ExecutorError::Stage {
-            group: work.group,
-            stage: work.stage,
-            reason,
-        };
-        let mut x = if work.activations.len() == n * h {
-            Array2::from_shape_vec((n, h), std::mem::take(work.activations))
-                .map_err(|e| stage_err(e.to_string()))?
-        } else {
-            self.input(work.model, Some(work.activations))
-        };
-        let layers = self.layers_for(work.profiled_s, work.tp);
-        self.run_stage_on(work.devices, work.model, work.tp, layers, &mut x)
-            .map_err(|e| match e {
-                ExecutorError::Stage { reason, .. } | ExecutorError::Unsupported(reason) => {
-                    stage_err(reason)
-                }
-                other => other,
-            })?;
-        *work.activations = x.into_raw_vec_and_offset().0;
-        Ok(clock.now_s())
+        let (devices, model, tp) = (work.devices, work.model, work.tp);
+        let layers = self.layers_for(work.profiled_s, tp);
+        run_layer_stage(&self.spec, work, clock, |x| {
+            self.run_stage_on(devices, model, tp, layers, x)
+        })
     }
 
     fn initial_activations(&self, model: usize, input: Option<&[f32]>) -> Vec<f32> {

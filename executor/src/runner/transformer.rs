@@ -177,3 +177,37 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     let i = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[i - 1]
 }
+
+/// Drives one stage of a layer-based runner (cpu or cuda): waits for the stage's start, rebuilds the
+/// `[seq, hidden]` activations (or the request's input on the first stage), runs `layers` of the
+/// model through `run`, and stores the activations back for the next stage.
+pub(crate) fn run_layer_stage(
+    spec: &LayerSpec,
+    work: &mut super::StageWork<'_>,
+    clock: &dyn crate::clock::Clock,
+    run: impl FnOnce(&mut Array2<f32>) -> crate::error::Result<()>,
+) -> crate::error::Result<f64> {
+    use crate::error::ExecutorError;
+    // A stage cannot start before its devices are handed over from an earlier segment.
+    clock.sleep_until(work.start_s);
+    let (n, h) = (spec.seq, spec.hidden);
+    let stage_err = |reason: String| ExecutorError::Stage {
+        group: work.group,
+        stage: work.stage,
+        reason,
+    };
+    let mut x = if work.activations.len() == n * h {
+        Array2::from_shape_vec((n, h), std::mem::take(work.activations))
+            .map_err(|e| stage_err(e.to_string()))?
+    } else {
+        spec.input(work.model, Some(work.activations))
+    };
+    run(&mut x).map_err(|e| match e {
+        ExecutorError::Stage { reason, .. } | ExecutorError::Unsupported(reason) => {
+            stage_err(reason)
+        }
+        other => other,
+    })?;
+    *work.activations = x.into_raw_vec_and_offset().0;
+    Ok(clock.now_s())
+}
