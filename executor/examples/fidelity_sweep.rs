@@ -81,8 +81,9 @@ fn emulate(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
     Ok((inst.name.clone(), args[1].clone(), scales, points))
 }
 
-/// The CPU sweep: the calibrated pipeline of the `cpu_fidelity` test, 20 s of gamma(cv 2)
-/// arrivals at 60 % of its capacity per point.
+/// The CPU sweep: the calibrated pipeline of the `cpu_fidelity` test (loop calibration, then
+/// the profile fitted to an 8 s pilot run), 20 s of gamma(cv 2) arrivals at 60 % of its
+/// capacity per point.
 fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
     if args.is_empty() {
         return Err("usage: fidelity_sweep --cpu OUT_PREFIX [SCALE,SCALE,...] [QUANTILE]".into());
@@ -106,7 +107,8 @@ fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
         // As in the cpu_fidelity test: a run disturbed by other processes is measured again
         // after a fresh calibration, at most three times; the TSV keeps the last one.
         for attempt in 1..=3 {
-            let pipeline = CpuPipeline::calibrate(spec, 0.025, 16, quantile)?;
+            let mut pipeline = CpuPipeline::calibrate(spec, 0.025, 16, quantile)?;
+            rt.block_on(pipeline.fit_to_serving(s, 0.6, 2.0, 8.0, 1100 + i as u64, quantile))?;
             let inst = pipeline.instance(s, 0.6, 2.0, 20.0, 100 + i as u64)?;
             name.clone_from(&inst.name);
             let trace = inst.workload.generate(inst.base_dir())?;
@@ -140,7 +142,7 @@ fn cpu(args: &[String]) -> Result<Sweep, Box<dyn std::error::Error>> {
     Ok((
         name,
         format!(
-            "one pp-2 group on 2 devices, stage profile = p{:.0} of calibration",
+            "one pp-2 group on 2 devices, stage profile = p{:.0} of served stage times (pilot run)",
             quantile * 100.0
         ),
         scales,

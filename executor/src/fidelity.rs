@@ -12,7 +12,7 @@ use crate::clock::RealClock;
 use crate::error::{ExecutorError, Result};
 use crate::executor::{Executor, ExecutorOptions};
 use crate::http::{bind, serve, HttpOptions};
-use crate::metrics::StageCounts;
+use crate::metrics::{StageCounts, StageTimeRatios};
 use crate::replay::{replay, ReplayOptions, ReplayReport};
 use crate::runner::{CpuRunner, LayerSpec, StageCalibration, StageRunner};
 
@@ -38,6 +38,8 @@ pub struct FidelityRun {
     pub measured: ReplayReport,
     /// How the stages kept to their profile while serving.
     pub stages: StageCounts,
+    /// Measured ÷ profiled time of every stage run.
+    pub stage_ratios: StageTimeRatios,
 }
 
 impl FidelityRun {
@@ -98,6 +100,7 @@ pub async fn simulate_and_measure(
         simulated: sim,
         measured: measured?.0,
         stages: exec.metrics().stages(),
+        stage_ratios: exec.metrics().stage_time_ratios(),
     })
 }
 
@@ -135,6 +138,44 @@ impl CpuPipeline {
             runner: Arc::new(runner),
             calibration,
         })
+    }
+
+    /// Fits the profile to serving conditions. A stage served between idle gaps, handed over
+    /// between threads, next to the HTTP server and the load generator, runs 5–25 % slower than
+    /// the same stage in a back-to-back calibration loop (measured on 2-core machines, quiet or
+    /// not), and a profile that low makes most served stages overrun it. So: serve a pilot run
+    /// of [`CpuPipeline::instance`]`(slo_scale, load, cv, duration_s, seed)` and scale the
+    /// profile, and the runner's layer time with it so stages keep their layer count, by the
+    /// `quantile` of the measured ÷ profiled stage times (unchanged when the SLO let no request
+    /// in). Returns the pilot run.
+    pub async fn fit_to_serving(
+        &mut self,
+        slo_scale: f64,
+        load: f64,
+        cv: f64,
+        duration_s: f64,
+        seed: u64,
+        quantile: f64,
+    ) -> Result<FidelityRun> {
+        let inst = self.instance(slo_scale, load, cv, duration_s, seed)?;
+        let trace = inst.workload.generate(inst.base_dir())?;
+        let pilot =
+            simulate_and_measure(&inst, &Self::schedule(), &trace, self.runner.clone()).await?;
+        // No stage ran (an SLO no request can meet): nothing is served, so nothing to fit.
+        let factor = match pilot.stage_ratios.quantile(quantile) {
+            None => return Ok(pilot),
+            Some(f) if f.is_finite() => f,
+            Some(_) => {
+                return Err(ExecutorError::Unsupported(format!(
+                    "cpu pipeline: more than {:.0} % of the pilot's {} stages ran over 4× their profile",
+                    (1.0 - quantile) * 100.0,
+                    pilot.stages.stages
+                )))
+            }
+        };
+        self.calibration.stage_s *= factor;
+        self.runner.scale_layer_time(1, factor);
+        Ok(pilot)
     }
 
     /// Requests per second the pipeline sustains (one stage time per request).

@@ -41,7 +41,7 @@ pub use crate::error::{ExecutorError, Result};
 pub use crate::executor::{Executor, ExecutorOptions, InferError, Pending, Served};
 pub use crate::fidelity::{simulate_and_measure, with_slo_scale, CpuPipeline, FidelityRun};
 pub use crate::http::{bind, router, serve, HttpOptions, InferResponse};
-pub use crate::metrics::{Metrics, ModelCounts, StageCounts, LATENCY_BUCKETS_S};
+pub use crate::metrics::{Metrics, ModelCounts, StageCounts, StageTimeRatios, LATENCY_BUCKETS_S};
 pub use crate::replay::{
     http_request, replay, replay_trace, summarize, write_records_csv, ModelSummary, ReplayOptions,
     ReplayReport, RequestRecord, Target, REPLAY_SCHEMA,

@@ -42,6 +42,7 @@ struct Data {
     models: Vec<ModelStats>,
     groups: Vec<GroupStats>,
     bad_requests: u64,
+    stage_ratios: StageTimeRatios,
 }
 
 /// Everything `/metrics` reports. One lock: updates are a few integer adds per request.
@@ -67,6 +68,79 @@ pub struct StageCounts {
     pub max_overrun_s: f64,
 }
 
+/// Resolution and range of [`StageTimeRatios`]: 1 % steps up to 4×, one bucket beyond.
+const RATIO_STEP: f64 = 0.01;
+const RATIO_BUCKETS: usize = 400;
+/// The `le` bounds `/metrics` exports of the stage time ratio histogram (`+Inf` implicit).
+const RATIO_EXPORT_LE: [f64; 9] = [0.5, 0.9, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0];
+
+/// Measured ÷ profiled stage time as a histogram in 1 % steps: how closely the devices keep to
+/// their profile, in bounded memory however long the server runs. Bucket `b` holds the ratios
+/// in `((b − 1) %, b %]`; the last bucket everything above 4×.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageTimeRatios {
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Default for StageTimeRatios {
+    fn default() -> Self {
+        StageTimeRatios {
+            counts: vec![0; RATIO_BUCKETS + 1],
+            sum: 0.0,
+        }
+    }
+}
+
+impl StageTimeRatios {
+    fn bucket(ratio: f64) -> usize {
+        // `- 1e-9`: a ratio of exactly 1.00 (an emulated stage) belongs to the 100 % bucket.
+        let b = (ratio / RATIO_STEP - 1e-9).ceil();
+        if b.is_nan() || b <= 0.0 {
+            0
+        } else {
+            (b as usize).min(RATIO_BUCKETS)
+        }
+    }
+
+    pub fn record(&mut self, ratio: f64) {
+        self.counts[Self::bucket(ratio)] += 1;
+        self.sum += ratio;
+    }
+
+    /// Stage runs recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Runs whose ratio was at most `le`.
+    pub fn count_at_most(&self, le: f64) -> u64 {
+        self.counts[..=Self::bucket(le)].iter().sum()
+    }
+
+    /// The `q` quantile (nearest rank) as the upper edge of its bucket, so it is never below the
+    /// true quantile; infinite when it lies beyond 4×, `None` before any stage ran.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(if b == RATIO_BUCKETS {
+                    f64::INFINITY
+                } else {
+                    b as f64 * RATIO_STEP
+                });
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
 /// A snapshot of one model's counters (tests and reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ModelCounts {
@@ -85,6 +159,7 @@ impl Metrics {
             models: vec![ModelStats::default(); model_names.len()],
             groups: vec![GroupStats::default(); n_groups],
             bad_requests: 0,
+            stage_ratios: StageTimeRatios::default(),
         };
         Metrics {
             model_names,
@@ -162,7 +237,15 @@ impl Metrics {
             g.stage_busy_s += measured_s;
             g.stage_profiled_s += profiled_s;
             g.stage_max_overrun_s = g.stage_max_overrun_s.max(measured_s - profiled_s);
+            if profiled_s > 0.0 {
+                d.stage_ratios.record(measured_s / profiled_s);
+            }
         });
+    }
+
+    /// Measured ÷ profiled time of every stage run so far, over all groups.
+    pub fn stage_time_ratios(&self) -> StageTimeRatios {
+        self.with(|d| d.stage_ratios.clone())
     }
 
     /// Stage executions summed over all groups.
@@ -206,8 +289,14 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let d = self.with(|d| (d.models.clone(), d.groups.clone(), d.bad_requests));
-        let (models, groups, bad) = d;
+        let (models, groups, bad, ratios) = self.with(|d| {
+            (
+                d.models.clone(),
+                d.groups.clone(),
+                d.bad_requests,
+                d.stage_ratios.clone(),
+            )
+        });
         let mut o = String::new();
         let name = |m: usize| escape(&self.model_names[m]);
         let counter = |o: &mut String, metric: &str, help: &str| {
@@ -458,6 +547,23 @@ impl Metrics {
                 s.stage_max_overrun_s
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP plexserve_stage_time_ratio Measured over profiled time of each stage run.\n# TYPE plexserve_stage_time_ratio histogram"
+        );
+        for le in RATIO_EXPORT_LE {
+            let _ = writeln!(
+                o,
+                "plexserve_stage_time_ratio_bucket{{le=\"{le}\"}} {}",
+                ratios.count_at_most(le)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "plexserve_stage_time_ratio_bucket{{le=\"+Inf\"}} {n}\nplexserve_stage_time_ratio_sum {}\nplexserve_stage_time_ratio_count {n}",
+            ratios.sum,
+            n = ratios.count()
+        );
         let _ = writeln!(o, "# HELP plexserve_group_up 1 while the group serves, 0 once a device of it failed.\n# TYPE plexserve_group_up gauge");
         for (g, s) in groups.iter().enumerate() {
             let _ = writeln!(
@@ -481,4 +587,53 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_time_ratio_quantiles_are_bucket_upper_edges() {
+        let mut r = StageTimeRatios::default();
+        assert_eq!(r.quantile(0.5), None);
+        // 90 stages exactly on profile, 9 at 1.234×, one far beyond 4×.
+        for _ in 0..90 {
+            r.record(1.0);
+        }
+        for _ in 0..9 {
+            r.record(1.234);
+        }
+        r.record(7.0);
+        assert_eq!(r.count(), 100);
+        assert_eq!(r.quantile(0.5), Some(1.0));
+        assert_eq!(r.quantile(0.9), Some(1.0));
+        assert_eq!(r.quantile(0.91), Some(1.24));
+        assert_eq!(r.quantile(0.99), Some(1.24));
+        assert_eq!(r.quantile(1.0), Some(f64::INFINITY));
+        assert_eq!(r.count_at_most(1.0), 90);
+        assert_eq!(r.count_at_most(1.25), 99);
+        assert_eq!(r.count_at_most(3.0), 99);
+    }
+
+    #[test]
+    fn stage_time_ratios_are_exported_as_a_prometheus_histogram() {
+        let m = Metrics::new(vec!["a".into()], 2);
+        m.stage_ran(0, 0.010, 0.010);
+        m.stage_ran(1, 0.010, 0.0095);
+        m.stage_ran(1, 0.010, 0.012);
+        assert_eq!(m.stage_time_ratios().quantile(1.0), Some(1.2));
+        let text = m.render();
+        for line in [
+            "# TYPE plexserve_stage_time_ratio histogram",
+            "plexserve_stage_time_ratio_bucket{le=\"0.9\"} 0",
+            "plexserve_stage_time_ratio_bucket{le=\"1\"} 2",
+            "plexserve_stage_time_ratio_bucket{le=\"1.1\"} 2",
+            "plexserve_stage_time_ratio_bucket{le=\"1.25\"} 3",
+            "plexserve_stage_time_ratio_bucket{le=\"+Inf\"} 3",
+            "plexserve_stage_time_ratio_count 3",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
 }

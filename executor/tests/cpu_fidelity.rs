@@ -10,11 +10,16 @@
 //!   devices busy at once, right before serving;
 //! - a fixed 1.25 headroom stood in for that measurement: now the stage profile is a high
 //!   quantile of the measured stage times, and the runner runs exactly the profiled layers;
+//! - even so, a stage served between idle gaps, handed over between threads, next to the HTTP
+//!   server and the load generator, ran 5–25 % slower than in that back-to-back loop, and most
+//!   served stages overran a profile that low (CI and a quiet machine alike): now a short pilot
+//!   run serves the same kind of traffic first and the profile becomes the 95th percentile of
+//!   the served stage times (`CpuPipeline::fit_to_serving`);
 //! - other processes on a shared machine still slow stages down now and then, and a stall of the
 //!   whole process makes every request queued behind it late: the server counts stages that ran
 //!   over their profile and the longest overrun (`plexserve_stage_overruns_total`,
 //!   `plexserve_stage_max_overrun_seconds`), and a run in which many stages overran, or one stage
-//!   took more than twice its profile, is measured again after a fresh calibration (at most three
+//!   took more than twice its profile, is measured again after a fresh calibration (at most five
 //!   times). A fidelity defect fails the undisturbed runs; a machine too busy to give one fails
 //!   the test too.
 
@@ -29,7 +34,10 @@ fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (Fidelity
         weight_bank: 2,
         headroom: 1.0,
     };
-    let pipeline = CpuPipeline::calibrate(spec, 0.025, 16, 0.95).unwrap();
+    let mut pipeline = CpuPipeline::calibrate(spec, 0.025, 16, 0.95).unwrap();
+    let loop_stage_s = pipeline.calibration.stage_s;
+    rt.block_on(pipeline.fit_to_serving(slo_scale, 0.6, 2.0, 8.0, seed + 1000, 0.95))
+        .unwrap();
     let cal = &pipeline.calibration;
     let inst = pipeline.instance(slo_scale, 0.6, 2.0, 20.0, seed).unwrap();
     let schedule = CpuPipeline::schedule();
@@ -47,11 +55,12 @@ fn measure(slo_scale: f64, seed: u64, rt: &tokio::runtime::Runtime) -> (Fidelity
     // machine a few percent of stages run over, by little.
     let disturbed = run.disturbed(cal.stage_s);
     eprintln!(
-        "slo_scale {slo_scale}: stage {:.2} ms ({} layers; calibration p50 {:.2} ms, max {:.2} ms) \
+        "slo_scale {slo_scale}: stage {:.2} ms ({} layers; loop calibration p95 {:.2} ms, p50 {:.2} ms, max {:.2} ms) \
          simulated {:.4} measured {:.4} gap {:+.2} points (n={}, late {}, errors {}); \
          stages {} overran {:.1}% (longest by {:.1} ms), measured/profiled time {:.3}{}",
         cal.stage_s * 1e3,
         cal.layers,
+        loop_stage_s * 1e3,
         cal.samples_s[cal.samples_s.len() / 2] * 1e3,
         cal.samples_s[cal.samples_s.len() - 1] * 1e3,
         run.simulated.slo_attainment,
@@ -81,7 +90,7 @@ fn cpu_runner_within_two_points() {
         .unwrap();
     for (slo_scale, seed) in [(2.0, 3u64), (6.0, 4)] {
         let mut attempts = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let (run, disturbed) = measure(slo_scale, seed, &rt);
             assert_eq!(run.measured.errors, 0, "no request may fail");
             assert_eq!(run.measured.requests, run.simulated.requests);

@@ -142,6 +142,17 @@ fn emulate_sweep_within_one_point() {
         );
         assert_eq!(sim.requests, meas.requests);
         assert_eq!(meas.errors, 0, "no request may fail or time out");
+        // Every stage run is in the ratio histogram, and an emulated stage keeps to its profile
+        // (it sleeps until its profiled finish; the median lands in the 100 % bucket or just
+        // above it by timer overshoot).
+        assert_eq!(run.stage_ratios.count(), run.stages.stages);
+        if run.stages.stages > 0 {
+            let median = run.stage_ratios.quantile(0.5).unwrap();
+            assert!(
+                (1.0..=1.05).contains(&median),
+                "median stage ratio {median}"
+            );
+        }
         worst = worst.max(d);
     }
     assert!(worst <= 0.01, "largest gap {worst:.4} exceeds one point");

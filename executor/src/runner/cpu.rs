@@ -14,7 +14,7 @@
 //! admission. [`CpuRunner::calibrate_stage`] measures whole stages with every device busy at once
 //! (the conditions of serving) for profiles that should match what the server will do.
 
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use ndarray::{s, Array2};
@@ -141,7 +141,9 @@ pub struct StageCalibration {
 pub struct CpuRunner {
     spec: LayerSpec,
     /// Measured seconds per layer at each tp degree (index = tp).
-    layer_s: Vec<f64>,
+    /// Behind a lock because fitting the profile to serving conditions rescales it while the
+    /// runner is shared (read once per stage: uncontended).
+    layer_s: RwLock<Vec<f64>>,
     /// Weight banks by (model, tp), built on first use.
     banks: Mutex<Vec<((usize, usize), Bank)>>,
     /// One single-thread pool per device id, built on first use.
@@ -166,15 +168,17 @@ impl CpuRunner {
             .map_err(ExecutorError::Unsupported)?;
         single_threaded_gemm();
         let max_tp = tps.iter().copied().max().unwrap_or(1).max(1);
-        let mut runner = CpuRunner {
+        let runner = CpuRunner {
             spec,
-            layer_s: vec![f64::NAN; max_tp + 1],
+            layer_s: RwLock::new(vec![f64::NAN; max_tp + 1]),
             banks: Mutex::new(Vec::new()),
             pools: Mutex::new(Vec::new()),
         };
         for &tp in tps {
-            if runner.layer_s[tp].is_nan() {
-                runner.layer_s[tp] = runner.calibrate(tp)?;
+            if runner.layer_time_s(tp).is_none() {
+                let t = runner.calibrate(tp)?;
+                runner.layer_times().resize(max_tp + 1, f64::NAN);
+                runner.layer_times()[tp] = t;
             }
         }
         Ok(runner)
@@ -261,10 +265,11 @@ impl CpuRunner {
         }
         samples_s.sort_by(f64::total_cmp);
         let stage_s = quantile(&samples_s, quantile_q);
-        if tp >= self.layer_s.len() {
-            self.layer_s.resize(tp + 1, f64::NAN);
+        let mut layer_s = self.layer_times();
+        if tp >= layer_s.len() {
+            layer_s.resize(tp + 1, f64::NAN);
         }
-        self.layer_s[tp] = stage_s / layers as f64;
+        layer_s[tp] = stage_s / layers as f64;
         Ok(StageCalibration {
             samples_s,
             stage_s,
@@ -274,7 +279,20 @@ impl CpuRunner {
 
     /// Measured seconds of one layer at `tp`, if calibrated.
     pub fn layer_time_s(&self, tp: usize) -> Option<f64> {
-        self.layer_s.get(tp).copied().filter(|v| !v.is_nan())
+        let layer_s = self.layer_s.read().unwrap_or_else(|e| e.into_inner());
+        layer_s.get(tp).copied().filter(|v| !v.is_nan())
+    }
+
+    /// Multiplies the layer time at `tp` by `factor`: a stage profile scaled by the same factor
+    /// then still runs the same number of layers.
+    pub fn scale_layer_time(&self, tp: usize, factor: f64) {
+        if let Some(t) = self.layer_times().get_mut(tp) {
+            *t *= factor;
+        }
+    }
+
+    fn layer_times(&self) -> RwLockWriteGuard<'_, Vec<f64>> {
+        self.layer_s.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Layers a stage of `profiled_s` runs at `tp`.
