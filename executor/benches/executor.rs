@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use plexserve_executor::{
-    CpuRunner, EmulateRunner, Executor, ExecutorOptions, LayerSpec, RealClock, StageRunner,
+    CpuRunner, EmulateRunner, Executor, ExecutorOptions, LayerRunner, LayerSpec, RealClock,
+    StageRunner,
 };
 use plexserve_solver::sim::{Compiled, Controller};
 use plexserve_solver::{Group, Instance, Placement, Schedule};

@@ -14,7 +14,7 @@ use crate::executor::{Executor, ExecutorOptions};
 use crate::http::{bind, serve, HttpOptions};
 use crate::metrics::{StageCounts, StageTimeRatios};
 use crate::replay::{replay, ReplayOptions, ReplayReport};
-use crate::runner::{CpuRunner, LayerSpec, StageCalibration, StageRunner};
+use crate::runner::{CpuRunner, LayerRunner, LayerSpec, StageCalibration, StageRunner};
 
 /// `inst` with every model's SLO set to `scale` × its single-device batch-1 latency.
 pub fn with_slo_scale(inst: &Instance, scale: f64) -> Result<Instance> {

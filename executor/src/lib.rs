@@ -47,8 +47,8 @@ pub use crate::replay::{
     ReplayReport, RequestRecord, Target, REPLAY_SCHEMA,
 };
 pub use crate::runner::{
-    CpuRunner, CudaRunner, EmulateRunner, LayerSpec, RunnerKind, StageCalibration, StageRunner,
-    StageWork,
+    CpuRunner, CudaRunner, EmulateRunner, LayerRunner, LayerSpec, RunnerKind, StageCalibration,
+    StageRunner, StageWork,
 };
 
 /// Builds the runner `kind` for `schedule` (the CPU and CUDA runners time one layer at every tp

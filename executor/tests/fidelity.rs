@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use plexserve_executor::{
     replay, simulate_and_measure, with_slo_scale, Admission, AdmissionCore, CpuRunner, CudaRunner,
-    EmulateRunner, Executor, ExecutorError, ExecutorOptions, HttpOptions, LayerSpec, ManualClock,
-    RejectReason, ReplayOptions,
+    EmulateRunner, Executor, ExecutorError, ExecutorOptions, HttpOptions, LayerRunner, LayerSpec,
+    ManualClock, RejectReason, ReplayOptions,
 };
 use plexserve_solver::sim::NO_GROUP;
 use plexserve_solver::{Placement, Schedule, Simulator};

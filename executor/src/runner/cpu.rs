@@ -21,9 +21,7 @@ use ndarray::{s, Array2};
 use plexserve_kernels::{attention, bias_gelu, gemm, layer_norm, AttentionShape};
 use rayon::ThreadPool;
 
-use super::transformer::{quantile, run_layer_stage, LayerSpec, LayerWeights, ShardWeights};
-use super::{StageRunner, StageWork};
-use crate::clock::Clock;
+use super::transformer::{quantile, LayerRunner, LayerSpec, LayerWeights, ShardWeights};
 use crate::error::{ExecutorError, Result};
 
 fn kernel(e: plexserve_kernels::KernelError) -> ExecutorError {
@@ -277,12 +275,6 @@ impl CpuRunner {
         })
     }
 
-    /// Measured seconds of one layer at `tp`, if calibrated.
-    pub fn layer_time_s(&self, tp: usize) -> Option<f64> {
-        let layer_s = self.layer_s.read().unwrap_or_else(|e| e.into_inner());
-        layer_s.get(tp).copied().filter(|v| !v.is_nan())
-    }
-
     /// Multiplies the layer time at `tp` by `factor`: a stage profile scaled by the same factor
     /// then still runs the same number of layers.
     pub fn scale_layer_time(&self, tp: usize, factor: f64) {
@@ -295,11 +287,6 @@ impl CpuRunner {
         self.layer_s.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Layers a stage of `profiled_s` runs at `tp`.
-    pub fn layers_for(&self, profiled_s: f64, tp: usize) -> usize {
-        self.spec.layers_for(profiled_s, self.layer_time_s(tp))
-    }
-
     /// Runs `n` layers of `model` at `tp` on `x` on the calling thread, kernels parallel over
     /// whatever rayon pool it is in (the raw-throughput path of the benches).
     pub fn run_layers(&self, model: usize, tp: usize, n: usize, x: &mut Array2<f32>) -> Result<()> {
@@ -308,32 +295,6 @@ impl CpuRunner {
             forward(&self.spec, &bank[i % bank.len()], x, &[])?;
         }
         Ok(())
-    }
-
-    /// Runs `n` layers of `model` as a stage on `devices` (one per shard), each shard inside its
-    /// device's single-thread pool: what a stage worker does.
-    pub fn run_stage_on(
-        &self,
-        devices: &[u32],
-        model: usize,
-        tp: usize,
-        n: usize,
-        x: &mut Array2<f32>,
-    ) -> Result<()> {
-        if devices.len() != tp {
-            return Err(ExecutorError::Unsupported(format!(
-                "cpu runner: a tp-{tp} stage needs {tp} devices, got {}",
-                devices.len()
-            )));
-        }
-        let pools = self.pools_for(devices)?;
-        let bank = self.bank(model, tp);
-        pools[0].install(|| {
-            for i in 0..n {
-                forward(&self.spec, &bank[i % bank.len()], x, &pools)?;
-            }
-            Ok(())
-        })
     }
 
     fn pools_for(&self, devices: &[u32]) -> Result<Vec<Arc<ThreadPool>>> {
@@ -382,24 +343,42 @@ impl CpuRunner {
     }
 }
 
-impl StageRunner for CpuRunner {
-    fn name(&self) -> &'static str {
-        "cpu"
+impl LayerRunner for CpuRunner {
+    const NAME: &'static str = "cpu";
+
+    fn layer_spec(&self) -> &LayerSpec {
+        &self.spec
     }
 
-    fn run(&self, work: &mut StageWork<'_>, clock: &dyn Clock) -> Result<f64> {
-        let (devices, model, tp) = (work.devices, work.model, work.tp);
-        let layers = self.layers_for(work.profiled_s, tp);
-        run_layer_stage(&self.spec, work, clock, |x| {
-            self.run_stage_on(devices, model, tp, layers, x)
+    /// Measured seconds of one layer at `tp`, if calibrated.
+    fn layer_time_s(&self, tp: usize) -> Option<f64> {
+        let layer_s = self.layer_s.read().unwrap_or_else(|e| e.into_inner());
+        layer_s.get(tp).copied().filter(|v| !v.is_nan())
+    }
+
+    /// Runs `n` layers of `model` as a stage on `devices` (one per shard), each shard inside its
+    /// device's single-thread pool: what a stage worker does.
+    fn run_stage_on(
+        &self,
+        devices: &[u32],
+        model: usize,
+        tp: usize,
+        n: usize,
+        x: &mut Array2<f32>,
+    ) -> Result<()> {
+        if devices.len() != tp {
+            return Err(ExecutorError::Unsupported(format!(
+                "cpu runner: a tp-{tp} stage needs {tp} devices, got {}",
+                devices.len()
+            )));
+        }
+        let pools = self.pools_for(devices)?;
+        let bank = self.bank(model, tp);
+        pools[0].install(|| {
+            for i in 0..n {
+                forward(&self.spec, &bank[i % bank.len()], x, &pools)?;
+            }
+            Ok(())
         })
-    }
-
-    fn initial_activations(&self, model: usize, input: Option<&[f32]>) -> Vec<f32> {
-        self.input(model, input).into_raw_vec_and_offset().0
-    }
-
-    fn output(&self, _model: usize, activations: &[f32]) -> Option<Vec<f32>> {
-        self.spec.output(activations)
     }
 }

@@ -19,9 +19,7 @@ use ndarray::{s, Array2, ArrayView2};
 use plexserve_kernels::cuda::{CudaDevice, GpuMatrix};
 use plexserve_kernels::{AttentionShape, Dtype, KernelError};
 
-use super::transformer::{run_layer_stage, LayerSpec, LayerWeights};
-use super::{StageRunner, StageWork};
-use crate::clock::Clock;
+use super::transformer::{LayerRunner, LayerSpec, LayerWeights};
 use crate::error::{ExecutorError, Result};
 
 /// An unavailable backend is a typed error; anything else is a stage failure.
@@ -249,16 +247,6 @@ impl CudaRunner {
         Ok(times[times.len() / 2])
     }
 
-    /// Measured seconds of one layer at `tp`, if calibrated.
-    pub fn layer_time_s(&self, tp: usize) -> Option<f64> {
-        self.layer_s.get(tp).copied().filter(|v| !v.is_nan())
-    }
-
-    /// Layers a stage of `profiled_s` runs at `tp`.
-    pub fn layers_for(&self, profiled_s: f64, tp: usize) -> usize {
-        self.spec.layers_for(profiled_s, self.layer_time_s(tp))
-    }
-
     fn gpu(&self, d: u32) -> Result<usize> {
         self.gpu_of_device.get(d as usize).copied().ok_or_else(|| {
             ExecutorError::Unsupported(format!(
@@ -304,9 +292,60 @@ impl CudaRunner {
         Ok(bank)
     }
 
+    /// Runs `f` for every shard on its GPU (in parallel when there are several) and returns the
+    /// partial results in shard order.
+    fn each_shard<F>(&self, shards: &[(usize, ShardBank)], f: F) -> Result<Vec<Array2<f32>>>
+    where
+        F: Fn(&CudaDevice, &[GpuShard]) -> std::result::Result<Array2<f32>, KernelError> + Sync,
+    {
+        let one = |(g, bank): &(usize, ShardBank)| {
+            let dev = self.gpus[*g].lock();
+            f(&dev, bank).map_err(kernel)
+        };
+        if shards.len() == 1 {
+            return Ok(vec![one(&shards[0])?]);
+        }
+        std::thread::scope(|scope| {
+            let one = &one;
+            let handles: Vec<_> = shards[1..]
+                .iter()
+                .map(|s| scope.spawn(move || one(s)))
+                .collect();
+            let mut out = vec![one(&shards[0])];
+            for h in handles {
+                out.push(h.join().unwrap_or_else(|_| {
+                    Err(ExecutorError::Stage {
+                        group: usize::MAX,
+                        stage: usize::MAX,
+                        reason: "a tensor-parallel shard thread panicked".into(),
+                    })
+                }));
+            }
+            out.into_iter().collect()
+        })
+    }
+
+    /// The `[seq, hidden]` activations of a request (the same as the CPU runner's).
+    pub fn input(&self, model: usize, input: Option<&[f32]>) -> Array2<f32> {
+        self.spec.input(model, input)
+    }
+}
+
+impl LayerRunner for CudaRunner {
+    const NAME: &'static str = "cuda";
+
+    fn layer_spec(&self) -> &LayerSpec {
+        &self.spec
+    }
+
+    /// Measured seconds of one layer at `tp`, if calibrated.
+    fn layer_time_s(&self, tp: usize) -> Option<f64> {
+        self.layer_s.get(tp).copied().filter(|v| !v.is_nan())
+    }
+
     /// Runs `n` layers of `model` as a stage on `devices` (one per shard): what a stage worker
     /// does. Shards run in parallel, each on its device's GPU.
-    pub fn run_stage_on(
+    fn run_stage_on(
         &self,
         devices: &[u32],
         model: usize,
@@ -350,65 +389,5 @@ impl CudaRunner {
             *x += &host[l].b2;
         }
         Ok(())
-    }
-
-    /// Runs `f` for every shard on its GPU (in parallel when there are several) and returns the
-    /// partial results in shard order.
-    fn each_shard<F>(&self, shards: &[(usize, ShardBank)], f: F) -> Result<Vec<Array2<f32>>>
-    where
-        F: Fn(&CudaDevice, &[GpuShard]) -> std::result::Result<Array2<f32>, KernelError> + Sync,
-    {
-        let one = |(g, bank): &(usize, ShardBank)| {
-            let dev = self.gpus[*g].lock();
-            f(&dev, bank).map_err(kernel)
-        };
-        if shards.len() == 1 {
-            return Ok(vec![one(&shards[0])?]);
-        }
-        std::thread::scope(|scope| {
-            let one = &one;
-            let handles: Vec<_> = shards[1..]
-                .iter()
-                .map(|s| scope.spawn(move || one(s)))
-                .collect();
-            let mut out = vec![one(&shards[0])];
-            for h in handles {
-                out.push(h.join().unwrap_or_else(|_| {
-                    Err(ExecutorError::Stage {
-                        group: usize::MAX,
-                        stage: usize::MAX,
-                        reason: "a tensor-parallel shard thread panicked".into(),
-                    })
-                }));
-            }
-            out.into_iter().collect()
-        })
-    }
-
-    /// The `[seq, hidden]` activations of a request (the same as the CPU runner's).
-    pub fn input(&self, model: usize, input: Option<&[f32]>) -> Array2<f32> {
-        self.spec.input(model, input)
-    }
-}
-
-impl StageRunner for CudaRunner {
-    fn name(&self) -> &'static str {
-        "cuda"
-    }
-
-    fn run(&self, work: &mut StageWork<'_>, clock: &dyn Clock) -> Result<f64> {
-        let (devices, model, tp) = (work.devices, work.model, work.tp);
-        let layers = self.layers_for(work.profiled_s, tp);
-        run_layer_stage(&self.spec, work, clock, |x| {
-            self.run_stage_on(devices, model, tp, layers, x)
-        })
-    }
-
-    fn initial_activations(&self, model: usize, input: Option<&[f32]>) -> Vec<f32> {
-        self.input(model, input).into_raw_vec_and_offset().0
-    }
-
-    fn output(&self, _model: usize, activations: &[f32]) -> Option<Vec<f32>> {
-        self.spec.output(activations)
     }
 }

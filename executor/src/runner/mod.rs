@@ -18,7 +18,7 @@ use std::str::FromStr;
 pub use cpu::{CpuRunner, StageCalibration};
 pub use cuda::CudaRunner;
 pub use emulate::EmulateRunner;
-pub use transformer::LayerSpec;
+pub use transformer::{LayerRunner, LayerSpec};
 
 use crate::clock::Clock;
 use crate::error::{ExecutorError, Result};

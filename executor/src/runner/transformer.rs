@@ -178,36 +178,82 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i - 1]
 }
 
-/// Drives one stage of a layer-based runner (cpu or cuda): waits for the stage's start, rebuilds the
-/// `[seq, hidden]` activations (or the request's input on the first stage), runs `layers` of the
-/// model through `run`, and stores the activations back for the next stage.
-pub(crate) fn run_layer_stage(
-    spec: &LayerSpec,
-    work: &mut super::StageWork<'_>,
-    clock: &dyn crate::clock::Clock,
-    run: impl FnOnce(&mut Array2<f32>) -> crate::error::Result<()>,
-) -> crate::error::Result<f64> {
-    use crate::error::ExecutorError;
-    // A stage cannot start before its devices are handed over from an earlier segment.
-    clock.sleep_until(work.start_s);
-    let (n, h) = (spec.seq, spec.hidden);
-    let stage_err = |reason: String| ExecutorError::Stage {
-        group: work.group,
-        stage: work.stage,
-        reason,
-    };
-    let mut x = if work.activations.len() == n * h {
-        Array2::from_shape_vec((n, h), std::mem::take(work.activations))
-            .map_err(|e| stage_err(e.to_string()))?
-    } else {
-        spec.input(work.model, Some(work.activations))
-    };
-    run(&mut x).map_err(|e| match e {
-        ExecutorError::Stage { reason, .. } | ExecutorError::Unsupported(reason) => {
-            stage_err(reason)
-        }
-        other => other,
-    })?;
-    *work.activations = x.into_raw_vec_and_offset().0;
-    Ok(clock.now_s())
+/// A runner whose stages are real transformer layers (cpu, cuda): a stage profiled at
+/// `profiled_s` runs [`LayerRunner::layers_for`] layers of [`LayerRunner::spec`]'s shape on the
+/// stage's devices. Every such runner is a [`StageRunner`](super::StageRunner) the same way.
+pub trait LayerRunner: Send + Sync + std::fmt::Debug {
+    /// The runner's name, as `serve --runner` spells it.
+    const NAME: &'static str;
+    /// The layer shape it computes.
+    fn layer_spec(&self) -> &LayerSpec;
+    /// Measured seconds of one layer at `tp`, if calibrated.
+    fn layer_time_s(&self, tp: usize) -> Option<f64>;
+    /// Runs `n` layers of `model` as a stage on `devices` (one per tensor-parallel shard).
+    fn run_stage_on(
+        &self,
+        devices: &[u32],
+        model: usize,
+        tp: usize,
+        n: usize,
+        x: &mut Array2<f32>,
+    ) -> crate::error::Result<()>;
+
+    /// Layers a stage of `profiled_s` runs at `tp`.
+    fn layers_for(&self, profiled_s: f64, tp: usize) -> usize {
+        self.layer_spec()
+            .layers_for(profiled_s, self.layer_time_s(tp))
+    }
+}
+
+impl<T: LayerRunner> super::StageRunner for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    /// Waits for the stage's start, rebuilds the `[seq, hidden]` activations (or the request's
+    /// input on the first stage), runs the stage's layers, and stores the activations back for
+    /// the next stage.
+    fn run(
+        &self,
+        work: &mut super::StageWork<'_>,
+        clock: &dyn crate::clock::Clock,
+    ) -> crate::error::Result<f64> {
+        use crate::error::ExecutorError;
+        let spec = self.layer_spec();
+        let layers = self.layers_for(work.profiled_s, work.tp);
+        // A stage cannot start before its devices are handed over from an earlier segment.
+        clock.sleep_until(work.start_s);
+        let (n, h) = (spec.seq, spec.hidden);
+        let stage_err = |reason: String| ExecutorError::Stage {
+            group: work.group,
+            stage: work.stage,
+            reason,
+        };
+        let mut x = if work.activations.len() == n * h {
+            Array2::from_shape_vec((n, h), std::mem::take(work.activations))
+                .map_err(|e| stage_err(e.to_string()))?
+        } else {
+            spec.input(work.model, Some(work.activations))
+        };
+        self.run_stage_on(work.devices, work.model, work.tp, layers, &mut x)
+            .map_err(|e| match e {
+                ExecutorError::Stage { reason, .. } | ExecutorError::Unsupported(reason) => {
+                    stage_err(reason)
+                }
+                other => other,
+            })?;
+        *work.activations = x.into_raw_vec_and_offset().0;
+        Ok(clock.now_s())
+    }
+
+    fn initial_activations(&self, model: usize, input: Option<&[f32]>) -> Vec<f32> {
+        self.layer_spec()
+            .input(model, input)
+            .into_raw_vec_and_offset()
+            .0
+    }
+
+    fn output(&self, _model: usize, activations: &[f32]) -> Option<Vec<f32>> {
+        self.layer_spec().output(activations)
+    }
 }
