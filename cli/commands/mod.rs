@@ -2,6 +2,7 @@
 
 mod compare;
 mod doctor;
+mod instance;
 pub mod llm;
 mod partition;
 mod placers;
@@ -80,6 +81,33 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             dtype: dtype.as_deref(),
             threads,
             repeatability,
+        }),
+        Command::Instance {
+            profiles,
+            copies,
+            devices,
+            memory_budget_gib,
+            total_rate,
+            alpha,
+            cv,
+            duration_s,
+            slo_scale,
+            seed,
+            name,
+            output,
+        } => instance::run(&instance::InstanceArgs {
+            profiles: &profiles,
+            copies,
+            devices,
+            memory_budget_gib,
+            total_rate,
+            alpha,
+            cv,
+            duration_s,
+            slo_scale,
+            seed,
+            name: name.as_deref(),
+            output: output.as_deref(),
         }),
         Command::Doctor { json } => doctor::run(json),
         Command::Serve {

@@ -260,3 +260,57 @@ fn infeasible_exits_3_with_the_reason() {
         );
     }
 }
+
+/// `plexserve instance` refuses what would not make an instance: a missing profile file, a file
+/// that is not a profile file, two profiles of the same name, non-positive numbers.
+#[test]
+fn instance_from_bad_profiles_or_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "p.profile.json",
+        r#"{ "schema": "plexserve/profile/v1", "profiles": { "p": { "batch_sizes": [1],
+             "configs": [ { "pp": 1, "tp": 1, "stage_latency_s": [[0.1]], "stage_weight_gib": [1.0] } ] } } }"#,
+    );
+    let base = |profiles: &[&std::path::Path], rate: &str| {
+        let mut args: Vec<std::ffi::OsString> = vec!["instance".into()];
+        for p in profiles {
+            args.push("--profile".into());
+            args.push(p.as_os_str().into());
+        }
+        for a in [
+            "--devices",
+            "2",
+            "--memory-budget-gib",
+            "4",
+            "--total-rate",
+            rate,
+        ] {
+            args.push(a.into());
+        }
+        plexserve(args)
+    };
+    let ok = base(&[&good], "5");
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("\"plexserve/instance/v1\""));
+    let cases: [(std::process::Output, &str); 4] = [
+        (base(&[&dir.path().join("absent.json")], "5"), "absent.json"),
+        (
+            base(&[&instance("tiny/two-test-models.json")], "5"),
+            "two-test-models.json",
+        ),
+        (base(&[&good, &good], "5"), "already came from"),
+        (
+            base(&[&good], "0"),
+            "--total-rate: expected a positive number",
+        ),
+    ];
+    for (out, needle) in cases {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{needle:?} not in {}",
+            stderr(&out)
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! The pipeline end to end on this machine: profile a small model on the CPU → an instance built
-//! from the measured profile → `solve` → `simulate` → `serve` (CPU runner) → `replay`; plus
+//! from the measured profile by `plexserve instance` → `solve` → `simulate` → `serve` (CPU runner) → `replay`; plus
 //! `doctor`, profiler error handling and the CUDA runner's absence.
 
 use crate::common::*;
@@ -49,20 +49,45 @@ fn profile_on_cpu_then_solve_and_simulate() {
         "--json".as_ref(),
     ]);
     assert_eq!(part.status.code(), Some(0), "{}", stderr(&part));
-    // An instance that serves two copies of the measured model with an SLO of 5× its latency.
-    let inst = serde_json::json!({
-        "schema": "plexserve/instance/v1",
-        "name": "measured-tiny",
-        "cluster": { "devices": 2, "memory_budget_gib": 4.0 },
-        "profiles": { name.clone(): prof.clone() },
-        "models": [ { "name": "a", "profile": name, "slo_scale": 5.0 },
-                    { "name": "b", "profile": name, "slo_scale": 5.0 } ],
-        "workload": { "kind": "gamma", "duration_s": 60, "seed": 1, "total_rate": 50, "cv": 2 }
-    });
-    let inst_path = write(
-        dir.path(),
-        "inst.json",
-        &serde_json::to_string_pretty(&inst).unwrap(),
+    // An instance that serves two copies of the measured model with an SLO of 5× its latency,
+    // built by `plexserve instance` from the profile file.
+    let inst_path = dir.path().join("inst.json");
+    let out = plexserve([
+        "instance".as_ref(),
+        "--profile".as_ref(),
+        profile.as_os_str(),
+        "--copies".as_ref(),
+        "2".as_ref(),
+        "--devices".as_ref(),
+        "2".as_ref(),
+        "--memory-budget-gib".as_ref(),
+        "4".as_ref(),
+        "--total-rate".as_ref(),
+        "50".as_ref(),
+        "--cv".as_ref(),
+        "2".as_ref(),
+        "--seed".as_ref(),
+        "1".as_ref(),
+        "-o".as_ref(),
+        inst_path.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let inst: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&inst_path).unwrap()).unwrap();
+    assert_eq!(inst["profiles"][name.as_str()], *prof);
+    let models: Vec<(&str, &str)> = inst["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["profile"].as_str().unwrap()))
+        .collect();
+    let expected = [format!("{name}-0"), format!("{name}-1")];
+    assert_eq!(
+        models,
+        [
+            (expected[0].as_str(), name.as_str()),
+            (expected[1].as_str(), name.as_str())
+        ]
     );
     let plan = dir.path().join("plan.json");
     let out = plexserve([
