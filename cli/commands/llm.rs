@@ -181,6 +181,9 @@ fn solve(
         time_s: solved.time_s,
         evaluations: solved.evaluations,
         objective: solved.objective,
+        bound: None,
+        gap: None,
+        time_limited: None,
     });
     let text = plan.to_json();
     if let Some(o) = out {

@@ -56,6 +56,9 @@ pub fn run(
         time_s: solved.time_s,
         evaluations: solved.evaluations,
         objective: solved.objective,
+        bound: solved.bound,
+        gap: solved.gap,
+        time_limited: solved.time_limited,
     });
     let text = plan.to_json();
     if let Some(out) = output {

@@ -14,8 +14,12 @@ fn bench(c: &mut Criterion) {
     let file = std::env::var("MILP_BENCH_INSTANCE").unwrap_or_else(|_| "s3-maf1.json".into());
     let inst = Instance::load(&dir.join(&file)).expect("instance");
     let trace = inst.workload.generate(inst.base_dir()).expect("trace");
+    // One placement takes up to its 30 s limit: criterion's minimum of 10 samples, a short
+    // warm-up, and only as long a measurement as those samples need.
     let mut group = c.benchmark_group("milp");
     group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(10));
     let specs: Vec<String> = std::env::var("MILP_BENCH_SPECS")
         .map(|s| s.split(';').map(str::to_string).collect())
         .unwrap_or_else(|_| {
@@ -36,12 +40,13 @@ fn bench(c: &mut Criterion) {
             let (first, report) =
                 search_with_report(&inst, &trace, &opts, &Silent).expect("solves");
             eprintln!(
-                "{}/{spec}: status {:?}, best objective {:?}, bound {:.6}, gap {:.4}, plan objective {:?}, attainment {:.4}, {:.2} s",
+                "{}/{spec}: status {:?}, best objective {:?}, bound {:.6}, gap {:.4}, time limited {}, plan objective {:?}, attainment {:.4}, {:.2} s",
                 inst.name,
                 report.status,
                 report.best,
                 report.bound,
                 report.gap,
+                report.time_limited,
                 first.objective,
                 first.score.attainment,
                 first.time_s

@@ -18,7 +18,11 @@ fn synthetic_128l() -> Profile {
 fn bench_stage_dp(c: &mut Criterion) {
     let profile = synthetic_128l();
     let mut group = c.benchmark_group("stage_dp");
-    group.sample_size(20);
+    // Milliseconds per run: criterion's minimum sample count and short phases keep the whole
+    // bench to well under a minute.
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(3));
     for pp in [8u32, 16] {
         let mut opts = PartitionOptions::new(64, 4.0);
         opts.pp = Some(pp);

@@ -62,6 +62,19 @@ pub struct SolveInfo {
     /// The optimizer's own objective, when it has one (e.g. the MILP's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<f64>,
+    /// The bound the optimizer proved on its objective over its whole search (a MILP: below
+    /// for a minimisation), when it proves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<f64>,
+    /// The relative gap `|best − bound| / |best|` between the best objective the search found
+    /// and `bound` (what `status` is judged on); `objective` is the plan's own and can be
+    /// worse when a simulator picked another of the search's plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<f64>,
+    /// Whether the optimizer stopped on its time limit somewhere (a MILP left open, a search cut
+    /// short), when it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limited: Option<bool>,
 }
 
 /// What a result may claim about its optimality.

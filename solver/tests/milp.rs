@@ -513,7 +513,26 @@ fn time_limited_milp_reports_time_limit() {
     }
     let s = place("milp:warm=lpt", &inst, &trace, Some(0.01)).unwrap();
     assert_eq!(s.status, SolveStatus::TimeLimit);
+    // The solve block says the time limit stopped it, and how far the proof got.
+    assert_eq!(s.time_limited, Some(true));
+    let (bound, gap, objective) = (s.bound.unwrap(), s.gap.unwrap(), s.objective.unwrap());
+    assert!(bound <= objective && gap > 0.0, "{bound} {gap} {objective}");
     s.schedule.segments[0].1.validate(&inst).unwrap();
+}
+
+/// The time limit bounds the whole `milp` run (warm starts, MILPs, simulator fill), not only
+/// the MILPs: a generous margin over the limit, measured from outside as well.
+#[test]
+fn milp_time_limit_bounds_the_whole_run() {
+    let (inst, trace) = tiny("maf1-four-models.json");
+    for spec in ["milp", "milp:warm=greedy"] {
+        let started = std::time::Instant::now();
+        let s = place(spec, &inst, &trace, Some(0.3)).unwrap();
+        let wall = started.elapsed().as_secs_f64();
+        assert!(s.time_s <= 0.3 + 1.0, "{spec}: {} s", s.time_s);
+        assert!(wall <= 0.3 + 1.5, "{spec}: {wall} s");
+        s.schedule.segments[0].1.validate(&inst).unwrap();
+    }
 }
 
 #[test]
@@ -612,6 +631,10 @@ fn search_report_is_exact_on_tiny_instances() {
         let (solved, report) = search_with_report(&inst, &trace, &opts, &Silent).unwrap();
         assert_eq!(report.status, SolveStatus::Optimal, "{}", inst.name);
         assert_eq!(solved.status, SolveStatus::Optimal, "{}", inst.name);
+        assert!(!report.time_limited, "{}", inst.name);
+        assert_eq!(solved.time_limited, Some(false), "{}", inst.name);
+        assert_eq!(solved.bound, Some(report.bound), "{}", inst.name);
+        assert!(solved.gap.unwrap() <= 1e-6, "{}", inst.name);
         let params = exact(Objective::Utilisation, 1e-4);
         let mut best: Option<f64> = None;
         let mut complete = true;

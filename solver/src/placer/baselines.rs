@@ -45,6 +45,9 @@ pub(super) fn solved(search: &Search, schedule: Schedule, score: crate::sim::Sco
         evaluations: search.evaluations.load(Ordering::Relaxed),
         time_s: search.deadline.elapsed_s(),
         objective: None,
+        bound: None,
+        gap: None,
+        time_limited: None,
         dispatch: None,
     }
 }

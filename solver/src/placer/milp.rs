@@ -50,6 +50,9 @@ pub struct SearchReport {
     pub bound: f64,
     /// `|best − bound| / |best|`.
     pub gap: f64,
+    /// Whether a time limit cut anything short: a partition's MILP, a partition skipped for
+    /// lack of time, the simulator warm starts or the fill.
+    pub time_limited: bool,
     /// Per partition: shapes, how it was settled, best known value, proved bound.
     pub partitions: Vec<PartitionReport>,
 }
@@ -184,13 +187,26 @@ mod driver {
     use super::super::baselines::{known_options, search, solved};
     use super::super::greedy::Search;
     use super::super::plexserve::local_search;
+    use super::super::Deadline;
 
-    /// Share of the time limit the MILPs may use; the rest is for the simulator fill.
-    const MILP_SHARE: f64 = 0.85;
+    /// Least share of the time limit kept for the simulator fill after the MILPs.
+    const FILL_SHARE: f64 = 0.1;
+    /// Most of the time limit the fill reserve may take (the MILPs keep the rest).
+    const FILL_SHARE_MAX: f64 = 0.5;
     /// Passes over the partitions left open after the first pass, with the time left over.
     const REVISITS: usize = 2;
     /// Best uniform shapes combined pairwise into half/half mixes by default.
     const DEFAULT_MIXES: f64 = 3.0;
+
+    /// Share of the time limit the simulator warm starts (`warm=greedy`) may take.
+    const GREEDY_SHARE: f64 = 0.3;
+
+    /// Restarts the search's clock so that it expires `until_s` after the run's `clock` started,
+    /// and forgets a timeout of an earlier phase.
+    fn restart(s: &mut Search, clock: &Deadline, until_s: f64) {
+        s.deadline = Deadline::new(Some((until_s - clock.elapsed_s()).max(0.0)));
+        s.timed_out.store(false, Ordering::Relaxed);
+    }
 
     /// A relative gap option in [0, 1).
     fn gap_option(opts: &PlaceOptions) -> Result<f64> {
@@ -211,21 +227,6 @@ mod driver {
             )));
         }
         Ok(t)
-    }
-
-    /// The worse of two statuses: Optimal < GapLimit < TimeLimit (< Heuristic).
-    fn worse(a: SolveStatus, b: SolveStatus) -> SolveStatus {
-        let rank = |s: SolveStatus| match s {
-            SolveStatus::Optimal => 0,
-            SolveStatus::GapLimit => 1,
-            SolveStatus::TimeLimit => 2,
-            SolveStatus::Heuristic => 3,
-        };
-        if rank(b) > rank(a) {
-            b
-        } else {
-            a
-        }
     }
 
     /// Shapes that split `n` devices half/half between shapes `a` and `b`; devices neither can
@@ -328,13 +329,20 @@ mod driver {
                     .as_ref()
                     .and_then(|p| form.chosen_from(p))
                     .or_else(|| form.lpt()),
-                "lpt" => form.lpt(),
+                "lpt" | "balanced" => form.lpt(),
                 _ => None,
             };
-            let warm = chosen.map(|c| {
+            let mut warm = chosen.map(|c| {
                 let v = form.start_value(&c, params.objective, params.eps);
                 (c, v)
             });
+            if warm_kind == "balanced" && util {
+                if let Some((c, v)) = form.balanced(params.eps) {
+                    if warm.as_ref().is_none_or(|w| v < w.1) {
+                        warm = Some((c, v));
+                    }
+                }
+            }
             Candidate {
                 form,
                 greedy,
@@ -608,11 +616,11 @@ mod driver {
         let warm_kind = opts
             .params
             .get("warm")
-            .map_or("greedy", String::as_str)
+            .map_or("balanced", String::as_str)
             .to_string();
-        if !["greedy", "lpt", "none"].contains(&warm_kind.as_str()) {
+        if !["balanced", "greedy", "lpt", "none"].contains(&warm_kind.as_str()) {
             return Err(SolverError::Option(format!(
-                "option warm: expected greedy, lpt or none, found \"{warm_kind}\""
+                "option warm: expected balanced, greedy, lpt or none, found \"{warm_kind}\""
             )));
         }
         let fill = !opts.params.contains_key("fill") || opts.flag("fill")?;
@@ -621,11 +629,15 @@ mod driver {
         let cuts = !opts.params.contains_key("cuts") || opts.flag("cuts")?;
         let symmetry = !opts.params.contains_key("symmetry") || opts.flag("symmetry")?;
 
+        // Every phase (simulator set-up, warm starts, MILPs, the fill) runs on this one clock,
+        // so the whole run ends within the limit plus one simulation step.
+        let clock = Deadline::new(Some(limit));
         let timed = PlaceOptions {
             time_limit_s: Some(limit),
             ..opts.clone()
         };
-        let s = search(inst, trace, &timed)?;
+        let mut s = search(inst, trace, &timed)?;
+        restart(&mut s, &clock, limit);
         let n = inst.cluster.devices;
         let shapes = uniform_partitions(n, false);
         check_coverage(inst, &shapes)?;
@@ -647,31 +659,44 @@ mod driver {
             .iter()
             .map(|sh| Formulation::new(inst, &rates, sh))
             .collect();
+        restart(&mut s, &clock, GREEDY_SHARE * limit);
         let greedy = greedy_starts(&s, &forms, warm_kind == "greedy");
+        let mut cut_short = s.timed_out.load(Ordering::Relaxed);
         let mut cands: Vec<Candidate> = forms
-            .into_iter()
+            .into_par_iter()
             .zip(greedy)
             .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind))
             .collect();
+        restart(&mut s, &clock, limit);
+        // The fill needs at least a few simulations of the whole trace: time one (the best warm
+        // start) and keep that much, or the fill share, whichever is more, for the fill.
+        let sim_s = {
+            let started = std::time::Instant::now();
+            let probe = cands
+                .iter()
+                .filter_map(|c| c.warm.as_ref().map(|w| (c, w)))
+                .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
+            if let Some((c, (chosen, _))) = probe {
+                let p = c.form.placement_of(chosen);
+                s.evaluate(&p, &mut Scratch::default());
+            }
+            started.elapsed().as_secs_f64()
+        };
+        let reserve = (FILL_SHARE * limit)
+            .max(2.5 * sim_s)
+            .min(FILL_SHARE_MAX * limit);
+        let milp_end = limit - reserve;
         tracing::debug!(
-            "milp: {} uniform partitions prepared in {:.2} s",
+            "milp: {} uniform partitions prepared in {:.2} s; one simulation {:.3} s, MILPs until {:.2} s",
             cands.len(),
-            s.deadline.elapsed_s()
+            clock.elapsed_s(),
+            sim_s,
+            milp_end
         );
-        let milp_end = MILP_SHARE * limit;
         let mut done = 0usize;
         let uniform: Vec<usize> = (0..cands.len()).collect();
         solve_all(
-            &mut cands,
-            uniform,
-            &params,
-            gap,
-            milp_end,
-            &s.deadline,
-            &mut done,
-            planned,
-            mix_count,
-            obs,
+            &mut cands, uniform, &params, gap, milp_end, &clock, &mut done, planned, mix_count, obs,
         );
 
         // Half/half mixes of the best uniform shapes (by the best objective known on each).
@@ -712,23 +737,24 @@ mod driver {
             .iter()
             .map(|sh| Formulation::new(inst, &rates, sh))
             .collect();
+        restart(
+            &mut s,
+            &clock,
+            milp_end.min(clock.elapsed_s() + 0.5 * GREEDY_SHARE * limit),
+        );
         let mix_greedy = greedy_starts(&s, &mix_forms, warm_kind == "greedy");
+        cut_short |= s.timed_out.load(Ordering::Relaxed);
+        restart(&mut s, &clock, limit);
         let first_mix = cands.len();
-        for (form, greedy) in mix_forms.into_iter().zip(mix_greedy) {
-            cands.push(Candidate::new(form, greedy, &params, &warm_kind));
-        }
+        let mix_cands: Vec<Candidate> = mix_forms
+            .into_par_iter()
+            .zip(mix_greedy)
+            .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind))
+            .collect();
+        cands.extend(mix_cands);
         let mixes_at: Vec<usize> = (first_mix..cands.len()).collect();
         solve_all(
-            &mut cands,
-            mixes_at,
-            &params,
-            gap,
-            milp_end,
-            &s.deadline,
-            &mut done,
-            planned,
-            0,
-            obs,
+            &mut cands, mixes_at, &params, gap, milp_end, &clock, &mut done, planned, 0, obs,
         );
         // Time the first passes left over goes to the partitions still open (bound below the
         // cutoff, not solved to the gap), again most promising first, with the better cutoff.
@@ -745,28 +771,19 @@ mod driver {
                         && !matches!(cands[i].outcome, "optimal" | "gap limit" | "HiGHS failed")
                 })
                 .collect();
-            if open.is_empty() || milp_end - s.deadline.elapsed_s() < 0.5 {
+            if open.is_empty() || milp_end - clock.elapsed_s() < 0.5 {
                 break;
             }
             let total = done + open.len();
             solve_all(
-                &mut cands,
-                open,
-                &params,
-                gap,
-                milp_end,
-                &s.deadline,
-                &mut done,
-                total,
-                0,
-                obs,
+                &mut cands, open, &params, gap, milp_end, &clock, &mut done, total, 0, obs,
             );
         }
         let (search, best_value, proved) = search_status(&cands, objective, gap);
         tracing::info!(
             "milp: {:?} after {:.2} s: best objective {:?}, proved bound {:.6}, gap {:.4}",
             search,
-            s.deadline.elapsed_s(),
+            clock.elapsed_s(),
             best_value,
             proved,
             best_value.map_or(f64::INFINITY, |b| relative_gap(b, proved))
@@ -789,19 +806,19 @@ mod driver {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| match (&c.solution, &c.warm, &c.greedy) {
-                (Some(sol), _, _) => Some((i, sol.placement.clone(), Some(sol.objective))),
-                // The warm start's replica set: a feasible MILP solution with a known value.
-                (None, Some((chosen, value)), _) => {
-                    let mut p = Placement::from_shapes(&c.form.shapes);
-                    for (k, pair) in c.form.pairs.iter().enumerate() {
-                        if chosen[k] {
-                            p.groups[pair.group].models.push(pair.model as u32);
-                        }
-                    }
-                    Some((i, p, Some(*value)))
+                (Some(sol), warm, _)
+                    if warm
+                        .as_ref()
+                        .is_none_or(|w| !better(objective, w.1, sol.objective)) =>
+                {
+                    Some((i, sol.placement.clone(), Some(sol.objective)))
                 }
-                (None, None, Some(g)) => Some((i, g.clone(), None)),
-                (None, None, None) => None,
+                // The warm start's replica set: a feasible MILP solution with a known value.
+                (_, Some((chosen, value)), _) => {
+                    Some((i, c.form.placement_of(chosen), Some(*value)))
+                }
+                (_, None, Some(g)) => Some((i, g.clone(), None)),
+                (_, None, None) => None,
             })
             .collect();
         if plans.is_empty() {
@@ -809,29 +826,48 @@ mod driver {
                 "no group partition of {n} devices admits a plan that serves every model within memory and SLO"
             )));
         }
-        let refined: Vec<(Placement, Score)> = plans
+        // Every plan, best MILP objective first: the first always, the others only while a
+        // simulation of the whole trace still fits in the time left; each is filled until the
+        // limit at most.
+        let mut ranked_plans: Vec<usize> = (0..plans.len()).collect();
+        ranked_plans.sort_by(|&a, &b| match (plans[a].2, plans[b].2) {
+            (Some(x), Some(y)) if better(objective, x, y) => std::cmp::Ordering::Less,
+            (Some(x), Some(y)) if better(objective, y, x) => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            _ => a.cmp(&b),
+        });
+        let refined: Vec<Option<(Placement, Score)>> = ranked_plans
             .par_iter()
-            .map_init(Scratch::default, |scratch, (_, p, _)| {
-                let mut p = p.clone();
+            .enumerate()
+            .map_init(Scratch::default, |scratch, (rank, &k)| {
+                if rank > 0 && limit - clock.elapsed_s() < sim_s {
+                    return None;
+                }
+                let mut p = plans[k].1.clone();
                 for g in &mut p.groups {
                     g.models.sort_unstable();
                 }
                 p.normalize();
-                if fill {
+                Some(if fill {
                     s.fast_greedy(p, None, scratch)
                 } else {
                     let score = s.evaluate(&p, scratch);
                     (p, score)
-                }
+                })
             })
             .collect();
-        let mut best = 0;
+        let mut best: Option<usize> = None;
         for (i, r) in refined.iter().enumerate() {
-            if r.1.beats(&refined[best].1) {
-                best = i;
+            if let Some(r) = r {
+                if best.is_none_or(|b| refined[b].as_ref().is_none_or(|rb| r.1.beats(&rb.1))) {
+                    best = Some(i);
+                }
             }
         }
-        let (mut p, mut score) = refined[best].clone();
+        let best = best.expect("the first plan is always refined");
+        let (mut p, mut score) = refined[best].clone().expect("refined");
+        let best = ranked_plans[best];
         if rounds > 0 {
             (p, score) = local_search(&s, p, rounds);
         }
@@ -841,18 +877,30 @@ mod driver {
                 "milp: the plan failed validation ({e}); please report this instance"
             )));
         }
-        let mut status = search;
-        if s.timed_out.load(Ordering::Relaxed) {
-            status = worse(status, SolveStatus::TimeLimit);
-        }
+        cut_short |= s.timed_out.load(Ordering::Relaxed);
+        cut_short |= cands.iter().any(|c| {
+            matches!(
+                c.outcome,
+                "time limit" | "time limit, no incumbent" | "skipped (no time left)"
+            )
+        });
         let mut out = solved(&s, Schedule::fixed(p), score);
-        out.status = status;
+        // Status, bound and gap are what the search proved about its best objective; the
+        // plan's own objective can be larger when the simulator preferred another plan.
+        out.status = search;
         out.objective = plans[best].2;
+        out.bound = proved.is_finite().then_some(proved);
+        out.gap = best_value
+            .map(|b| relative_gap(b, proved))
+            .filter(|g| g.is_finite());
+        out.time_limited = Some(cut_short);
+        out.time_s = clock.elapsed_s();
         let report = SearchReport {
             status: search,
             best: best_value,
             bound: proved,
             gap: best_value.map_or(f64::INFINITY, |b| relative_gap(b, proved)),
+            time_limited: cut_short,
             partitions: cands
                 .iter()
                 .map(|c| PartitionReport {
@@ -895,6 +943,7 @@ mod driver {
         let mut out = solved(&s, Schedule::fixed(p), score);
         out.status = plan.status;
         out.objective = Some(plan.objective);
+        out.time_limited = Some(plan.status == SolveStatus::TimeLimit);
         Ok(out)
     }
 }

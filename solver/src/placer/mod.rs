@@ -80,6 +80,11 @@ pub struct Solved {
     pub time_s: f64,
     /// The optimizer's own objective, when it has one.
     pub objective: Option<f64>,
+    /// Proved bound on `objective` (MILP placers), its relative gap, and whether a time limit
+    /// stopped the optimizer; `None` where the placer proves nothing.
+    pub bound: Option<f64>,
+    pub gap: Option<f64>,
+    pub time_limited: Option<bool>,
     /// Dispatch policy the schedule is meant to run under (the instance's when `None`).
     pub dispatch: Option<crate::instance::Dispatch>,
 }

@@ -333,6 +333,174 @@ impl Formulation {
         Some(self.symmetric(&chosen))
     }
 
+    /// Splittable packing at the utilisation level `level`: models in `order` take traffic shares
+    /// group by group so that no stage load exceeds `level` and no group's memory its budget.
+    /// A model whose remaining share fits on one group goes to the group it fills best (leaving
+    /// emptier groups for what comes later); otherwise it takes the largest share any group can
+    /// hold and continues with the rest. Returns the replica set and its peak stage load, `None`
+    /// when some model cannot be placed. Allocation: the caller's `scratch`.
+    fn fill_at(
+        &self,
+        level: f64,
+        order: &[usize],
+        by_model: &[Vec<usize>],
+        first_fit: bool,
+        scratch: &mut FillScratch,
+    ) -> Option<f64> {
+        let FillScratch { used, load, chosen } = scratch;
+        used.clear();
+        used.resize(self.shapes.len(), 0.0);
+        load.clear();
+        load.extend(self.shapes.iter().map(|s| vec![0.0; s.0 as usize]));
+        chosen.clear();
+        chosen.resize(self.pairs.len(), false);
+        // What share of the pair `k` its group can still carry at `level`.
+        let room = |k: usize, load: &[Vec<f64>]| -> f64 {
+            let p = &self.pairs[k];
+            load[p.group]
+                .iter()
+                .zip(&p.stage_load)
+                .filter(|(_, &l)| l > 0.0)
+                .map(|(a, l)| (level - a) / l)
+                .fold(1.0f64, f64::min)
+                .max(0.0)
+        };
+        for &m in order {
+            let mut left = if self.rates[m] > 0.0 { 1.0 } else { 0.0 };
+            let mut placed = false;
+            while left > 1e-12 || !placed {
+                // (fits all that is left, slack after taking it or −share, pair)
+                let mut best: Option<(bool, f64, usize)> = None;
+                for &k in &by_model[m] {
+                    let p = &self.pairs[k];
+                    if chosen[k] || used[p.group] + p.weight > 1.0 + self.mem_slack() {
+                        continue;
+                    }
+                    let r = room(k, load);
+                    if r <= 1e-12 && left > 1e-12 {
+                        continue;
+                    }
+                    if first_fit {
+                        // Pairs are in group order: the first group with room takes what it can.
+                        best = Some((true, 0.0, k));
+                        break;
+                    }
+                    let all = r >= left;
+                    // Best fit among groups that take the whole rest, else the widest room.
+                    let key = if all { r - left } else { -r };
+                    let wins = match best {
+                        None => true,
+                        Some((b_all, b_key, _)) => (all && !b_all) || (all == b_all && key < b_key),
+                    };
+                    if wins {
+                        best = Some((all, key, k));
+                    }
+                }
+                let (_, _, k) = best?;
+                let p = &self.pairs[k];
+                let take = room(k, load).min(left);
+                chosen[k] = true;
+                placed = true;
+                used[p.group] += p.weight;
+                for (a, l) in load[p.group].iter_mut().zip(&p.stage_load) {
+                    *a += l * take;
+                }
+                left -= take;
+            }
+        }
+        Some(load.iter().flatten().copied().fold(0.0, f64::max))
+    }
+
+    /// A start for the utilisation objective without the simulator: [`Formulation::fill_at`]
+    /// bisected on the level for a few model orders (dominant resource, load, weight, each
+    /// descending), the best by objective `U + eps·replicas`, then routed by the LP. Returns the
+    /// replica set with its objective value.
+    pub fn balanced(&self, eps: f64) -> Option<(Vec<bool>, f64)> {
+        let mut by_model: Vec<Vec<usize>> = vec![Vec::new(); self.n_models];
+        for (k, p) in self.pairs.iter().enumerate() {
+            by_model[p.model].push(k);
+        }
+        if by_model.iter().any(Vec::is_empty) {
+            return None;
+        }
+        let least = |m: usize, f: &dyn Fn(&Pair) -> f64| {
+            by_model[m]
+                .iter()
+                .map(|&k| f(&self.pairs[k]))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let peak: Vec<f64> = (0..self.n_models).map(|m| least(m, &|p| p.peak)).collect();
+        let weight: Vec<f64> = (0..self.n_models)
+            .map(|m| least(m, &|p| p.weight))
+            .collect();
+        let lo0 = self.utilisation_bound();
+        if !lo0.is_finite() {
+            return None;
+        }
+        let mut scratch = FillScratch::default();
+        let mut best: Option<(Vec<bool>, f64)> = None;
+        for variant in 0..6 + JITTERED_ORDERS {
+            let (kind, first_fit) = if variant < 6 {
+                (variant % 3, variant >= 3)
+            } else {
+                (3, false)
+            };
+            // Deterministic jitter in [0.7, 1.3) per model for the perturbed orders.
+            let jitter: Vec<f64> = (0..self.n_models)
+                .map(|m| 0.7 + 0.6 * unit_hash((variant * 7919 + m) as u64))
+                .collect();
+            let mut order: Vec<usize> = (0..self.n_models).collect();
+            let key = |m: usize, level: f64| match kind {
+                0 => weight[m].max(peak[m] / level.max(1e-12)),
+                1 => peak[m],
+                2 => weight[m],
+                _ => weight[m].max(peak[m] / level.max(1e-12)) * jitter[m],
+            };
+            let sort = |order: &mut Vec<usize>, level: f64| {
+                order.sort_by(|&a, &b| key(b, level).total_cmp(&key(a, level)).then(a.cmp(&b)))
+            };
+            // Find a feasible level by doubling, then bisect between it and the bound.
+            let mut lo = lo0.max(1e-9);
+            let mut hi = lo;
+            let mut found = None;
+            for _ in 0..40 {
+                sort(&mut order, hi);
+                if let Some(peak) = self.fill_at(hi, &order, &by_model, first_fit, &mut scratch) {
+                    found = Some(peak);
+                    break;
+                }
+                lo = hi;
+                hi *= 1.25;
+            }
+            let Some(mut peak_hi) = found else { continue };
+            let mut at_hi = scratch.chosen.clone();
+            for _ in 0..30 {
+                if hi - lo <= 1e-4 * hi {
+                    break;
+                }
+                let mid = 0.5 * (lo + hi);
+                sort(&mut order, mid);
+                match self.fill_at(mid, &order, &by_model, first_fit, &mut scratch) {
+                    Some(peak) => {
+                        hi = mid;
+                        peak_hi = peak;
+                        at_hi.clone_from(&scratch.chosen);
+                    }
+                    None => lo = mid,
+                }
+            }
+            let replicas = at_hi.iter().filter(|&&c| c).count() as f64;
+            let value = peak_hi + eps * replicas;
+            if best.as_ref().is_none_or(|b| value < b.1) {
+                best = Some((at_hi, value));
+            }
+        }
+        let (chosen, _) = best?;
+        let chosen = self.symmetric(&chosen);
+        let value = self.start_value(&chosen, Objective::Utilisation, eps);
+        Some((chosen, value))
+    }
+
     /// A feasible point on the replica set `chosen`: for the utilisation objective the best
     /// routing (a small LP; the even split if that fails), for goodput the even split over each
     /// model's replicas scaled down until every stage load is within the target. Returns the
@@ -446,6 +614,18 @@ impl Formulation {
                 served - eps * replicas
             }
         }
+    }
+
+    /// The placement holding the replica set `chosen`: groups in this partition's order on
+    /// consecutive devices, models ascending.
+    pub fn placement_of(&self, chosen: &[bool]) -> Placement {
+        let mut placement = Placement::from_shapes(&self.shapes);
+        for (k, p) in self.pairs.iter().enumerate() {
+            if chosen[k] {
+                placement.groups[p.group].models.push(p.model as u32);
+            }
+        }
+        placement
     }
 
     /// Largest stage load for the given shares.
@@ -928,12 +1108,7 @@ pub fn solve(
             });
         }
     }
-    let mut placement = Placement::from_shapes(&f.shapes);
-    for (k, p) in f.pairs.iter().enumerate() {
-        if chosen[k] {
-            placement.groups[p.group].models.push(p.model as u32);
-        }
-    }
+    let placement = f.placement_of(&chosen);
     Ok(PartitionSolution {
         placement,
         chosen,
@@ -943,4 +1118,24 @@ pub fn solve(
         gap: inc.gap,
         bound: inc.bound,
     })
+}
+
+/// Buffers of [`Formulation::fill_at`], reused across the levels of a bisection.
+#[derive(Default)]
+struct FillScratch {
+    used: Vec<f64>,
+    load: Vec<Vec<f64>>,
+    chosen: Vec<bool>,
+}
+
+/// Perturbed model orders [`Formulation::balanced`] tries after its fixed ones.
+const JITTERED_ORDERS: usize = 128;
+
+/// A deterministic hash of `x` into [0, 1) (splitmix64's finaliser).
+fn unit_hash(x: u64) -> f64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
