@@ -234,7 +234,7 @@ fn random_case(
 #[test]
 fn incremental_scores_equal_full_simulation_on_random_instances() {
     use plexserve_solver::placer::greedy::normalize_tracking;
-    use plexserve_solver::sim::{affected_models, ModelStats, ModelView};
+    use plexserve_solver::sim::{affected_models, ModelStats, ModelView, ViewScratch};
     use plexserve_solver::{Dispatch, Scratch, SimOptions, Simulator};
     use rand::{Rng, SeedableRng};
     let mut changes = 0;
@@ -254,7 +254,7 @@ fn incremental_scores_equal_full_simulation_on_random_instances() {
         let view = ModelView::new(&sim, &all);
         let mut stats = ModelStats::default();
         let mut scratch_stats = ModelStats::default();
-        let mut clocks = Vec::new();
+        let mut clocks = ViewScratch::default();
         let mut affected = Vec::new();
         let mut scratch = Scratch::default();
         view.simulate_all(&sim, &p, &mut stats, &mut clocks);

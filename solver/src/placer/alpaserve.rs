@@ -487,87 +487,94 @@ pub fn separated_search(search: &Search, trace: &Trace, observer: &dyn Observer)
         progress: std::sync::atomic::AtomicU64::new(0),
         total: 0,
     };
-    let best_sep = if search.faithful {
-        let splits = keep_splits(device_splits(n, ss.buckets.len()), &share, &base, true);
-        ss.total = splits.len() as u64 * per_uniform + per_uniform;
-        best_of(ss.evaluate(&splits))
-    } else {
-        let start = proportional_split(n, &share, &base).expect("k ≤ n checked above");
-        ss.total = 4 * per_uniform * ss.buckets.len() as u64 + per_uniform;
-        let mut best = ss.evaluate(std::slice::from_ref(&start)).remove(0);
-        let mut current = start;
-        for step in [8u32, 4, 2, 1] {
-            loop {
-                let k = current.len();
-                let mut neighbours = Vec::new();
-                for from in 0..k {
-                    for to in 0..k {
-                        if from != to && current[from] > step {
-                            let mut s = current.clone();
-                            s[from] -= step;
-                            s[to] += step;
-                            neighbours.push(s);
+    let separated = || {
+        if search.faithful {
+            let splits = keep_splits(device_splits(n, ss.buckets.len()), &share, &base, true);
+            ss.total = splits.len() as u64 * per_uniform + per_uniform;
+            best_of(ss.evaluate(&splits))
+        } else {
+            let start = proportional_split(n, &share, &base).expect("k ≤ n checked above");
+            ss.total = 4 * per_uniform * ss.buckets.len() as u64 + per_uniform;
+            let mut best = ss.evaluate(std::slice::from_ref(&start)).remove(0);
+            let mut current = start;
+            for step in [8u32, 4, 2, 1] {
+                loop {
+                    let k = current.len();
+                    let mut neighbours = Vec::new();
+                    for from in 0..k {
+                        for to in 0..k {
+                            if from != to && current[from] > step {
+                                let mut s = current.clone();
+                                s[from] -= step;
+                                s[to] += step;
+                                neighbours.push(s);
+                            }
                         }
                     }
-                }
-                if neighbours.is_empty() || search.out_of_time() {
-                    break;
-                }
-                // The shrinking buckets' sub-searches first (fewer devices: cheaper). A neighbour
-                // whose growing bucket could not make up for them, even serving every request,
-                // cannot beat the current split and is dropped before its growing sub-search runs.
-                // The climb takes the same steps: it only moves to a neighbour that beats the
-                // current split.
-                let shrunk: Vec<(usize, u32)> = (0..k)
-                    .filter(|&b| current[b] > step)
-                    .map(|b| (b, current[b] - step))
-                    .collect();
-                ss.prepare_keys(shrunk);
-                let best_good = ss.split_good_kept(&current, None);
-                let before = neighbours.len();
-                neighbours.retain(|s| {
-                    let to = (0..k)
-                        .find(|&b| s[b] > current[b])
-                        .expect("one bucket grows");
-                    match (ss.split_good_kept(s, Some(to)), best_good) {
-                        (Some(bound), Some(best)) => bound >= best,
-                        _ => true,
+                    if neighbours.is_empty() || search.out_of_time() {
+                        break;
                     }
-                });
-                tracing::debug!(
-                    pruned = before - neighbours.len(),
-                    "split neighbours bounded"
-                );
-                if neighbours.is_empty() {
-                    break;
+                    // The shrinking buckets' sub-searches first (fewer devices: cheaper). A neighbour
+                    // whose growing bucket could not make up for them, even serving every request,
+                    // cannot beat the current split and is dropped before its growing sub-search runs.
+                    // The climb takes the same steps: it only moves to a neighbour that beats the
+                    // current split.
+                    let shrunk: Vec<(usize, u32)> = (0..k)
+                        .filter(|&b| current[b] > step)
+                        .map(|b| (b, current[b] - step))
+                        .collect();
+                    ss.prepare_keys(shrunk);
+                    let best_good = ss.split_good_kept(&current, None);
+                    let before = neighbours.len();
+                    neighbours.retain(|s| {
+                        let to = (0..k)
+                            .find(|&b| s[b] > current[b])
+                            .expect("one bucket grows");
+                        match (ss.split_good_kept(s, Some(to)), best_good) {
+                            (Some(bound), Some(best)) => bound >= best,
+                            _ => true,
+                        }
+                    });
+                    tracing::debug!(
+                        pruned = before - neighbours.len(),
+                        "split neighbours bounded"
+                    );
+                    if neighbours.is_empty() {
+                        break;
+                    }
+                    let scored = ss.evaluate(&neighbours);
+                    tracing::debug!(
+                        step,
+                        ?current,
+                        attainment = best.score.attainment,
+                        sub_searches = ss.memo.len(),
+                        "split hill climb"
+                    );
+                    let (i, top) = scored
+                        .iter()
+                        .enumerate()
+                        .fold(None::<(usize, &Score)>, |acc, (i, r)| match acc {
+                            Some((_, s)) if !r.score.beats(s) => acc,
+                            _ => Some((i, &r.score)),
+                        })
+                        .expect("non-empty");
+                    if !top.beats(&best.score) {
+                        break;
+                    }
+                    current = neighbours[i].clone();
+                    best = scored.into_iter().nth(i).expect("index in range");
                 }
-                let scored = ss.evaluate(&neighbours);
-                tracing::debug!(
-                    step,
-                    ?current,
-                    attainment = best.score.attainment,
-                    sub_searches = ss.memo.len(),
-                    "split hill climb"
-                );
-                let (i, top) = scored
-                    .iter()
-                    .enumerate()
-                    .fold(None::<(usize, &Score)>, |acc, (i, r)| match acc {
-                        Some((_, s)) if !r.score.beats(s) => acc,
-                        _ => Some((i, &r.score)),
-                    })
-                    .expect("non-empty");
-                if !top.beats(&best.score) {
-                    break;
-                }
-                current = neighbours[i].clone();
-                best = scored.into_iter().nth(i).expect("index in range");
             }
+            best
         }
-        best
     };
-    let progress = std::sync::atomic::AtomicU64::new(0);
-    let mixed = uniform_search(search, &all, n, observer, &progress, per_uniform);
+    // The mixed search is independent of the split search: both run at once, which keeps the
+    // second core busy while the climb waits on a single sub-search.
+    let mixed_search = || {
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        uniform_search(search, &all, n, observer, &progress, per_uniform)
+    };
+    let (best_sep, mixed) = rayon::join(separated, mixed_search);
     if best_sep.score.beats(&mixed.score) {
         best_sep
     } else {

@@ -7,6 +7,7 @@ use crate::instance::Instance;
 use crate::plan::{model_weight_gib, Group, Placement};
 use crate::sim::{
     affected_models, supports_partial, ModelStats, ModelView, Score, Scratch, Simulator,
+    ViewScratch,
 };
 
 use super::Deadline;
@@ -158,10 +159,13 @@ impl<'a> Search<'a> {
     pub fn fast_greedy_in(&self, view: &ModelView, mut p: Placement, allowed: &[usize]) -> Filled {
         let n_models = self.inst().models.len();
         let mut stats = ModelStats::new(n_models, p.groups.len());
-        let mut clocks = Vec::new();
+        let mut view_scratch = ViewScratch::default();
         let mut affected = Vec::new();
         let mut buffers = ChoiceBuffers::default();
-        let simulated = view.simulate_all(&self.sim, &p, &mut stats, &mut clocks);
+        let started = std::time::Instant::now();
+        let simulated = view.simulate_all(&self.sim, &p, &mut stats, &mut view_scratch);
+        let mut local_simulated = simulated;
+        let mut steps = 0u64;
         self.requests_simulated
             .fetch_add(simulated, Ordering::Relaxed);
         let mut best: Option<Filled> = None;
@@ -199,7 +203,9 @@ impl<'a> Search<'a> {
                 .position(|&old| old == g)
                 .expect("a permutation");
             affected_models(&p, &[g], &[m], &mut affected, n_models);
-            let simulated = view.simulate(&self.sim, &p, &affected, &mut stats, &mut clocks);
+            let simulated = view.simulate(&self.sim, &p, &affected, &mut stats, &mut view_scratch);
+            local_simulated += simulated;
+            steps += 1;
             self.requests_simulated
                 .fetch_add(simulated, Ordering::Relaxed);
         }
@@ -208,7 +214,9 @@ impl<'a> Search<'a> {
             groups = p.groups.len(),
             shape = ?p.groups.first().map(|g| (g.pp, g.tp)),
             replicas = p.replicas(),
-            simulated = self.requests_simulated.load(Ordering::Relaxed),
+            steps,
+            simulated = local_simulated,
+            ms = started.elapsed().as_secs_f64() * 1e3,
             "greedy done"
         );
         best.expect("at least one evaluation")

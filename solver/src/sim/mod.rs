@@ -24,7 +24,7 @@ use crate::workload::Trace;
 
 pub use compiled::{Compiled, DispatchTable};
 pub use controller::{Controller, Decision, FastState};
-pub use partial::{affected_models, supports_partial, ModelStats, ModelView};
+pub use partial::{affected_models, supports_partial, ModelStats, ModelView, ViewScratch};
 pub use report::{
     request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary, ModelReport,
     RequestRow, SimReport, SIM_SCHEMA,

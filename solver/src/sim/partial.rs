@@ -17,7 +17,29 @@ use std::ops::Range;
 use crate::instance::Dispatch;
 use crate::plan::Placement;
 
-use super::{warmup_skip, Compiled, Controller, Decision, Score, Simulator};
+use super::compiled::MAX_TABLE_STAGES;
+use super::{controller, warmup_skip, Compiled, Controller, Decision, DispatchTable, FastState};
+use super::{Score, Simulator, NO_GROUP};
+
+/// Label of a model outside the simulated components.
+const NO_LABEL: u32 = u32::MAX;
+
+/// Reused buffers of [`ModelView::simulate`], so that a search step allocates little.
+#[derive(Debug, Default)]
+pub struct ViewScratch {
+    /// Per model: the lowest model id of its component, [`NO_LABEL`] when not simulated.
+    label: Vec<u32>,
+    /// Per component root: whether the component has a group.
+    placed: Vec<bool>,
+    /// The requests of one component, in view order (`len` of them are valid).
+    arrival: Vec<f64>,
+    model: Vec<u32>,
+    len: usize,
+    table: DispatchTable,
+    fast: FastState,
+    zeros: Vec<f64>,
+    clocks: Vec<f64>,
+}
 
 /// The requests of some models of a trace, in arrival order, with the whole-trace totals a score
 /// divides by. Requests of models outside the view are never simulated: they fail (no replica).
@@ -36,12 +58,15 @@ pub struct ModelView {
 }
 
 /// Per-model and per-group outcomes of the last simulation of every model.
+///
+/// A component's latency sum is kept on its lowest model id (see [`ModelView::simulate`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelStats {
     pub good_m: Vec<u64>,
     /// Good requests inside the warm-up trimmed range.
     pub good_kept_m: Vec<u64>,
-    /// Σ (finish − arrival) over the model's good requests, in arrival order.
+    /// Σ (finish − arrival) over the good requests of the component whose lowest model id this
+    /// is, in arrival order (0 for the component's other models).
     pub latency_sum_m: Vec<f64>,
     /// Requests dispatched to each group, rejected ones included.
     pub routed_g: Vec<u64>,
@@ -158,19 +183,37 @@ impl ModelView {
     ///
     /// `affected` must be a union of components of `placement`: a group hosting an affected model
     /// hosts affected models only. Every placed model must be in the view.
+    ///
+    /// Each component runs on its own, on its requests only (gathered from the view), through
+    /// the simulator's table loop where the dispatch policy allows. Its latency sum is the sum
+    /// in arrival order over the component and is stored on its lowest model id (its other
+    /// models hold 0): the same bits whichever way the component's outcomes were reached.
     pub fn simulate(
         &self,
         sim: &Simulator,
         placement: &Placement,
         affected: &[bool],
         stats: &mut ModelStats,
-        clocks: &mut Vec<f64>,
+        scratch: &mut ViewScratch,
     ) -> u64 {
         let n_models = sim.inst.models.len();
         let n_groups = placement.groups.len();
         if stats.good_m.len() != n_models || stats.routed_g.len() != n_groups {
             *stats = ModelStats::new(n_models, n_groups);
         }
+        // Component labels: the lowest model id of each affected model's component, joined
+        // through the groups that host affected models.
+        let label = &mut scratch.label;
+        label.clear();
+        label.extend((0..n_models).map(|m| if affected[m] { m as u32 } else { NO_LABEL }));
+        let find = |label: &mut Vec<u32>, mut m: usize| {
+            while label[m] as usize != m {
+                let up = label[label[m] as usize];
+                label[m] = up;
+                m = up as usize;
+            }
+            m
+        };
         let mut any_replica = false;
         for (g, group) in placement.groups.iter().enumerate() {
             let hit = group.models.iter().any(|&m| affected[m as usize]);
@@ -178,10 +221,19 @@ impl ModelView {
                 !hit || group.models.iter().all(|&m| affected[m as usize]),
                 "affected models are a union of components"
             );
-            if hit {
-                stats.routed_g[g] = 0;
-                stats.good_g[g] = 0;
-                any_replica = true;
+            if !hit {
+                continue;
+            }
+            stats.routed_g[g] = 0;
+            stats.good_g[g] = 0;
+            any_replica = true;
+            // Union by lower id: every root is its component's lowest model.
+            let mut root = find(label, group.models[0] as usize);
+            for &m in &group.models[1..] {
+                let other = find(label, m as usize);
+                let (lo, hi) = (root.min(other), root.max(other));
+                label[hi] = lo as u32;
+                root = lo;
             }
         }
         let mut requests = 0;
@@ -199,30 +251,156 @@ impl ModelView {
             // Every affected model is unplaced: all its requests fail, nothing to simulate.
             return 0;
         }
+        for m in (0..n_models).filter(|&m| affected[m]) {
+            let root = find(label, m);
+            label[m] = root as u32;
+        }
         let c = Compiled::new(sim.inst, placement, 0, sim.config.pp_penalty);
-        clocks.clear();
-        clocks.resize(c.n_clocks(), 0.0);
+        let table_loop = sim.config.dispatch == Dispatch::EarliestLastStage && {
+            scratch.table.rebuild(&c, sim.slo_s());
+            scratch.table.max_pp() <= MAX_TABLE_STAGES
+        };
+        // Components in order of their lowest model; an unplaced model's requests all fail.
+        scratch.placed.clear();
+        scratch.placed.resize(n_models, false);
+        for group in placement.groups.iter().filter(|g| !g.models.is_empty()) {
+            let m = group.models[0] as usize;
+            if affected[m] {
+                scratch.placed[scratch.label[m] as usize] = true;
+            }
+        }
+        for root in 0..n_models {
+            if !scratch.placed[root] {
+                continue;
+            }
+            let cut = self.gather(root as u32, scratch);
+            if table_loop {
+                self.run_table(sim, &c, root, cut, stats, scratch);
+            } else {
+                self.run_controller(sim, &c, root, cut, stats, scratch);
+            }
+        }
+        requests
+    }
+
+    /// Copies the requests of component `root` (models labelled `root`) into the scratch
+    /// columns; returns how many lie before the trimmed range and before its end.
+    fn gather(&self, root: u32, scratch: &mut ViewScratch) -> [usize; 2] {
+        let n = self.model.len();
+        scratch.arrival.resize(n + 1, 0.0);
+        scratch.model.resize(n + 1, 0);
+        let label = &scratch.label[..];
+        let (arrival, model) = (&mut scratch.arrival[..], &mut scratch.model[..]);
+        let mut k = 0;
+        let mut cut = [0; 2];
+        // Branch-free compaction: every request is written, only the component's advance.
+        for (j, range) in [0..self.kept.start, self.kept.clone(), self.kept.end..n]
+            .into_iter()
+            .enumerate()
+        {
+            for i in range {
+                let m = self.model[i];
+                arrival[k] = self.arrival_s[i];
+                model[k] = m;
+                k += usize::from(label[m as usize] == root);
+            }
+            if j < 2 {
+                cut[j] = k;
+            }
+        }
+        scratch.len = k;
+        cut
+    }
+
+    /// Simulates the gathered component `root` with the table loop and records its outcomes.
+    fn run_table(
+        &self,
+        sim: &Simulator,
+        c: &Compiled,
+        root: usize,
+        cut: [usize; 2],
+        stats: &mut ModelStats,
+        scratch: &mut ViewScratch,
+    ) {
+        let tab = &scratch.table;
+        let st = &mut scratch.fast;
+        scratch.zeros.clear();
+        scratch.zeros.resize(c.n_clocks(), 0.0);
+        st.reset(tab, &scratch.zeros);
+        st.latency_sum_good_s = 0.0;
+        let width = tab.width;
+        let n = scratch.len;
+        for (j, (lo, hi)) in [(0, cut[0]), (cut[0], cut[1]), (cut[1], n)]
+            .into_iter()
+            .enumerate()
+        {
+            controller::admit_all(
+                tab,
+                &scratch.arrival[lo..hi],
+                &scratch.model[lo..hi],
+                sim.config.overhead_s,
+                st,
+                None,
+            );
+            // good_kept = good at the end of the trimmed range − good at its start (the
+            // wrapping subtraction comes first and is undone by the addition).
+            if j < 2 {
+                for (s, (_, good)) in st.slot_counts().enumerate() {
+                    let m = s / width;
+                    if scratch.label[m] == root as u32 {
+                        let kept = &mut stats.good_kept_m[m];
+                        *kept = if j == 0 {
+                            kept.wrapping_sub(good)
+                        } else {
+                            kept.wrapping_add(good)
+                        };
+                    }
+                }
+            }
+        }
+        for (s, (routed, good)) in st.slot_counts().enumerate() {
+            let g = tab.group[s];
+            if routed == 0 || g == NO_GROUP {
+                continue;
+            }
+            stats.good_m[s / width] += good;
+            stats.routed_g[g as usize] += routed;
+            stats.good_g[g as usize] += good;
+        }
+        stats.latency_sum_m[root] = st.latency_sum_good_s;
+    }
+
+    /// Simulates the gathered component `root` one [`Controller::admit`] at a time (SLO-aware
+    /// dispatch, pipelines deeper than the table loop takes) and records its outcomes.
+    fn run_controller(
+        &self,
+        sim: &Simulator,
+        c: &Compiled,
+        root: usize,
+        cut: [usize; 2],
+        stats: &mut ModelStats,
+        scratch: &mut ViewScratch,
+    ) {
+        scratch.clocks.clear();
+        scratch.clocks.resize(c.n_clocks(), 0.0);
         let mut ctl = Controller::new(
-            &c,
+            c,
             sim.slo_s(),
             sim.config.overhead_s,
             sim.config.dispatch == Dispatch::SloAware,
-            clocks,
+            &mut scratch.clocks,
         );
-        let n = self.model.len();
-        // Three consecutive runs with shared clocks are one run; only the middle one is kept.
-        for (range, kept) in [
-            (0..self.kept.start, false),
-            (self.kept.clone(), true),
-            (self.kept.end..n, false),
+        let n = scratch.len;
+        let mut latency_sum = 0.0;
+        for (lo, hi, kept) in [
+            (0, cut[0], false),
+            (cut[0], cut[1], true),
+            (cut[1], n, false),
         ] {
-            let arrival = &self.arrival_s[range.clone()];
-            let model = &self.model[range];
+            let arrival = &scratch.arrival[lo..hi];
+            let model = &scratch.model[lo..hi];
             for (&t, &m) in arrival.iter().zip(model) {
                 let m = m as usize;
-                if !affected[m] {
-                    continue;
-                }
                 match ctl.admit(t, m) {
                     Decision::NoReplica => {}
                     Decision::Admit {
@@ -232,13 +410,13 @@ impl ModelView {
                         stats.good_g[group] += 1;
                         stats.good_m[m] += 1;
                         stats.good_kept_m[m] += kept as u64;
-                        stats.latency_sum_m[m] += finish_s - t;
+                        latency_sum += finish_s - t;
                     }
                     Decision::Reject { group, .. } => stats.routed_g[group] += 1,
                 }
             }
         }
-        requests
+        stats.latency_sum_m[root] = latency_sum;
     }
 
     /// Simulates every model of the view on `placement` from scratch.
@@ -247,7 +425,7 @@ impl ModelView {
         sim: &Simulator,
         placement: &Placement,
         stats: &mut ModelStats,
-        clocks: &mut Vec<f64>,
+        scratch: &mut ViewScratch,
     ) -> u64 {
         let mut affected = self.in_view.clone();
         for g in &placement.groups {
@@ -255,7 +433,7 @@ impl ModelView {
                 affected[m as usize] = true;
             }
         }
-        self.simulate(sim, placement, &affected, stats, clocks)
+        self.simulate(sim, placement, &affected, stats, scratch)
     }
 
     /// The search score of `stats` for a placement with `replicas` replicas: the same definition
