@@ -94,6 +94,49 @@ fn hand_computed_timeline() {
 }
 
 #[test]
+fn chunked_long_prefill_yields_to_short_decodes() {
+    let mut inst = toy_instance(
+        r#"{"t_s": 0.0, "llm": "a", "prompt_tokens": 50, "output_tokens": 4},
+           {"t_s": 0.01, "llm": "a", "prompt_tokens": 250, "output_tokens": 2}"#,
+        "fcfs",
+        false,
+    );
+    inst.sim.prefill_chunk_tokens = 100;
+    inst.sim.chunk_above_tokens = 150;
+    inst.sim.long_decode_ratio = 1.0;
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let dep = one_unit(&inst, 100, 100);
+    let res = LlmSim::new(&inst, &trace, &dep).run(&RunOptions { record: true });
+    // t=0 prefill r0 (0.1 + 50 ms) → 0.15. t=0.15 first chunk of r1 (100 tokens, 0.2 s) → 0.35
+    // (r0's decode cannot share the SMs). The chunk owes r0 0.2 s of decode: r0 decodes three
+    // steps (11 ms each) and finishes at 0.383; with no short request left the remaining
+    // chunks run back to back (100 tokens → 0.583, 50 tokens → 0.733), then r1's decode step.
+    let it: Vec<(bool, f64, f64)> = res
+        .iterations
+        .iter()
+        .map(|i| (i.prefill, i.start_s, i.end_s))
+        .collect();
+    let want = [
+        (true, 0.0, 0.15),
+        (true, 0.15, 0.35),
+        (false, 0.35, 0.361),
+        (false, 0.361, 0.372),
+        (false, 0.372, 0.383),
+        (true, 0.383, 0.583),
+        (true, 0.583, 0.733),
+        (false, 0.733, 0.744),
+    ];
+    assert_eq!(it.len(), want.len(), "{it:?}");
+    for (a, b) in it.iter().zip(want.iter()) {
+        assert!(a.0 == b.0 && close(a.1, b.1) && close(a.2, b.2), "{it:?}");
+    }
+    let o = &res.outcomes;
+    assert!(close(o.finish_s[0], 0.383) && close(o.first_token_s[1], 0.733));
+    assert!(close(o.finish_s[1], 0.744));
+    assert!(res.stats.kv_peak_fraction <= 1.0);
+}
+
+#[test]
 fn colocated_prefill_and_decode_overlap_under_sm_shares() {
     // Two LLMs share the GPU with prefill 80 % and decode 30 %: 8 + 3 parts ≤ 10 + 2, so a's decode
     // overlaps b's prefill, slowed by one overloaded part of its three (1 + 0.5 · 1/3).

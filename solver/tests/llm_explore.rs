@@ -1,4 +1,5 @@
 //! Exploration helpers (ignored): print figures for calibrating instances.
+#![allow(clippy::needless_range_loop)]
 use std::path::Path;
 use std::time::Instant;
 
@@ -173,5 +174,159 @@ fn explore_diff() {
                 rb.outcomes.finish_s[r] - trace.arrival_s[r], rb.outcomes.preemptions[r]
             );
         }
+    }
+}
+
+/// Where a configuration loses requests: short/long good counts, TTFT-caused misses, busy
+/// GPU-seconds by engine degree, merges; and, for the shorts that PLACERS[0] meets and another
+/// misses, how many arrived while that configuration had GPUs merged.
+#[test]
+#[ignore]
+fn explore_loss() {
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
+    inst.workload.scale_rate(s);
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let home = inst.step_cost(0, inst.home_tp(0));
+    let slo = |r: usize| {
+        inst.llms[0].slo_scale.unwrap_or(8.0)
+            * home.isolated_latency_s(trace.prompt[r], trace.output[r])
+    };
+    let pl = std::env::var("PLACERS").unwrap_or("tp-static:tp=1;tp-dynamic:tp=4".into());
+    let mut base: Option<Vec<Option<bool>>> = None;
+    for p in pl.split(';') {
+        let (pl, o) = llm_placer(p, &PlaceOptions::default()).unwrap();
+        let sol = pl.place(&inst, &trace, &o).unwrap();
+        let res = LlmSim::new(&inst, &trace, &sol.deployment).run(&RunOptions { record: true });
+        let v = judge(&inst, &trace, &res);
+        let long: Vec<bool> = (0..trace.len()).map(|r| trace.prompt[r] > 20000).collect();
+        let (mut gs, mut ns, mut gl, mut nl, mut ttft_miss) = (0, 0, 0, 0, 0);
+        for r in 0..trace.len() {
+            if long[r] {
+                nl += 1;
+                if v[r] == Some(true) {
+                    gl += 1;
+                }
+            } else {
+                ns += 1;
+                if v[r] == Some(true) {
+                    gs += 1;
+                } else if v[r] == Some(false) {
+                    let ttft = res.outcomes.first_token_s[r] - trace.arrival_s[r];
+                    if ttft > slo(r) {
+                        ttft_miss += 1;
+                    }
+                }
+            }
+        }
+        let mut busy = [0.0f64; 9];
+        let mut merged_windows: Vec<(f64, f64)> = Vec::new();
+        for it in &res.iterations {
+            let tp = res.stats.engines[it.engine as usize].tp as usize;
+            busy[tp] += (it.end_s - it.start_s) * tp as f64;
+            if tp > 1 {
+                merged_windows.push((it.start_s, it.end_s));
+            }
+        }
+        let mut lost_in_merge = 0;
+        let mut lost = 0;
+        if let Some(b) = &base {
+            for r in 0..trace.len() {
+                if !long[r] && b[r] == Some(true) && v[r] != Some(true) {
+                    lost += 1;
+                    let t = trace.arrival_s[r];
+                    if merged_windows.iter().any(|&(a, e)| a <= t && t <= e) {
+                        lost_in_merge += 1;
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "{p:36} short good {gs}/{ns} (ttft-caused misses {ttft_miss}) long good {gl}/{nl} gput {:.3} span {:.0} merges {} splits {} transform {:.2}s busy GPU-s tp1 {:.0} tp2 {:.0} tp4 {:.0} pre {} | vs first: shorts lost {lost}, arriving during merged iterations {lost_in_merge}",
+            v.iter().filter(|x| **x == Some(true)).count() as f64 / (res.outcomes.finish_s.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b)) - trace.arrival_s[0]),
+            res.outcomes.finish_s.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b)) - trace.arrival_s[0],
+            res.stats.merges, res.stats.splits, res.stats.transform_s, busy[1], busy[2], busy[4], res.stats.preemptions
+        );
+        if base.is_none() {
+            base = Some(v);
+        }
+    }
+}
+
+/// Per-request timeline of one configuration: every long request (arrival, engine, TTFT,
+/// finish) and, per WIN-second arrival window, the requests per final engine and how many met
+/// their SLO.
+#[test]
+#[ignore]
+fn explore_timeline() {
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let win: f64 = std::env::var("WIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
+    inst.workload.scale_rate(s);
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let p = std::env::var("P").unwrap();
+    let (pl, o) = llm_placer(&p, &PlaceOptions::default()).unwrap();
+    let sol = pl.place(&inst, &trace, &o).unwrap();
+    let res = LlmSim::new(&inst, &trace, &sol.deployment).run(&RunOptions { record: true });
+    let v = judge(&inst, &trace, &res);
+    let o = &res.outcomes;
+    for r in 0..trace.len() {
+        if trace.prompt[r] > 20000 {
+            eprintln!(
+                "long r{r} t {:.1} p {} o {} eng {} ttft {:.1} lat {:.1} good {:?}",
+                trace.arrival_s[r],
+                trace.prompt[r],
+                trace.output[r],
+                o.engine[r],
+                o.first_token_s[r] - trace.arrival_s[r],
+                o.finish_s[r] - trace.arrival_s[r],
+                v[r]
+            );
+        }
+    }
+    let ne = res.stats.engines.len();
+    let nw = (trace.arrival_s.last().copied().unwrap_or(0.0) / win) as usize + 1;
+    let mut per = vec![vec![0u32; ne]; nw];
+    let mut good = vec![0u32; nw];
+    let mut n = vec![0u32; nw];
+    for r in 0..trace.len() {
+        let w = (trace.arrival_s[r] / win) as usize;
+        n[w] += 1;
+        if v[r] == Some(true) {
+            good[w] += 1;
+        }
+        if (o.engine[r] as usize) < ne {
+            per[w][o.engine[r] as usize] += 1;
+        }
+    }
+    // Busy seconds per engine per window (iteration time).
+    let mut busy = vec![vec![0.0f64; ne]; nw + 200];
+    for it in &res.iterations {
+        let w = (it.start_s / win) as usize;
+        if w < busy.len() {
+            busy[w][it.engine as usize] += it.end_s - it.start_s;
+        }
+    }
+    for w in 0..nw {
+        eprintln!(
+            "w{:4.0} n {:3} good {:3} per-engine {:?} busy {:?}",
+            w as f64 * win,
+            n[w],
+            good[w],
+            per[w],
+            busy[w]
+                .iter()
+                .map(|b| (b / win * 100.0).round() as u32)
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -74,6 +74,18 @@ pub struct LlmSimConfig {
     pub activation_reserve_gb: f64,
     /// Largest Σ prompt tokens of one prefill batch (one longer prompt still runs alone).
     pub max_prefill_tokens: u32,
+    /// Chunked prefill of long prompts (longer than `chunk_above_tokens`), in chunks of this
+    /// many tokens; 0 prefills every prompt in one iteration. The same rule for every
+    /// configuration, static or dynamic. A chunked prompt holds its KV from the first chunk, short requests'
+    /// prefills go before its next chunk, and while short requests decode on the engine a chunk
+    /// of duration d is followed by at least `long_decode_ratio` · d of decode-only time, so a
+    /// 60 k-token prompt never stalls the short requests' decode for more than one chunk
+    /// (Sarathi-style chunking; vLLM's chunked prefill).
+    pub prefill_chunk_tokens: u32,
+    /// Prompts longer than this are prefilled in chunks (when `prefill_chunk_tokens` > 0).
+    pub chunk_above_tokens: u32,
+    /// Decode time owed to the engine's short requests per second of long-prefill chunk.
+    pub long_decode_ratio: f64,
     pub policy: BatchPolicy,
     pub rebalance_s: f64,
     /// SM parts of a mesh (10 × 10 %) and the overload allowance (2 parts).
@@ -96,6 +108,9 @@ impl Default for LlmSimConfig {
             memory_utilization: 0.9,
             activation_reserve_gb: 6.0,
             max_prefill_tokens: 2048,
+            prefill_chunk_tokens: 0,
+            chunk_above_tokens: 16384,
+            long_decode_ratio: 2.0,
             policy: BatchPolicy::Adbs,
             rebalance_s: 8.0,
             sm_parts: 10,
@@ -301,6 +316,7 @@ impl LlmInstance {
         for (k, v) in [
             ("activation_reserve_gb", s.activation_reserve_gb),
             ("overload_slowdown", s.overload_slowdown),
+            ("long_decode_ratio", s.long_decode_ratio),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(bad(

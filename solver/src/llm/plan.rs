@@ -96,6 +96,13 @@ pub struct TransformKnobs {
     /// requests have at most this many queued prompt tokens each on average (a lull); otherwise
     /// it waits for a lull or until `slack_fraction` of the request's SLO has passed.
     pub lull_queue_tokens: f64,
+    /// Burst-aware merge timing: a merge for a long request also waits until the short
+    /// requests' prompt tokens that arrived over the last `burst_window_s` seconds come to at
+    /// most `burst_load` of the prefill capacity of the GPUs that keep serving them (the queue
+    /// alone does not see a burst that has only begun), unless waiting longer would make the
+    /// long request miss its SLO. 0 turns the rate test off.
+    pub burst_window_s: f64,
+    pub burst_load: f64,
     /// Spread the transformation over `layers` iterations (true) or pause serving (false).
     pub staggered: bool,
     /// Weight padding: merges free weights without copies; splits still regather.
@@ -127,6 +134,8 @@ impl Default for TransformKnobs {
             hysteresis_s: 10.0,
             slack_fraction: 0.25,
             lull_queue_tokens: 2048.0,
+            burst_window_s: 0.0,
+            burst_load: 0.5,
             staggered: true,
             weight_padding: true,
             head_centric: true,

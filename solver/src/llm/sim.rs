@@ -122,8 +122,13 @@ struct Engine {
     waiting_cache: bool,
     active: bool,
     load_tokens: f64,
-    /// Long requests routed here and not yet finished (short requests avoid such engines).
+    /// Long requests routed here and not yet finished (short requests avoid such engines
+    /// unless long prefills are chunked).
     long_count: u32,
+    /// Chunked long prefills wait until this time while short requests decode here.
+    chunk_hold_until: f64,
+    /// Start of the running prefill iteration.
+    pre_started: f64,
     /// Transformation group this engine's unit is a member of (u32::MAX: none).
     group: u32,
     /// Transformation group whose merged engine this is (u32::MAX: none).
@@ -324,9 +329,17 @@ struct Run<'s, 'a> {
     /// A long request's prefill waits for the short requests decoding on its engine to finish
     /// (so a long prefill never stalls them) until this time; 0 for short requests.
     defer_until: Vec<f64>,
+    /// Tokens of the current prefill pass done so far (chunked long prefills) and in the
+    /// running iteration.
+    pre_done: Vec<u32>,
+    chunk: Vec<u32>,
     /// Long requests waiting for a merge (transformation-aware scheduler), FCFS.
     pending: VecDeque<u32>,
     pending_tick: bool,
+    /// Short requests' arrivals (time, prompt tokens) per LLM over the longest burst window,
+    /// with their token sum: the burst-aware merge timing's view of the offered load.
+    recent_short: Vec<VecDeque<(f64, u32)>>,
+    recent_short_tokens: Vec<u64>,
     out: Outcomes,
     stats: SimStats,
     iters: Vec<IterRecord>,
@@ -399,6 +412,8 @@ impl<'s, 'a> Run<'s, 'a> {
                 active: true,
                 load_tokens: 0.0,
                 long_count: 0,
+                chunk_hold_until: 0.0,
+                pre_started: 0.0,
                 group: u32::MAX,
                 merged_of: u32::MAX,
                 assigned: 0,
@@ -532,8 +547,12 @@ impl<'s, 'a> Run<'s, 'a> {
             blocks: vec![0; n_req],
             long: vec![false; n_req],
             defer_until: vec![0.0; n_req],
+            pre_done: vec![0; n_req],
+            chunk: vec![0; n_req],
             pending: VecDeque::new(),
             pending_tick: false,
+            recent_short: vec![VecDeque::new(); inst.llms.len()],
+            recent_short_tokens: vec![0; inst.llms.len()],
             out: Outcomes {
                 first_token_s: vec![nan; n_req],
                 finish_s: vec![nan; n_req],
@@ -699,6 +718,10 @@ impl<'s, 'a> Run<'s, 'a> {
             });
             self.defer_until[r] = self.now + knobs.slack_fraction * slo;
         }
+        if !long && knobs.burst_window_s > 0.0 {
+            self.recent_short[m].push_back((self.now, trace.prompt[r]));
+            self.recent_short_tokens[m] += trace.prompt[r] as u64;
+        }
         let mut best: Option<(f64, u32)> = None;
         if long {
             match self.route_long(r, m, total, cap_min, &knobs) {
@@ -716,7 +739,15 @@ impl<'s, 'a> Run<'s, 'a> {
             // Short requests (and long ones with nowhere better to go): the least-loaded engine
             // that can hold the request, avoiding engines that hold long requests while another
             // engine can take it (a long prefill would stall the short request's decode).
-            for pass in 0..2 {
+            // With chunked long prefills a long request no longer stalls its engine, so short
+            // requests are routed by load alone (a hard avoidance piles every short request on
+            // the few engines without a long one when long requests cluster).
+            let first = if self.sim.inst.sim.prefill_chunk_tokens > 0 {
+                1
+            } else {
+                0
+            };
+            for pass in first..2 {
                 for &e in &self.by_llm[m] {
                     let eng = &self.engines[e as usize];
                     if eng.capacity_tokens >= total && (pass == 1 || eng.long_count == 0) {
@@ -889,7 +920,14 @@ impl<'s, 'a> Run<'s, 'a> {
             // lull (little queued prefill work on the engines that keep serving short
             // requests); in a burst the long request waits, even past its SLO, rather than
             // take capacity the burst needs.
-            if self.lull(m, g, knobs) {
+            // Latest merge start that still meets the long request's SLO, with its prefill
+            // slowed by the chunk duty cycle beside short requests' decodes.
+            let me = &self.engines[self.groups[g].merged_engine as usize];
+            let pf = p as f64;
+            let service = (1.0 + inst.sim.long_decode_ratio) * me.cost.prefill_s(pf, pf * pf, 1.0)
+                + pred as f64 * me.cost.decode_s(1.0, pf, 1.0);
+            let late = self.now >= trace.arrival_s[r] + slo - 1.5 * service;
+            if late || (self.lull(m, g, knobs) && self.quiet(m, g, knobs)) {
                 self.start_merge(g);
                 return LongRoute::Engine(self.groups[g].merged_engine);
             }
@@ -923,6 +961,34 @@ impl<'s, 'a> Run<'s, 'a> {
                 .sum::<u64>();
         }
         n == 0 || tokens as f64 <= knobs.lull_queue_tokens * n as f64
+    }
+
+    /// Burst test of the merge timing: the short prompt tokens that arrived over the last
+    /// `burst_window_s` are at most `burst_load` of what the GPUs outside group `g` can prefill
+    /// in that time (at TP1 speed, 2048-token batches).
+    fn quiet(&mut self, m: usize, g: usize, knobs: &TransformKnobs) -> bool {
+        if knobs.burst_window_s <= 0.0 {
+            return true;
+        }
+        let since = self.now - knobs.burst_window_s;
+        while let Some(&(t, p)) = self.recent_short[m].front() {
+            if t >= since {
+                break;
+            }
+            self.recent_short[m].pop_front();
+            self.recent_short_tokens[m] -= p as u64;
+        }
+        let members: &[u32] = &self.groups[g].members;
+        let gpus: u32 = self.by_llm[m]
+            .iter()
+            .map(|&e| &self.engines[e as usize])
+            .filter(|eng| !members.contains(&eng.unit))
+            .map(|eng| eng.tp)
+            .sum();
+        let tp1 = self.sim.inst.step_cost(m, 1);
+        let per_gpu_tok_s = 2048.0 / tp1.prefill_s(2048.0, 2048.0 * 2048.0, 1.0);
+        let offered = self.recent_short_tokens[m] as f64;
+        offered <= knobs.burst_load * per_gpu_tok_s * gpus as f64 * knobs.burst_window_s
     }
 
     fn schedule_pending(&mut self, dt: f64) {
@@ -1111,6 +1177,9 @@ impl<'s, 'a> Run<'s, 'a> {
         let u = self.engines[e].unit as usize;
         let mut tokens = 0u64;
         let mut sum_sq = 0.0;
+        if cfg.prefill_chunk_tokens > 0 {
+            return self.launch_prefill_chunked(e, slow);
+        }
         // Long requests whose deferral has not expired wait while short requests decode here.
         let shorts_decoding = {
             let eng = &self.engines[e];
@@ -1161,9 +1230,104 @@ impl<'s, 'a> Run<'s, 'a> {
             return false;
         }
         let dur = eng.cost.prefill_s(tokens as f64, sum_sq, eng.pre_sm) * slow + self.extra(u);
+        self.start_prefill(e, dur);
+        true
+    }
+
+    /// Prefill admission with chunked long prefills (`prefill_chunk_tokens` > 0): short
+    /// requests FCFS first, whole; then long requests FCFS, one chunk each, while no chunk hold
+    /// is in force (a hold follows each chunk while short requests decode here). A long
+    /// request's KV is taken at its first chunk; a short request that does not fit stops the
+    /// admission of new requests, not the chunks of long requests that already hold their KV.
+    fn launch_prefill_chunked(&mut self, e: usize, slow: f64) -> bool {
+        let trace = self.sim.trace;
+        let cfg = &self.sim.inst.sim;
+        let bt = cfg.block_tokens;
+        let u = self.engines[e].unit as usize;
+        let mut tokens = 0u64;
+        let mut sum_sq = 0.0;
+        let chunks_allowed = {
+            let eng = &self.engines[e];
+            self.now >= eng.chunk_hold_until
+                || !eng
+                    .running
+                    .iter()
+                    .chain(&eng.dec_batch)
+                    .any(|&q| !self.is_chunked(q as usize))
+        };
+        let mut new_blocked = false;
+        loop {
+            let eng = &self.engines[e];
+            let short = if new_blocked {
+                None
+            } else {
+                eng.waiting
+                    .iter()
+                    .position(|&q| !self.is_chunked(q as usize))
+            };
+            let pos = short.or_else(|| {
+                if !chunks_allowed {
+                    return None;
+                }
+                eng.waiting.iter().position(|&q| {
+                    self.is_chunked(q as usize) && (!new_blocked || self.blocks[q as usize] > 0)
+                })
+            });
+            let Some(pos) = pos else { break };
+            let r = eng.waiting[pos] as usize;
+            let len = trace.prompt[r] + self.gen[r];
+            let c = if self.is_chunked(r) {
+                (len - self.pre_done[r]).min(cfg.prefill_chunk_tokens)
+            } else {
+                len
+            };
+            if !eng.pre_batch.is_empty() && tokens + c as u64 > cfg.max_prefill_tokens as u64 {
+                break;
+            }
+            if self.blocks[r] == 0 {
+                if eng.in_flight() >= eng.quota as usize {
+                    break;
+                }
+                let need = len.div_ceil(bt) as u64 * eng.hb_per_block;
+                if need > self.units[u].pool_free {
+                    self.engines[e].waiting_cache = true;
+                    new_blocked = true;
+                    continue;
+                }
+                self.units[u].pool_free -= need;
+                self.blocks[r] = len.div_ceil(bt);
+            }
+            let eng = &mut self.engines[e];
+            eng.waiting.remove(pos);
+            eng.pre_batch.push(r as u32);
+            let o = self.pre_done[r] as f64;
+            self.chunk[r] = c;
+            tokens += c as u64;
+            // Attention over the chunk sees the prefix: (o + c)² − o² of the causal square.
+            sum_sq += (o + c as f64) * (o + c as f64) - o * o;
+        }
+        let eng = &mut self.engines[e];
+        if eng.pre_batch.is_empty() {
+            return false;
+        }
+        let dur = eng.cost.prefill_s(tokens as f64, sum_sq, eng.pre_sm) * slow + self.extra(u);
+        self.start_prefill(e, dur);
+        true
+    }
+
+    /// Whether request `r`'s prompt is prefilled in chunks.
+    fn is_chunked(&self, r: usize) -> bool {
+        let cfg = &self.sim.inst.sim;
+        cfg.prefill_chunk_tokens > 0 && self.sim.trace.prompt[r] > cfg.chunk_above_tokens
+    }
+
+    /// Marks engine `e`'s prefill batch as running for `dur` seconds.
+    fn start_prefill(&mut self, e: usize, dur: f64) {
+        let u = self.engines[e].unit as usize;
         let eng = &mut self.engines[e];
         eng.pre_busy = true;
         eng.pre_parts_held = eng.pre_parts;
+        eng.pre_started = self.now;
         let batch = eng.pre_batch.len() as u32;
         self.note_kv(u);
         self.stats.iterations += 1;
@@ -1178,7 +1342,6 @@ impl<'s, 'a> Run<'s, 'a> {
             });
         }
         self.push(self.now + dur, EV_PREFILL, e as u32);
-        true
     }
 
     fn launch_decode(&mut self, e: usize, slow: f64) -> bool {
@@ -1298,8 +1461,33 @@ impl<'s, 'a> Run<'s, 'a> {
         self.units[u].parts_free += self.engines[e].pre_parts_held as i32;
         self.engines[e].pre_busy = false;
         let batch = std::mem::take(&mut self.engines[e].pre_batch);
+        let chunked = self.sim.inst.sim.prefill_chunk_tokens > 0;
+        let mut partial = false;
+        for &r in batch.iter().rev() {
+            let r = r as usize;
+            if !chunked || !self.is_chunked(r) {
+                continue;
+            }
+            self.pre_done[r] += self.chunk[r];
+            if self.pre_done[r] < trace.prompt[r] + self.gen[r] {
+                // More chunks to go: back to the front of the queue, KV kept.
+                partial = true;
+                self.engines[e].waiting.push_front(r as u32);
+            }
+        }
+        if partial {
+            let ratio = self.sim.inst.sim.long_decode_ratio;
+            let eng = &mut self.engines[e];
+            eng.chunk_hold_until = self.now + ratio * (self.now - eng.pre_started);
+        }
         for &r in &batch {
             let r = r as usize;
+            if chunked && self.is_chunked(r) {
+                if self.pre_done[r] < trace.prompt[r] + self.gen[r] {
+                    continue;
+                }
+                self.pre_done[r] = 0;
+            }
             if self.gen[r] == 0 {
                 self.gen[r] = 1;
                 self.out.first_token_s[r] = self.now;
@@ -1557,7 +1745,12 @@ impl<'s, 'a> Run<'s, 'a> {
         for &u in &self.groups[g].members.clone() {
             let u = u as usize;
             let e = self.units[u].engines[0] as usize;
-            for &r in &self.engines[e].running {
+            // Running requests and partly prefilled (chunked) ones keep their KV pages.
+            for &r in self.engines[e]
+                .running
+                .iter()
+                .chain(&self.engines[e].waiting)
+            {
                 used += self.blocks[r as usize] as u64 * mhb;
             }
             running.append(&mut self.engines[e].running);
@@ -1860,6 +2053,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     this.stats.preemptions += 1;
                 }
                 this.blocks[r] = 0;
+                this.pre_done[r] = 0;
                 // Least-loaded member by outstanding tokens.
                 let u2 = *members
                     .iter()

@@ -202,7 +202,7 @@ impl LlmPlacer for TpDynamic {
         "tp-dynamic"
     }
     fn description(&self) -> &'static str {
-        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests (options tp, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
+        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests (options tp, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, burst_window_s, burst_load, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
     }
     fn place(
         &self,
@@ -220,6 +220,8 @@ impl LlmPlacer for TpDynamic {
                 "long_fraction",
                 "slack_fraction",
                 "lull_queue_tokens",
+                "burst_window_s",
+                "burst_load",
                 "hysteresis_s",
                 "decide_s",
                 "min_dwell_s",
@@ -264,6 +266,10 @@ impl LlmPlacer for TpDynamic {
             hysteresis_s: opts.number("hysteresis_s", d.hysteresis_s)?,
             slack_fraction: opts.number("slack_fraction", d.slack_fraction)?,
             lull_queue_tokens: opts.number("lull_queue_tokens", d.lull_queue_tokens)?,
+            // The placer's default watches the last 30 s of arrivals (the Azure traces' bursts
+            // last tens of seconds); plans written by hand keep the rate test off.
+            burst_window_s: opts.number("burst_window_s", 30.0)?,
+            burst_load: opts.number("burst_load", d.burst_load)?,
             decide_s: opts.number("decide_s", d.decide_s)?,
             min_dwell_s: opts.number("min_dwell_s", d.min_dwell_s)?,
             gain_margin: opts.number("gain_margin", d.gain_margin)?,
@@ -277,10 +283,12 @@ impl LlmPlacer for TpDynamic {
             && knobs.slack_fraction > 0.0
             && knobs.min_dwell_s >= 0.0
             && knobs.gain_margin >= 0.0
-            && knobs.mix_window_s > 0.0)
+            && knobs.mix_window_s > 0.0
+            && knobs.burst_window_s >= 0.0
+            && knobs.burst_load > 0.0)
         {
             return Err(SolverError::Option(
-                "options decide_s > 0, slack_fraction > 0, min_dwell_s ≥ 0, gain_margin ≥ 0 and mix_window_s > 0 expected"
+                "options decide_s > 0, slack_fraction > 0, min_dwell_s ≥ 0, gain_margin ≥ 0 and mix_window_s > 0, burst_window_s ≥ 0 and burst_load > 0 expected"
                     .into(),
             ));
         }
