@@ -462,6 +462,7 @@ mod driver {
         done: &mut usize,
         planned: usize,
         later: usize,
+        proving: bool,
         obs: &dyn Observer,
     ) {
         let objective = params.objective;
@@ -498,7 +499,15 @@ mod driver {
                 .count()
                 + later;
             let budget = (milp_end - deadline.elapsed_s()) / open as f64;
-            solve_candidate(&mut cands[i], params, budget, cutoff);
+            // A first pass wants any improvement on the incumbent (so HiGHS keeps a solution
+            // within the gap as its own incumbent and stops on the gap); a revisit only what
+            // beats it by more than the gap, the cutoff that proves the gap fastest.
+            let highs_cutoff = if proving {
+                cutoff
+            } else {
+                cutoff.and(incumbent)
+            };
+            solve_candidate(&mut cands[i], params, budget, highs_cutoff);
             *done += 1;
             obs.progress(*done as u64, planned as u64);
         }
@@ -696,7 +705,8 @@ mod driver {
         let mut done = 0usize;
         let uniform: Vec<usize> = (0..cands.len()).collect();
         solve_all(
-            &mut cands, uniform, &params, gap, milp_end, &clock, &mut done, planned, mix_count, obs,
+            &mut cands, uniform, &params, gap, milp_end, &clock, &mut done, planned, mix_count,
+            false, obs,
         );
 
         // Half/half mixes of the best uniform shapes (by the best objective known on each).
@@ -754,7 +764,7 @@ mod driver {
         cands.extend(mix_cands);
         let mixes_at: Vec<usize> = (first_mix..cands.len()).collect();
         solve_all(
-            &mut cands, mixes_at, &params, gap, milp_end, &clock, &mut done, planned, 0, obs,
+            &mut cands, mixes_at, &params, gap, milp_end, &clock, &mut done, planned, 0, false, obs,
         );
         // Time the first passes left over goes to the partitions still open (bound below the
         // cutoff, not solved to the gap), again most promising first, with the better cutoff.
@@ -776,7 +786,7 @@ mod driver {
             }
             let total = done + open.len();
             solve_all(
-                &mut cands, open, &params, gap, milp_end, &clock, &mut done, total, 0, obs,
+                &mut cands, open, &params, gap, milp_end, &clock, &mut done, total, 0, true, obs,
             );
         }
         let (search, best_value, proved) = search_status(&cands, objective, gap);
