@@ -29,6 +29,8 @@ const NO_LABEL: u32 = u32::MAX;
 pub struct ViewScratch {
     /// Per model: the lowest model id of its component, [`NO_LABEL`] when not simulated.
     label: Vec<u32>,
+    /// Placement group of each group of the component being simulated.
+    group_of: Vec<usize>,
     /// Per component root: whether the component has a group.
     placed: Vec<bool>,
     /// The requests of one component, in view order (`len` of them are valid).
@@ -255,11 +257,6 @@ impl ModelView {
             let root = find(label, m);
             label[m] = root as u32;
         }
-        let c = Compiled::new(sim.inst, placement, 0, sim.config.pp_penalty);
-        let table_loop = sim.config.dispatch == Dispatch::EarliestLastStage && {
-            scratch.table.rebuild(&c, sim.slo_s());
-            scratch.table.max_pp() <= MAX_TABLE_STAGES
-        };
         // Components in order of their lowest model; an unplaced model's requests all fail.
         scratch.placed.clear();
         scratch.placed.resize(n_models, false);
@@ -273,6 +270,26 @@ impl ModelView {
             if !scratch.placed[root] {
                 continue;
             }
+            // The component's groups alone, in placement order (the dispatch tie-break only
+            // compares their relative order): its table then has the component's own width and
+            // stage count, which picks the specialised loops more often.
+            scratch.group_of.clear();
+            let mut own = Placement::default();
+            for (g, group) in placement.groups.iter().enumerate() {
+                if group
+                    .models
+                    .first()
+                    .is_some_and(|&m| scratch.label[m as usize] == root as u32)
+                {
+                    scratch.group_of.push(g);
+                    own.groups.push(group.clone());
+                }
+            }
+            let c = Compiled::new(sim.inst, &own, 0, sim.config.pp_penalty);
+            let table_loop = sim.config.dispatch == Dispatch::EarliestLastStage && {
+                scratch.table.rebuild(&c, sim.slo_s());
+                scratch.table.max_pp() <= MAX_TABLE_STAGES
+            };
             let cut = self.gather(root as u32, scratch);
             if table_loop {
                 self.run_table(sim, &c, root, cut, stats, scratch);
@@ -363,9 +380,10 @@ impl ModelView {
             if routed == 0 || g == NO_GROUP {
                 continue;
             }
+            let g = scratch.group_of[g as usize];
             stats.good_m[s / width] += good;
-            stats.routed_g[g as usize] += routed;
-            stats.good_g[g as usize] += good;
+            stats.routed_g[g] += routed;
+            stats.good_g[g] += good;
         }
         stats.latency_sum_m[root] = st.latency_sum_good_s;
     }
@@ -391,6 +409,7 @@ impl ModelView {
             &mut scratch.clocks,
         );
         let n = scratch.len;
+        let group_of = &scratch.group_of;
         let mut latency_sum = 0.0;
         for (lo, hi, kept) in [
             (0, cut[0], false),
@@ -406,13 +425,14 @@ impl ModelView {
                     Decision::Admit {
                         group, finish_s, ..
                     } => {
+                        let group = group_of[group];
                         stats.routed_g[group] += 1;
                         stats.good_g[group] += 1;
                         stats.good_m[m] += 1;
                         stats.good_kept_m[m] += kept as u64;
                         latency_sum += finish_s - t;
                     }
-                    Decision::Reject { group, .. } => stats.routed_g[group] += 1,
+                    Decision::Reject { group, .. } => stats.routed_g[group_of[group]] += 1,
                 }
             }
         }
