@@ -263,6 +263,14 @@ fn incremental_scores_equal_full_simulation_on_random_instances() {
             // From scratch, and the whole-trace simulator.
             view.simulate_all(&sim, &p, &mut scratch_stats, &mut clocks);
             assert_eq!(stats, scratch_stats, "{ctx}");
+            // A component's latency sum sits on its lowest model only.
+            for m in 0..n_models {
+                affected_models(&p, &[], &[m], &mut affected, n_models);
+                let root = affected.iter().position(|&a| a).unwrap();
+                if root != m {
+                    assert_eq!(stats.latency_sum_m[m], 0.0, "{ctx}: model {m}");
+                }
+            }
             let score = view.score(&sim, &stats, p.replicas());
             let scratch_score = view.score(&sim, &scratch_stats, p.replicas());
             assert_eq!(
