@@ -126,7 +126,8 @@ pub struct DispatchTable {
     pub(super) slo_s: Vec<f64>,
     /// Largest stage count of any slot.
     pub(super) lat_stride: usize,
-    /// Clocks the slots reach: `max(last_clock) + 1`.
+    /// Clocks the slots reach: `max(last_clock) + 1` (the placement's clocks, then the stand-in
+    /// slots' scratch clocks).
     pub(super) clocks_needed: usize,
     /// The first slot of every model without replica.
     pub(super) stand_ins: Vec<u32>,
@@ -153,17 +154,25 @@ impl DispatchTable {
         self.lat.clear();
         self.slo_s.clear();
         self.stand_ins.clear();
+        // Stand-in slots get scratch clocks after the placement's own, one set per model without
+        // replica. The branch-free loop rewrites the clocks a rejected request read (unchanged),
+        // and a stand-in sharing a real group's clocks would chain every request for an unplaced
+        // model to that group's requests through memory; private scratch clocks keep them
+        // independent.
+        let mut scratch_clock = c.n_clocks() as u32;
         for (m, &slo) in slo_s.iter().enumerate() {
             if c.replicas(m).is_empty() {
                 self.stand_ins.push((m * width) as u32);
             }
             let reps = c.replicas(m);
+            let stand_in_pp = if uniform { first_pp } else { 1 };
+            if reps.is_empty() {
+                scratch_clock += stand_in_pp;
+            }
             for j in 0..width {
                 if reps.is_empty() {
-                    // Reads (and rewrites unchanged) the clocks of the first group, if any; with
-                    // no clock at all the loop substitutes a scratch one.
-                    let pp = if uniform { first_pp as usize } else { 1 };
-                    self.last_clock.push(pp as u32 - 1);
+                    let pp = stand_in_pp as usize;
+                    self.last_clock.push(scratch_clock - 1);
                     self.pp.push(pp as u32);
                     self.group.push(super::NO_GROUP);
                     self.lat.extend(std::iter::repeat_n(0.0, stride));
@@ -210,7 +219,8 @@ impl DispatchTable {
         self.slots() / self.width.max(1)
     }
 
-    /// Stage clocks the fast loop needs (the placement's `n_clocks`, or 1 without groups).
+    /// Stage clocks the fast loop needs: the placement's `n_clocks`, then scratch clocks for the
+    /// stand-in slots of models without replica.
     pub fn clocks_needed(&self) -> usize {
         self.clocks_needed
     }
