@@ -520,7 +520,8 @@ fn earliest_slot<const W: usize>(clocks: &[f64], lasts: &[u32]) -> usize {
 ///
 /// Indexing is unchecked where [`DispatchTable`] guarantees the bounds: every slot's stages lie
 /// inside the first `clocks_needed` clocks and its latencies inside `tab.lat`, and a model's
-/// slots inside the table once `m < n_models` (checked once per slice, like the rest).
+/// slots inside the table once `m < n_models` (checked per request; `admit_all` checks the rest
+/// once).
 #[inline(never)]
 fn fast_loop<const PP: usize, const W: usize, const BRANCH_FREE: bool, const DETAIL: bool>(
     tab: &DispatchTable,
@@ -544,16 +545,10 @@ fn fast_loop<const PP: usize, const W: usize, const BRANCH_FREE: bool, const DET
     let counts = &mut st.slot_counts[..];
     assert!(slot_slo.len() == counts.len() && slot_group.len() == counts.len());
     assert!(slot_pp.len() == counts.len() && lat_all.len() == counts.len() * stride);
-    // Checked once per slice (a vectorized max) rather than once per request.
-    let max_model = model.iter().fold(0, |a, &m| a.max(m)) as usize;
-    assert!(
-        model.is_empty() || max_model < n_models,
-        "model id {max_model} outside the instance"
-    );
     let mut latency_sum = st.latency_sum_good_s;
     for (i, (&t, &m)) in arrival.iter().zip(model).enumerate() {
         let m = m as usize;
-        debug_assert!(m < n_models);
+        assert!(m < n_models, "model id {m} outside the instance");
         let s0 = m * width;
         // SAFETY (every `get_unchecked` below): s0 + width ≤ slots since m < n_models; a
         // slot's latencies lie in `lat` and its stages below `clocks_needed` ≤ `clocks.len()`
