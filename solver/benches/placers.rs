@@ -1,4 +1,5 @@
-//! Every AlpaServe-family placer on the paper-scale instances S1, S2, S3 (MAF1-style workloads).
+//! Every AlpaServe-family placer, and `plexserve` (ours, the default), on the paper-scale
+//! instances S1, S2, S3 (MAF1-style workloads).
 //!
 //! A single AlpaServe search on S3 takes seconds, so every benchmark runs criterion's minimum of
 //! 10 samples with a short warm-up: `cargo bench -p plexserve-solver --bench placers` finishes in
@@ -22,6 +23,7 @@ fn bench(c: &mut Criterion) {
             "mp-greedy-4",
             "alpaserve",
             "alpaserve-sep",
+            "plexserve",
         ] {
             let (name, params) = parse_placer_spec(spec).unwrap();
             let placer = by_name(&name).unwrap();
