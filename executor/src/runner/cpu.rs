@@ -21,7 +21,9 @@ use ndarray::{s, Array2};
 use plexserve_kernels::{attention, bias_gelu, gemm, layer_norm, AttentionShape};
 use rayon::ThreadPool;
 
-use super::transformer::{quantile, LayerRunner, LayerSpec, LayerWeights, ShardWeights};
+use super::transformer::{
+    check_stage_devices, quantile, LayerRunner, LayerSpec, LayerWeights, ShardWeights,
+};
 use crate::error::{ExecutorError, Result};
 
 fn kernel(e: plexserve_kernels::KernelError) -> ExecutorError {
@@ -182,11 +184,6 @@ impl CpuRunner {
         Ok(runner)
     }
 
-    /// The layer shape this runner computes.
-    pub fn spec(&self) -> &LayerSpec {
-        &self.spec
-    }
-
     /// Median time of one layer at `tp` (devices 0..tp) over a few runs after a warm-up.
     fn calibrate(&self, tp: usize) -> Result<f64> {
         let devices: Vec<u32> = (0..tp as u32).collect();
@@ -335,12 +332,6 @@ impl CpuRunner {
         banks.push(((model, tp), bank.clone()));
         bank
     }
-
-    /// The `[seq, hidden]` activations of a request: its input, cycled to fill, or a
-    /// deterministic pattern when it sent none.
-    pub fn input(&self, model: usize, input: Option<&[f32]>) -> Array2<f32> {
-        self.spec.input(model, input)
-    }
 }
 
 impl LayerRunner for CpuRunner {
@@ -366,12 +357,7 @@ impl LayerRunner for CpuRunner {
         n: usize,
         x: &mut Array2<f32>,
     ) -> Result<()> {
-        if devices.len() != tp {
-            return Err(ExecutorError::Unsupported(format!(
-                "cpu runner: a tp-{tp} stage needs {tp} devices, got {}",
-                devices.len()
-            )));
-        }
+        check_stage_devices("cpu", devices, tp)?;
         let pools = self.pools_for(devices)?;
         let bank = self.bank(model, tp);
         pools[0].install(|| {

@@ -19,7 +19,7 @@ use ndarray::{s, Array2, ArrayView2};
 use plexserve_kernels::cuda::{CudaDevice, GpuMatrix};
 use plexserve_kernels::{AttentionShape, Dtype, KernelError};
 
-use super::transformer::{LayerRunner, LayerSpec, LayerWeights};
+use super::transformer::{check_stage_devices, LayerRunner, LayerSpec, LayerWeights};
 use crate::error::{ExecutorError, Result};
 
 /// An unavailable backend is a typed error; anything else is a stage failure.
@@ -324,11 +324,6 @@ impl CudaRunner {
             out.into_iter().collect()
         })
     }
-
-    /// The `[seq, hidden]` activations of a request (the same as the CPU runner's).
-    pub fn input(&self, model: usize, input: Option<&[f32]>) -> Array2<f32> {
-        self.spec.input(model, input)
-    }
 }
 
 impl LayerRunner for CudaRunner {
@@ -353,12 +348,7 @@ impl LayerRunner for CudaRunner {
         n: usize,
         x: &mut Array2<f32>,
     ) -> Result<()> {
-        if devices.len() != tp {
-            return Err(ExecutorError::Unsupported(format!(
-                "cuda runner: a tp-{tp} stage needs {tp} devices, got {}",
-                devices.len()
-            )));
-        }
+        check_stage_devices("cuda", devices, tp)?;
         let shards: Vec<(usize, ShardBank)> = devices
             .iter()
             .enumerate()

@@ -179,7 +179,7 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// A runner whose stages are real transformer layers (cpu, cuda): a stage profiled at
-/// `profiled_s` runs [`LayerRunner::layers_for`] layers of [`LayerRunner::spec`]'s shape on the
+/// `profiled_s` runs [`LayerRunner::layers_for`] layers of [`LayerRunner::layer_spec`]'s shape on the
 /// stage's devices. Every such runner is a [`StageRunner`](super::StageRunner) the same way.
 pub trait LayerRunner: Send + Sync + std::fmt::Debug {
     /// The runner's name, as `serve --runner` spells it.
@@ -202,6 +202,28 @@ pub trait LayerRunner: Send + Sync + std::fmt::Debug {
     fn layers_for(&self, profiled_s: f64, tp: usize) -> usize {
         self.layer_spec()
             .layers_for(profiled_s, self.layer_time_s(tp))
+    }
+
+    /// The `[seq, hidden]` activations of a request: its input, cycled to fill, or a
+    /// deterministic pattern when it sent none.
+    fn input(&self, model: usize, input: Option<&[f32]>) -> Array2<f32> {
+        self.layer_spec().input(model, input)
+    }
+}
+
+/// A tp-`tp` stage runs one shard per device.
+pub(crate) fn check_stage_devices(
+    runner: &str,
+    devices: &[u32],
+    tp: usize,
+) -> crate::error::Result<()> {
+    if devices.len() == tp {
+        Ok(())
+    } else {
+        Err(crate::error::ExecutorError::Unsupported(format!(
+            "{runner} runner: a tp-{tp} stage needs {tp} devices, got {}",
+            devices.len()
+        )))
     }
 }
 
@@ -247,10 +269,7 @@ impl<T: LayerRunner> super::StageRunner for T {
     }
 
     fn initial_activations(&self, model: usize, input: Option<&[f32]>) -> Vec<f32> {
-        self.layer_spec()
-            .input(model, input)
-            .into_raw_vec_and_offset()
-            .0
+        self.input(model, input).into_raw_vec_and_offset().0
     }
 
     fn output(&self, _model: usize, activations: &[f32]) -> Option<Vec<f32>> {
