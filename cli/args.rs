@@ -142,44 +142,7 @@ pub enum Command {
     },
     /// Build an instance file from profile files: copies of every profiled model on a cluster,
     /// with gamma arrivals, ready for `solve`, `simulate`, `serve` and `replay`.
-    Instance {
-        /// A profile file (plexserve/profile/v1), e.g. from `plexserve profile`; repeatable.
-        #[arg(long = "profile", required = true, value_name = "FILE")]
-        profiles: Vec<PathBuf>,
-        /// Models per profile (named PROFILE-0, PROFILE-1, …; just PROFILE when 1).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        copies: u32,
-        /// Devices in the cluster.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        devices: u32,
-        /// Per-device weight budget.
-        #[arg(long = "memory-budget-gib")]
-        memory_budget_gib: f64,
-        /// Requests per second over all models.
-        #[arg(long = "total-rate")]
-        total_rate: f64,
-        /// Spread the total rate by a power law with this exponent (rate_i ∝ (i+1)^−alpha)
-        /// instead of evenly.
-        #[arg(long)]
-        alpha: Option<f64>,
-        /// Coefficient of variation of inter-arrival times (1: Poisson).
-        #[arg(long, default_value_t = 1.0)]
-        cv: f64,
-        /// Length of the workload.
-        #[arg(long = "duration-s", default_value_t = 60.0)]
-        duration_s: f64,
-        /// Every model's SLO as a multiple of its single-device latency.
-        #[arg(long = "slo-scale", default_value_t = 5.0)]
-        slo_scale: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// The instance's name (default: the profiles' names joined by '+').
-        #[arg(long)]
-        name: Option<String>,
-        /// Where to write the instance (default: stdout).
-        #[arg(short = 'o', long = "output")]
-        output: Option<PathBuf>,
-    },
+    Instance(InstanceArgs),
     /// What is compiled in (milp, cuda) and what hardware is present.
     Doctor {
         #[arg(long)]
@@ -223,4 +186,45 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::llm::LlmCommand,
     },
+}
+
+/// `plexserve instance`: what the instance is built from.
+#[derive(Debug, clap::Args)]
+pub struct InstanceArgs {
+    /// A profile file (plexserve/profile/v1), e.g. from `plexserve profile`; repeatable.
+    #[arg(long = "profile", required = true, value_name = "FILE")]
+    pub profiles: Vec<PathBuf>,
+    /// Models per profile (named PROFILE-0, PROFILE-1, …; just PROFILE when 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub copies: u32,
+    /// Devices in the cluster.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub devices: u32,
+    /// Per-device weight budget.
+    #[arg(long = "memory-budget-gib")]
+    pub memory_budget_gib: f64,
+    /// Requests per second over all models.
+    #[arg(long = "total-rate")]
+    pub total_rate: f64,
+    /// Spread the total rate by a power law with this exponent (rate_i ∝ (i+1)^−alpha)
+    /// instead of evenly.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Coefficient of variation of inter-arrival times (1: Poisson).
+    #[arg(long, default_value_t = 1.0)]
+    pub cv: f64,
+    /// Length of the workload.
+    #[arg(long = "duration-s", default_value_t = 60.0)]
+    pub duration_s: f64,
+    /// Every model's SLO as a multiple of its single-device latency.
+    #[arg(long = "slo-scale", default_value_t = 5.0)]
+    pub slo_scale: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The instance's name (default: the profiles' names joined by '+').
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to write the instance (default: stdout).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
 }

@@ -6,23 +6,8 @@ use std::path::Path;
 use plexserve_solver::{parse_json, read_file, Instance, ProfileFile};
 use serde_json::{json, Map, Value};
 
+use crate::args::InstanceArgs;
 use crate::Exit;
-
-/// Options of one `instance` call, as given on the command line.
-pub struct InstanceArgs<'a> {
-    pub profiles: &'a [std::path::PathBuf],
-    pub copies: u32,
-    pub devices: u32,
-    pub memory_budget_gib: f64,
-    pub total_rate: f64,
-    pub alpha: Option<f64>,
-    pub cv: f64,
-    pub duration_s: f64,
-    pub slo_scale: f64,
-    pub seed: u64,
-    pub name: Option<&'a str>,
-    pub output: Option<&'a Path>,
-}
 
 /// `value` must be finite and positive (`zero_ok`: or zero).
 fn check(flag: &str, value: f64, zero_ok: bool) -> Result<(), Exit> {
@@ -48,7 +33,7 @@ pub fn build(a: &InstanceArgs) -> Result<Value, Exit> {
     }
     let mut profiles = Map::new();
     let mut origin: Vec<(String, &Path)> = Vec::new();
-    for path in a.profiles {
+    for path in &a.profiles {
         // Validated first, so a bad profile file gets the solver's precise error.
         ProfileFile::load(path)?;
         let file: Value = parse_json(path, &read_file(path)?)?;
@@ -94,7 +79,7 @@ pub fn build(a: &InstanceArgs) -> Result<Value, Exit> {
         workload["rate_distribution"] = json!("power_law");
         workload["alpha"] = json!(alpha);
     }
-    let name = a.name.map(str::to_owned).unwrap_or_else(|| {
+    let name = a.name.clone().unwrap_or_else(|| {
         origin
             .iter()
             .map(|(n, _)| n.as_str())
@@ -118,9 +103,9 @@ pub fn run(a: &InstanceArgs) -> Result<(), Exit> {
         message: format!("cannot write the instance: {e}"),
     })? + "\n";
     // The same validation `solve` applies, so what is written always loads.
-    let label = a.output.unwrap_or(Path::new("<instance>"));
+    let label = a.output.as_deref().unwrap_or(Path::new("<instance>"));
     Instance::from_json(label, &text)?;
-    match a.output {
+    match &a.output {
         Some(path) => super::write_file(path, &text),
         None => {
             print!("{text}");
