@@ -1212,13 +1212,9 @@ impl<'s, 'a> Run<'s, 'a> {
             if eng.in_flight() >= eng.quota as usize {
                 break;
             }
-            let need = len.div_ceil(bt) as u64 * eng.hb_per_block;
-            if need > self.units[u].pool_free {
-                self.engines[e].waiting_cache = true;
+            if !self.reserve_kv(e, u, r, len, bt) {
                 break;
             }
-            self.units[u].pool_free -= need;
-            self.blocks[r] = len.div_ceil(bt);
             let eng = &mut self.engines[e];
             eng.waiting.remove(pos);
             eng.pre_batch.push(r as u32);
@@ -1231,6 +1227,21 @@ impl<'s, 'a> Run<'s, 'a> {
         }
         let dur = eng.cost.prefill_s(tokens as f64, sum_sq, eng.pre_sm) * slow + self.extra(u);
         self.start_prefill(e, dur);
+        true
+    }
+
+    /// Reserves the KV blocks of request `r`'s `len`-token sequence (`bt` tokens per block) in
+    /// the pool of engine `e`'s unit `u`; when the pool cannot hold them the engine is marked
+    /// waiting for cache and nothing is reserved.
+    fn reserve_kv(&mut self, e: usize, u: usize, r: usize, len: u32, bt: u32) -> bool {
+        let blocks = len.div_ceil(bt);
+        let need = u64::from(blocks) * self.engines[e].hb_per_block;
+        if need > self.units[u].pool_free {
+            self.engines[e].waiting_cache = true;
+            return false;
+        }
+        self.units[u].pool_free -= need;
+        self.blocks[r] = blocks;
         true
     }
 
@@ -1288,14 +1299,10 @@ impl<'s, 'a> Run<'s, 'a> {
                 if eng.in_flight() >= eng.quota as usize {
                     break;
                 }
-                let need = len.div_ceil(bt) as u64 * eng.hb_per_block;
-                if need > self.units[u].pool_free {
-                    self.engines[e].waiting_cache = true;
+                if !self.reserve_kv(e, u, r, len, bt) {
                     new_blocked = true;
                     continue;
                 }
-                self.units[u].pool_free -= need;
-                self.blocks[r] = len.div_ceil(bt);
             }
             let eng = &mut self.engines[e];
             eng.waiting.remove(pos);
