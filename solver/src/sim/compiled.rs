@@ -95,6 +95,9 @@ impl Compiled {
 /// [`Controller`]: super::Controller
 pub const MAX_TABLE_STAGES: usize = 16;
 
+/// Deepest pipeline up to which a table of mixed depths is padded to one stage count.
+const MAX_PADDED_STAGES: usize = 8;
+
 /// [`Compiled`] rearranged for the fixed-dispatch fast loop: every model owns the same number of
 /// replica *slots*, so the dispatch scan has a fixed trip count and no per-model range lookup.
 ///
@@ -105,6 +108,15 @@ pub const MAX_TABLE_STAGES: usize = 16;
 /// request is rejected without changing a clock, exactly as "no replica" requires, and every
 /// projected latency stays finite.
 ///
+/// Pipelines of mixed depths (a partition's leftover groups) are padded at the front to one
+/// stage count, a power of two up to [`MAX_PADDED_STAGES`], so that they take a loop with a fixed
+/// stage count too: a varying count mispredicts the stage loop's exit and needs a copy of
+/// unknown length per admitted request. A padding stage has latency −0.0 and a private clock
+/// that only ever holds arrival times (it starts at −∞ and an admitted request writes its own
+/// arrival time there), so for arrivals in time order it passes the arrival time through
+/// unchanged, bit for bit: `later(t, c) = t` for `c ≤ t`, and `t + (−0.0) = t`. The loop's clock
+/// array then has its own layout ([`DispatchTable::clock_of`]).
+///
 /// Fields are private: the fast loop indexes without bounds checks on the strength of the
 /// invariants [`DispatchTable::rebuild`] establishes (every slot's `1 ≤ pp ≤ lat_stride`,
 /// `pp ≤ last_clock + 1 ≤ clocks_needed`, `lat.len() = slots · lat_stride`).
@@ -112,12 +124,14 @@ pub const MAX_TABLE_STAGES: usize = 16;
 pub struct DispatchTable {
     /// Slots per model: the largest replica count, at least 1.
     pub(super) width: usize,
-    /// Stage count shared by every slot, or 0 when slots differ.
+    /// Stage count the loop walks for every slot (padding included), or 0 when slots differ.
     pub(super) uniform_pp: usize,
     /// Per slot: index of the last stage clock of the replica's group.
     pub(super) last_clock: Vec<u32>,
-    /// Per slot: stage count of the replica's group.
+    /// Per slot: stages the loop walks (padding included).
     pub(super) pp: Vec<u32>,
+    /// Per slot: padding stages in front of the replica's first real stage.
+    pub(super) pad: Vec<u32>,
     /// Per slot: the replica's group, or [`super::NO_GROUP`] for a model without replica.
     pub(super) group: Vec<u32>,
     /// Per slot: penalized stage latencies at `slot * lat_stride ..`.
@@ -126,11 +140,15 @@ pub struct DispatchTable {
     pub(super) slo_s: Vec<f64>,
     /// Largest stage count of any slot.
     pub(super) lat_stride: usize,
-    /// Clocks the slots reach: `max(last_clock) + 1` (the placement's clocks, then the stand-in
-    /// slots' scratch clocks).
+    /// Clocks of the loop's layout: the groups' clocks (with their padding clocks), then the
+    /// stand-in slots' scratch clocks; at least `max(last_clock) + 1`.
     pub(super) clocks_needed: usize,
+    /// Per clock of the [`Compiled`] layout: its index in the loop's layout (empty: the same).
+    pub(super) clock_of: Vec<u32>,
     /// The first slot of every model without replica.
     pub(super) stand_ins: Vec<u32>,
+    /// Per group: index of its last clock in the loop's layout (rebuild's scratch).
+    group_last: Vec<u32>,
 }
 
 impl DispatchTable {
@@ -142,38 +160,70 @@ impl DispatchTable {
             .max()
             .unwrap_or(0)
             .max(1);
-        let stride = c.rep_pp.iter().copied().max().unwrap_or(1).max(1) as usize;
+        let deepest = c.rep_pp.iter().copied().max().unwrap_or(1).max(1) as usize;
         let first_pp = c.rep_pp.first().copied().unwrap_or(1);
         let uniform = c.rep_pp.iter().all(|&p| p == first_pp);
+        let padded = !uniform && deepest <= MAX_PADDED_STAGES;
+        let stride = if padded {
+            deepest.next_power_of_two()
+        } else {
+            deepest
+        };
         self.width = width;
         self.lat_stride = stride;
-        self.uniform_pp = if uniform { first_pp as usize } else { 0 };
+        self.uniform_pp = match (uniform, padded) {
+            (true, _) => first_pp as usize,
+            (false, true) => stride,
+            (false, false) => 0,
+        };
         self.last_clock.clear();
         self.pp.clear();
+        self.pad.clear();
         self.group.clear();
         self.lat.clear();
         self.slo_s.clear();
         self.stand_ins.clear();
+        self.clock_of.clear();
+        self.group_last.clear();
+        // The loop's clock layout: padded, every group takes at least `stride` clocks and its
+        // real ones come last; otherwise the Compiled layout itself.
+        let mut n_loop_clocks = 0u32;
+        for g in 0..c.n_groups() {
+            let (lo, hi) = (c.group_clock[g], c.group_clock[g + 1]);
+            let block = if padded {
+                (hi - lo).max(stride as u32)
+            } else {
+                hi - lo
+            };
+            let first_real = n_loop_clocks + block - (hi - lo);
+            if padded {
+                self.clock_of.extend(first_real..first_real + (hi - lo));
+            }
+            n_loop_clocks += block;
+            self.group_last.push(n_loop_clocks.wrapping_sub(1));
+        }
         // Stand-in slots get scratch clocks after the placement's own, one set per model without
         // replica. The branch-free loop rewrites the clocks a rejected request read (unchanged),
         // and a stand-in sharing a real group's clocks would chain every request for an unplaced
         // model to that group's requests through memory; private scratch clocks keep them
         // independent.
-        let mut scratch_clock = c.n_clocks() as u32;
+        let mut scratch_clock = n_loop_clocks;
+        let stand_in_pp = if self.uniform_pp > 0 {
+            self.uniform_pp as u32
+        } else {
+            1
+        };
         for (m, &slo) in slo_s.iter().enumerate() {
-            if c.replicas(m).is_empty() {
-                self.stand_ins.push((m * width) as u32);
-            }
             let reps = c.replicas(m);
-            let stand_in_pp = if uniform { first_pp } else { 1 };
             if reps.is_empty() {
+                self.stand_ins.push((m * width) as u32);
                 scratch_clock += stand_in_pp;
             }
             for j in 0..width {
                 if reps.is_empty() {
-                    let pp = stand_in_pp as usize;
                     self.last_clock.push(scratch_clock - 1);
-                    self.pp.push(pp as u32);
+                    self.pp.push(stand_in_pp);
+                    self.pad.push(0);
                     self.group.push(super::NO_GROUP);
                     self.lat.extend(std::iter::repeat_n(0.0, stride));
                     self.slo_s.push(f64::NEG_INFINITY);
@@ -185,13 +235,18 @@ impl DispatchTable {
                     reps.start
                 };
                 let pp = c.rep_pp[r];
-                self.last_clock.push(c.rep_clock[r] + pp - 1);
-                self.pp.push(pp);
+                let walked = if padded { stride as u32 } else { pp };
+                let pad = walked - pp;
+                self.last_clock
+                    .push(self.group_last[c.rep_group[r] as usize]);
+                self.pp.push(walked);
+                self.pad.push(pad);
                 self.group.push(c.rep_group[r]);
                 let lat0 = c.rep_lat[r] as usize;
+                self.lat.extend(std::iter::repeat_n(-0.0, pad as usize));
                 self.lat.extend_from_slice(&c.lat[lat0..lat0 + pp as usize]);
                 self.lat
-                    .extend(std::iter::repeat_n(0.0, stride - pp as usize));
+                    .extend(std::iter::repeat_n(0.0, stride - walked as usize));
                 self.slo_s.push(slo);
             }
         }
@@ -200,13 +255,41 @@ impl DispatchTable {
             .iter()
             .map(|&l| l as usize + 1)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(n_loop_clocks as usize);
         debug_assert!(self
             .last_clock
             .iter()
             .zip(&self.pp)
             .all(|(&l, &p)| p >= 1 && p as usize <= stride && p <= l + 1));
         debug_assert_eq!(self.lat.len(), self.slots() * stride);
+    }
+
+    /// Fills the loop's clock array from clocks in the [`Compiled`] layout: padding and
+    /// stand-in clocks start at −∞ (earlier than any arrival).
+    pub(super) fn load_clocks(&self, compiled: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        if self.clock_of.is_empty() {
+            out.extend_from_slice(compiled);
+            out.resize(compiled.len().max(self.clocks_needed), 0.0);
+            return;
+        }
+        out.resize(self.clocks_needed, f64::NEG_INFINITY);
+        for (&c, &i) in compiled.iter().zip(&self.clock_of) {
+            out[i as usize] = c;
+        }
+    }
+
+    /// Copies the loop's clocks back into the [`Compiled`] layout (`out.len()` of them).
+    pub(super) fn store_clocks(&self, clocks: &[f64], out: &mut [f64]) {
+        if self.clock_of.is_empty() {
+            let n = out.len();
+            out.copy_from_slice(&clocks[..n]);
+        } else {
+            for (o, &i) in out.iter_mut().zip(&self.clock_of) {
+                *o = clocks[i as usize];
+            }
+        }
     }
 
     /// Number of slots (`width` per model).

@@ -342,8 +342,8 @@ fn select_bits(mask: u64, a: f64, b: f64) -> f64 {
 /// State the fast loop carries across calls on consecutive slices of one trace.
 #[derive(Debug, Default)]
 pub struct FastState {
-    /// Stage clocks in the [`Compiled::group_clock`] layout (at least `clocks_needed` of them:
-    /// a placement without groups gets one for its stand-in slots).
+    /// Stage clocks in the table's layout ([`DispatchTable::load_clocks`]), at least
+    /// `clocks_needed` of them.
     clocks: Vec<f64>,
     /// Per dispatch slot: requests routed (low 32 bits) and admitted (high 32 bits) since the
     /// last [`FastState::widen`], one add per request.
@@ -365,10 +365,7 @@ impl FastState {
         self.wide_counts.clear();
         self.wide_counts.resize(tab.slots(), (0, 0));
         self.packed_requests = 0;
-        self.clocks.clear();
-        self.clocks.extend_from_slice(clocks);
-        self.clocks
-            .resize(clocks.len().max(tab.clocks_needed()), 0.0);
+        tab.load_clocks(clocks, &mut self.clocks);
     }
 
     /// Moves the packed counts into the wide ones, so that `n` more requests fit.
@@ -384,9 +381,10 @@ impl FastState {
         self.packed_requests = 0;
     }
 
-    /// The stage clocks (as many as given to [`FastState::reset`], or `clocks_needed`).
-    pub fn clocks(&self) -> &[f64] {
-        &self.clocks
+    /// Copies the stage clocks, in the [`Compiled::group_clock`] layout, into `out` (as many as
+    /// it holds, at most as many as given to [`FastState::reset`]).
+    pub fn copy_clocks(&self, tab: &DispatchTable, out: &mut [f64]) {
+        tab.store_clocks(&self.clocks, out);
     }
 
     /// (requests routed, requests admitted) per slot of the table.
@@ -575,7 +573,12 @@ fn fast_loop<const PP: usize, const W: usize, const BRANCH_FREE: bool, const DET
         let base = last + 1 - pp;
         let lat = unsafe { lat_all.get_unchecked(s * stride..s * stride + pp) };
         let clk = unsafe { clocks.get_unchecked_mut(base..base + pp) };
-        let first_clock = clk[0];
+        // The first real stage's clock (after the padding stages), for the start time.
+        let first_clock = if DETAIL {
+            clk[unsafe { *tab.pad.get_unchecked(s) } as usize]
+        } else {
+            0.0
+        };
         let mut stage_end = [0.0f64; MAX_TABLE_STAGES];
         let mut x = t;
         for k in 0..pp {

@@ -529,8 +529,7 @@ pub fn run_fast(
             st.reset(&table, clocks);
             st.latency_sum_good_s = k.latency_sum_good_s;
             controller::admit_all(&table, arrival, model, overhead_s, &mut st, out);
-            let n = clocks.len();
-            clocks.copy_from_slice(&st.clocks()[..n]);
+            st.copy_clocks(&table, clocks);
             add_slot_counts(&table, &st, k);
             return;
         }
