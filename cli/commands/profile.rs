@@ -153,7 +153,7 @@ fn print_repeatability(spec: &ModelSpec, run: &ProfileRun, r: &RepeatabilityRepo
         println!("device    {}", src.device);
     }
     println!(
-        "runs      {} (each: every operator warmed up until settled, median of round-robin samples)",
+        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds)",
         r.runs
     );
     print!("{:<10} {:>3} {:>5}", "layer", "tp", "batch");
@@ -186,6 +186,11 @@ fn print_repeatability(spec: &ModelSpec, run: &ProfileRun, r: &RepeatabilityRepo
             .join(" vs "),
         r.model_diff() * 100.0
     );
+    for c in r.by_size() {
+        if !c.diffs.is_empty() {
+            println!("  {c}");
+        }
+    }
     println!(
         "noise     largest in-run IQR/median {:.2} %",
         r.max_iqr_ratio() * 100.0

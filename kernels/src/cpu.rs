@@ -373,6 +373,32 @@ impl KvCache {
         }
         Ok(())
     }
+
+    /// Keeps the first `len` positions of every sequence (no effect if it holds fewer), keeping
+    /// the storage, so appending again does not reallocate: how a profiler rewinds between runs
+    /// (as the GPU cache's `truncate`).
+    pub fn truncate(&mut self, len: usize) {
+        for a in self.k.iter_mut().chain(self.v.iter_mut()) {
+            truncate_rows(a, len);
+        }
+    }
+}
+
+fn truncate_rows(a: &mut Array2<f32>, rows: usize) {
+    if rows >= a.nrows() {
+        return;
+    }
+    let cols = a.ncols();
+    if a.is_standard_layout() {
+        // The kept rows are the first `rows · cols` elements from the array's offset.
+        let (mut v, offset) = std::mem::take(a).into_raw_vec_and_offset();
+        let offset = offset.unwrap_or(0);
+        v.truncate(offset + rows * cols);
+        v.drain(..offset);
+        *a = Array2::from_shape_vec((rows, cols), v).expect("rows · cols elements kept");
+    } else {
+        *a = a.slice(s![..rows, ..]).to_owned();
+    }
 }
 
 /// Decoder attention with a KV cache: appends this step's keys and values, then attends the

@@ -1,6 +1,7 @@
 //! Profiler repeatability: profile the tiny spec twice on the CPU with the profiler's default
-//! measurement (warm-up until settled, samples interleaved across operators) and print how far
-//! apart the two runs' per-layer medians are; then measure what one profiling run costs.
+//! measurement (warm-up until settled, samples in rounds across operators, more rounds for
+//! operators whose median is not pinned down) and print how far apart the two runs' per-layer
+//! medians are, per entry size class; then measure what one profiling run costs.
 //!
 //! For a report on any spec, `plexserve profile --device cpu --model SPEC --repeatability 2`.
 
@@ -19,7 +20,8 @@ fn spec(name: &str) -> ModelSpec {
 fn bench(c: &mut Criterion) {
     let tiny = spec("tiny-gpt");
     // One worker thread (and MATMUL_NUM_THREADS=1 from the caller): on a shared two-core machine a
-    // two-thread pool measures the neighbours' load more than the operators.
+    // two-thread pool measures the neighbours' load more than the operators, and with all work
+    // on the measuring thread its CPU time is the clock (see `CpuClock`).
     let opts = ProfileOptions {
         threads: Some(1),
         ..ProfileOptions::default()
@@ -34,6 +36,11 @@ fn bench(c: &mut Criterion) {
         report.layers.len(),
         100.0 * report.max_iqr_ratio()
     );
+    for c in report.by_size() {
+        if !c.diffs.is_empty() {
+            eprintln!("  {c}");
+        }
+    }
     let quick = ProfileOptions {
         warmup: 1,
         repeats: 3,

@@ -37,6 +37,9 @@ pub use host::{format_utc, utc_now, HostInfo};
 pub use link::LinkModel;
 pub use ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 pub use profile::{profile, Device, OpCost, ProfileOptions, ProfileRun};
-pub use repeatability::{compare_runs, repeatability, RepeatabilityReport, VariedLayer, VariedOp};
+pub use repeatability::{
+    compare_runs, repeatability, size_classes, RepeatabilityReport, SizeClass, VariedLayer,
+    VariedOp, SIZE_CLASSES,
+};
 pub use spec::{Family, ModelSpec, Phase, SpecFile, SPEC_SCHEMA};
-pub use timer::{matmul_threads, CpuTimer, CudaTimer, PreparedOp, Samples, Timer};
+pub use timer::{matmul_threads, CpuClock, CpuTimer, CudaTimer, PreparedOp, Samples, Timer};

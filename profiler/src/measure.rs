@@ -1,19 +1,31 @@
 //! How operators are measured, so that two profiling runs agree: warm-up until the timings
-//! settle, samples long enough for the clock, and repeats interleaved across operators.
+//! settle, samples long enough for the clock, repeats interleaved across operators, and more
+//! repeats for the operators whose median is not yet pinned down.
 //!
 //! 1. Operators are prepared in groups that fit the timer's memory budget (all of a small
 //!    model's operators form one group).
 //! 2. Each operator's sample length is calibrated: enough back-to-back runs to last the timer's
-//!    minimum sample time (2 ms on the CPU), at most [`MAX_RUNS_PER_SAMPLE`].
+//!    minimum sample time (2 ms on the CPU), at most [`MAX_RUNS_PER_SAMPLE`]; a sample's time is
+//!    divided by its runs.
 //! 3. Warm-up: samples are taken until two consecutive ones agree within
 //!    [`MeasureOptions::settle_tolerance`] (and at least `warmup` of them), at most
 //!    `warmup + MAX_EXTRA_WARMUP` — caches, page faults, thread pools and clock boosts settle.
 //!    The calibration is redone on the settled time.
-//! 4. Measured samples are taken round-robin: round r samples every operator of the group once,
-//!    starting at a different operator each round. A burst of background load then touches one
-//!    sample of many operators instead of all samples of one, and the median discards it.
+//! 4. Measured samples are taken in rounds: round r samples every operator of the group once,
+//!    starting at a different operator each round. Slow drift of the machine and bursts of
+//!    background load then touch every operator alike (a burst hits one sample of many operators
+//!    instead of all samples of one), and the median discards a disturbed sample. A sample of
+//!    several runs is preceded by one untimed run of the same operator, so it starts with that
+//!    operator's data in cache and the thread pool awake rather than after another operator.
+//! 5. After `repeats` rounds, operators whose median is not yet known to within
+//!    [`MeasureOptions::ci_target`] (half-width of its distribution-free 95 % confidence
+//!    interval, relative to the median) get further rounds among themselves, until it is, or
+//!    they have `max_repeats` samples, or the extra rounds have taken as long as the first
+//!    `repeats` rounds did (by the timer's clock; so the measuring takes at most about twice
+//!    the fixed-repeat time).
 //!
-//! The kept statistic is the median; the interquartile range and min/max are reported with it.
+//! The kept statistic is the median; the interquartile range, min/max and the confidence
+//! interval's half-width are reported with it.
 
 use crate::error::Result;
 use crate::ops::Op;
@@ -29,8 +41,13 @@ pub const MAX_EXTRA_WARMUP: usize = 12;
 pub struct MeasureOptions {
     /// Least warm-up samples per operator.
     pub warmup: usize,
-    /// Measured samples per operator.
+    /// Least measured samples per operator (rounds over all operators).
     pub repeats: usize,
+    /// Most measured samples per operator (at least `repeats` are always taken).
+    pub max_repeats: usize,
+    /// Further rounds are taken for an operator until its median's 95 % confidence interval is
+    /// within ± this fraction of the median.
+    pub ci_target: f64,
     /// Warm-up ends when two consecutive samples differ by at most this fraction.
     pub settle_tolerance: f64,
 }
@@ -40,6 +57,8 @@ impl Default for MeasureOptions {
         MeasureOptions {
             warmup: 2,
             repeats: 7,
+            max_repeats: 31,
+            ci_target: 0.01,
             settle_tolerance: 0.05,
         }
     }
@@ -82,7 +101,17 @@ struct Slot<'a> {
 
 impl Slot<'_> {
     fn sample(&mut self) -> Result<f64> {
+        if self.runs > 1 {
+            // Untimed: brings this operator's data back into cache and wakes the thread pool
+            // after other operators ran. A one-run sample is long enough not to need it.
+            self.op.run_s(1)?;
+        }
         Ok(self.op.run_s(self.runs)? / self.runs as f64)
+    }
+
+    fn precise(&self, opts: &MeasureOptions) -> bool {
+        self.samples.len() >= opts.max_repeats.max(opts.repeats)
+            || Samples(self.samples.clone()).median_ci_half_width() <= opts.ci_target
     }
 }
 
@@ -114,6 +143,21 @@ pub fn measure_ops<T: Timer + ?Sized>(
     Ok(out.into_iter().flatten().collect())
 }
 
+/// One sample of each of `slots[i]` for `i` in `which`, starting at the `round`-th of them;
+/// returns the measured time the round took (runs, warm-up runs included, times their
+/// per-run time), by the timer's own clock.
+fn round(slots: &mut [Slot<'_>], which: &[usize], round: usize) -> Result<f64> {
+    let n = which.len();
+    let mut cost = 0.0;
+    for j in 0..n {
+        let slot = &mut slots[which[(round + j) % n]];
+        let s = slot.sample()?;
+        slot.samples.push(s);
+        cost += s * (slot.runs + usize::from(slot.runs > 1)) as f64;
+    }
+    Ok(cost)
+}
+
 fn measure_group<T: Timer + ?Sized>(
     timer: &T,
     ops: &[Op],
@@ -130,7 +174,7 @@ fn measure_group<T: Timer + ?Sized>(
             runs: runs_for(min_sample, first),
             warmup_samples: 0,
             settled: false,
-            samples: Vec::with_capacity(opts.repeats),
+            samples: Vec::with_capacity(opts.max_repeats.max(opts.repeats)),
         });
     }
     for slot in &mut slots {
@@ -150,13 +194,26 @@ fn measure_group<T: Timer + ?Sized>(
             slot.runs = runs_for(min_sample, s);
         }
     }
-    let n = slots.len();
-    for round in 0..opts.repeats {
-        for j in 0..n {
-            let slot = &mut slots[(round + j) % n];
-            let s = slot.sample()?;
-            slot.samples.push(s);
+    let all: Vec<usize> = (0..slots.len()).collect();
+    let mut fixed_s = 0.0;
+    for r in 0..opts.repeats {
+        fixed_s += round(&mut slots, &all, r)?;
+    }
+    // Extra rounds are budgeted in the timer's clock, not the wall's, so the stopping point
+    // depends on the measurements only.
+    let mut extra_s = 0.0;
+    let mut r = opts.repeats;
+    loop {
+        let open: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| !slots[i].precise(opts))
+            .collect();
+        if open.is_empty() || extra_s >= fixed_s {
+            break;
         }
+        extra_s += round(&mut slots, &open, r)?;
+        r += 1;
     }
     Ok(slots
         .into_iter()
@@ -178,12 +235,15 @@ mod tests {
     /// A fake timer whose operators take a scripted time per run, recording the order they ran.
     struct Scripted {
         per_run_s: Vec<f64>,
+        /// Per operator: timed calls after warm-up alternate 1× and (1 + noise)×.
+        noise: Vec<f64>,
         log: Rc<RefCell<Vec<usize>>>,
     }
 
     struct ScriptedOp {
         index: usize,
         per_run_s: f64,
+        noise: f64,
         calls: usize,
         log: Rc<RefCell<Vec<usize>>>,
     }
@@ -196,7 +256,7 @@ mod tests {
             let cold = match self.calls {
                 1 => 5.0,
                 2 => 2.0,
-                _ => 1.0,
+                c => 1.0 + self.noise * (c % 2) as f64,
             };
             Ok(self.per_run_s * cold * runs as f64)
         }
@@ -225,30 +285,34 @@ mod tests {
             Ok(Box::new(ScriptedOp {
                 index: rows,
                 per_run_s: self.per_run_s[rows],
+                noise: self.noise[rows],
                 calls: 0,
                 log: self.log.clone(),
             }))
         }
     }
 
+    fn ops(n: usize) -> Vec<Op> {
+        (0..n).map(|rows| Op::LayerNorm { rows, cols: 1 }).collect()
+    }
+
     #[test]
     fn warm_up_waits_for_settled_timings_and_repeats_interleave() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let timer = Scripted {
-            per_run_s: vec![1e-5, 4e-3, 2e-4],
+            per_run_s: vec![1e-5, 4e-3, 3e-4],
+            noise: vec![0.0; 3],
             log: log.clone(),
         };
-        let ops: Vec<Op> = (0..3).map(|rows| Op::LayerNorm { rows, cols: 1 }).collect();
         let opts = MeasureOptions {
             warmup: 1,
             repeats: 5,
-            settle_tolerance: 0.05,
+            ..MeasureOptions::default()
         };
-        let m = measure_ops(&timer, &ops, &opts).unwrap();
+        let m = measure_ops(&timer, &ops(3), &opts).unwrap();
         for (i, mi) in m.iter().enumerate() {
-            // Call 1 calibrates; warm-up samples are calls 2 (2×), 3 and 4 (settled, agreeing).
             assert!(mi.settled, "{i}");
-            assert_eq!(mi.warmup_samples, 3, "{i}");
+            // Exact timings pin the median down at once: no extra rounds.
             assert_eq!(mi.samples.0.len(), 5);
             // Measured samples are the settled per-run time exactly.
             assert!(mi
@@ -258,13 +322,71 @@ mod tests {
                 .all(|&s| (s - timer.per_run_s[i]).abs() < 1e-15));
             assert!((mi.samples.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
         }
+        // Call 1 calibrates. Operator 0 folds 20 runs into a sample from the start, so each
+        // warm-up sample is an untimed run (call 2, 2×) and a timed one (call 3, settled), and
+        // the second sample agrees. Operators 1 and 2 start at one run per sample: calls 2 (2×),
+        // 3 and 4 (settled, agreeing).
+        assert_eq!(
+            m.iter().map(|mi| mi.warmup_samples).collect::<Vec<_>>(),
+            [2, 3, 3]
+        );
         // Fast operators fold several runs into one sample; a slow one runs once.
         assert!(m[0].runs_per_sample >= 100, "{}", m[0].runs_per_sample);
         assert_eq!(m[1].runs_per_sample, 1);
-        // The last 15 calls are the rounds: each round visits all three, in rotated order.
+        assert_eq!(m[2].runs_per_sample, 4);
+        // The last calls are the rounds: each visits all three, in rotated order; a sample of
+        // several runs is preceded by an untimed run of the same operator.
         let log = log.borrow();
-        let rounds = &log[log.len() - 15..];
-        assert_eq!(rounds, &[0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2, 1, 2, 0]);
+        let rounds = &log[log.len() - 25..];
+        #[rustfmt::skip]
+        assert_eq!(rounds, &[
+            0, 0, 1, 2, 2,
+            1, 2, 2, 0, 0,
+            2, 2, 0, 0, 1,
+            0, 0, 1, 2, 2,
+            1, 2, 2, 0, 0,
+        ]);
+    }
+
+    #[test]
+    fn noisy_operators_get_more_rounds_within_the_budget() {
+        // Operator 0 is exact, operator 1 alternates between 1× and 1.3× its time: its median's
+        // confidence interval stays wide, so it is sampled again, alone, until `max_repeats`.
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let timer = Scripted {
+            per_run_s: vec![4e-3, 4e-3],
+            noise: vec![0.0, 0.3],
+            log: log.clone(),
+        };
+        let opts = MeasureOptions {
+            repeats: 7,
+            max_repeats: 13,
+            ..MeasureOptions::default()
+        };
+        let m = measure_ops(&timer, &ops(2), &opts).unwrap();
+        assert_eq!(m[0].samples.0.len(), 7);
+        assert_eq!(m[1].samples.0.len(), 13);
+        assert!(!m[1].settled);
+        assert!(m[1].samples.median_ci_half_width() > opts.ci_target);
+        // The extra rounds hold operator 1 only.
+        assert!(log.borrow()[log.borrow().len() - 6..]
+            .iter()
+            .all(|&i| i == 1));
+
+        // Alone, its extra rounds may take only as long as its first 7 did: 7 more samples
+        // (the 8th would exceed the budget), well short of a larger `max_repeats`.
+        let timer = Scripted {
+            per_run_s: vec![4e-3],
+            noise: vec![0.3],
+            log: log.clone(),
+        };
+        let opts = MeasureOptions {
+            max_repeats: 31,
+            ..opts
+        };
+        let m = measure_ops(&timer, &ops(1), &opts).unwrap();
+        let n = m[0].samples.0.len();
+        assert!((13..=15).contains(&n), "{n}");
     }
 
     #[test]
@@ -272,5 +394,23 @@ mod tests {
         assert!(settled(1.0, 1.04, 0.05));
         assert!(!settled(1.0, 1.06, 0.05));
         assert!(!settled(0.0, 0.0, 0.05));
+    }
+
+    #[test]
+    fn median_confidence_interval() {
+        // Up to 8 samples the interval is the whole range.
+        let s = Samples(vec![1.0, 1.1, 0.9, 1.0, 1.0, 1.0, 1.0]);
+        assert!((s.median_ci_half_width() - 0.1).abs() < 1e-12);
+        // 25 samples: ranks 7 and 19 (1-based) bound it, so two wild samples at each end do
+        // not widen it.
+        let mut v = vec![0.1, 0.2, 5.0, 9.0];
+        v.extend((0..21).map(|i| 1.0 + 0.001 * i as f64));
+        let s = Samples(v);
+        let mut sorted = s.0.clone();
+        sorted.sort_by(f64::total_cmp);
+        let want = (sorted[18] - sorted[6]) / (2.0 * s.median_s());
+        assert!((s.median_ci_half_width() - want).abs() < 1e-12);
+        assert!(s.median_ci_half_width() < 0.01);
+        assert_eq!(Samples(vec![]).median_ci_half_width(), f64::INFINITY);
     }
 }

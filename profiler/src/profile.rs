@@ -17,7 +17,7 @@ use crate::link::LinkModel;
 use crate::measure::{measure_ops, MeasureOptions};
 use crate::ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 use crate::spec::ModelSpec;
-use crate::timer::{CpuTimer, CudaTimer, Timer};
+use crate::timer::{CpuClock, CpuTimer, CudaTimer, Timer};
 use plexserve_kernels::Dtype;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -75,8 +75,13 @@ pub struct ProfileOptions {
     /// Least warm-up samples of each operator; warm-up goes on until two consecutive samples
     /// agree within 5 % (see [`crate::measure`]).
     pub warmup: usize,
-    /// Measured samples of each operator, taken round-robin across operators; the median is kept.
+    /// Least measured samples of each operator, taken in rounds across operators; the median is
+    /// kept.
     pub repeats: usize,
+    /// Most measured samples of each operator: operators whose median is not known within ±1 %
+    /// (95 % confidence) after `repeats` get more rounds, up to this many, as long as the extra
+    /// rounds take less time than the first ones (see [`crate::measure`]).
+    pub max_repeats: usize,
     /// Link model of tensor-parallel collectives; default: the GPU's own for analytic devices,
     /// [`LinkModel::default_measured`] otherwise.
     pub link: Option<LinkModel>,
@@ -88,6 +93,9 @@ pub struct ProfileOptions {
     /// Worker threads of the CPU kernels' row-wise work (a rayon pool of exactly this many);
     /// `None` uses the global pool. GEMM threads are matrixmultiply's (`MATMUL_NUM_THREADS`).
     pub threads: Option<usize>,
+    /// What CPU samples are timed with; `None` chooses by the thread counts
+    /// ([`CpuClock::for_threads`]: the measuring thread's CPU time when all work runs on it).
+    pub cpu_clock: Option<CpuClock>,
 }
 
 impl Default for ProfileOptions {
@@ -95,10 +103,12 @@ impl Default for ProfileOptions {
         ProfileOptions {
             warmup: 2,
             repeats: 7,
+            max_repeats: 31,
             link: None,
             max_cpu_operator_bytes: 4 << 30,
             dtype: None,
             threads: None,
+            cpu_clock: None,
         }
     }
 }
@@ -120,6 +130,8 @@ pub struct OpCost {
     pub settled: bool,
     /// Back-to-back runs folded into each sample.
     pub runs_per_sample: usize,
+    /// Half-width of the median's 95 % confidence interval over the median (0 when predicted).
+    pub ci_half_width: f64,
 }
 
 impl OpCost {
@@ -225,7 +237,11 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
     };
     let (coster, link) = match device {
         Device::Cpu => (
-            Coster::Measured(Box::new(CpuTimer::new(opts.max_cpu_operator_bytes))),
+            Coster::Measured(Box::new({
+                let mut t = CpuTimer::new(opts.max_cpu_operator_bytes);
+                t.clock = opts.cpu_clock.unwrap_or(t.clock);
+                t
+            })),
             opts.link
                 .clone()
                 .unwrap_or_else(LinkModel::default_measured),
@@ -358,6 +374,7 @@ fn cost_ops(
             let measure = MeasureOptions {
                 warmup: opts.warmup,
                 repeats: opts.repeats,
+                max_repeats: opts.max_repeats,
                 ..MeasureOptions::default()
             };
             measure_ops(timer.as_ref(), ops, &measure)?
@@ -374,6 +391,7 @@ fn cost_ops(
                     warmup_samples: m.warmup_samples,
                     settled: m.settled,
                     runs_per_sample: m.runs_per_sample,
+                    ci_half_width: m.samples.median_ci_half_width(),
                 })
                 .collect()
         }
@@ -392,6 +410,7 @@ fn cost_ops(
                     warmup_samples: 0,
                     settled: true,
                     runs_per_sample: 0,
+                    ci_half_width: 0.0,
                 }
             })
             .collect(),
@@ -419,9 +438,14 @@ fn source_of(
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median of {} samples taken round-robin across operators (each sample back-to-back runs lasting at least {} ms) after warm-up until two consecutive samples agree within 5 % (at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: median of {}-{} samples per operator taken in rounds across operators (at least {}; more, up to {}, while the median's 95 % confidence interval is wider than +-{} % and the extra rounds have taken less time than the first ones; largest half-width {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
                     t.method(),
+                    costs.iter().map(|c| c.repeats).min().unwrap_or(0),
+                    costs.iter().map(|c| c.repeats).max().unwrap_or(0),
                     opts.repeats,
+                    opts.max_repeats.max(opts.repeats),
+                    MeasureOptions::default().ci_target * 100.0,
+                    max_of(|c| c.ci_half_width) * 100.0,
                     t.min_sample_s() * 1e3,
                     opts.warmup,
                     costs.len(),

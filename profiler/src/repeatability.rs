@@ -71,6 +71,11 @@ impl RepeatabilityReport {
         }
     }
 
+    /// Median relative difference over the layer entries.
+    pub fn median_layer_diff(&self) -> f64 {
+        crate::timer::Samples(self.layers.iter().map(|l| l.rel_diff).collect()).median_s()
+    }
+
     /// Relative difference of the whole forward pass between runs.
     pub fn model_diff(&self) -> f64 {
         rel_diff(&self.model_s)
@@ -85,6 +90,91 @@ impl RepeatabilityReport {
     pub fn within(&self, tolerance: f64) -> bool {
         self.max_layer_diff() <= tolerance
     }
+
+    /// The entries' run-to-run differences per size class ([`SIZE_CLASSES`], by the entry's
+    /// smallest latency over the runs): small entries are where measurement noise shows first.
+    pub fn by_size(&self) -> Vec<SizeClass> {
+        size_classes(self.layers.iter().map(|l| {
+            let lo = l.latency_s.iter().copied().fold(f64::INFINITY, f64::min);
+            (lo, l.rel_diff)
+        }))
+    }
+}
+
+/// Upper bounds (seconds, exclusive) of the size classes a repeatability summary is split into;
+/// the last class is everything longer.
+pub const SIZE_CLASSES: [f64; 3] = [1e-4, 1e-3, 1e-2];
+
+/// Run-to-run differences of the entries of one size class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeClass {
+    /// Latencies in `[from_s, to_s)`.
+    pub from_s: f64,
+    pub to_s: f64,
+    /// The entries' `(max − min) / min`, ascending.
+    pub diffs: Vec<f64>,
+}
+
+impl SizeClass {
+    pub fn median(&self) -> f64 {
+        crate::timer::Samples(self.diffs.clone()).median_s()
+    }
+
+    pub fn max(&self) -> f64 {
+        self.diffs.last().copied().unwrap_or(0.0)
+    }
+
+    /// How many entries differ by at most `tolerance`.
+    pub fn within(&self, tolerance: f64) -> usize {
+        self.diffs.iter().filter(|&&d| d <= tolerance).count()
+    }
+
+    /// `"< 0.1 ms"`, `"0.1–1 ms"`, `">= 10 ms"`.
+    pub fn label(&self) -> String {
+        let ms = |s: f64| format!("{}", s * 1e3);
+        if self.from_s <= 0.0 {
+            format!("< {} ms", ms(self.to_s))
+        } else if self.to_s.is_infinite() {
+            format!(">= {} ms", ms(self.from_s))
+        } else {
+            format!("{}-{} ms", ms(self.from_s), ms(self.to_s))
+        }
+    }
+}
+
+impl std::fmt::Display for SizeClass {
+    /// `"0.1-1 ms: 5 entries, run-to-run median 1.21 %, max 2.97 %, 5 within 5 %"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9}: {:>3} entries, run-to-run median {:>5.2} %, max {:>6.2} %, {} within 5 %",
+            self.label(),
+            self.diffs.len(),
+            self.median() * 100.0,
+            self.max() * 100.0,
+            self.within(0.05)
+        )
+    }
+}
+
+/// Splits `(latency_s, rel_diff)` pairs into the [`SIZE_CLASSES`] (empty classes included, so
+/// summaries of several reports line up).
+pub fn size_classes(entries: impl IntoIterator<Item = (f64, f64)>) -> Vec<SizeClass> {
+    let mut classes: Vec<SizeClass> = (0..=SIZE_CLASSES.len())
+        .map(|i| SizeClass {
+            from_s: if i == 0 { 0.0 } else { SIZE_CLASSES[i - 1] },
+            to_s: SIZE_CLASSES.get(i).copied().unwrap_or(f64::INFINITY),
+            diffs: Vec::new(),
+        })
+        .collect();
+    for (latency_s, diff) in entries {
+        let i = SIZE_CLASSES.iter().take_while(|&&b| latency_s >= b).count();
+        classes[i].diffs.push(diff);
+    }
+    for c in &mut classes {
+        c.diffs.sort_by(f64::total_cmp);
+    }
+    classes
 }
 
 /// Compares profiles of one spec (same layer kinds, tp degrees, batch sizes and operators).

@@ -64,6 +64,26 @@ impl Samples {
         }
     }
 
+    /// Half-width of the distribution-free 95 % confidence interval of the median, relative to
+    /// the median: the order statistics of ranks `⌊n/2 − 0.98√n⌋` and `⌈1 + n/2 + 0.98√n⌉`
+    /// (binomial, normal approximation; the whole range for fewer than 9 samples). Infinite
+    /// without samples, 0 when the median is 0.
+    pub fn median_ci_half_width(&self) -> f64 {
+        let v = self.sorted();
+        let n = v.len();
+        if n == 0 {
+            return f64::INFINITY;
+        }
+        let m = self.median_s();
+        if m <= 0.0 {
+            return 0.0;
+        }
+        let h = 0.98 * (n as f64).sqrt();
+        let lo = ((n as f64 / 2.0 - h).floor() as usize).clamp(1, n);
+        let hi = ((1.0 + n as f64 / 2.0 + h).ceil() as usize).clamp(1, n);
+        (v[hi - 1] - v[lo - 1]) / (2.0 * m)
+    }
+
     /// Interquartile range over the median: the spread of the middle half of the samples, which
     /// one sample disturbed by another process does not move.
     pub fn iqr_ratio(&self) -> f64 {
@@ -130,36 +150,143 @@ fn rng_for(op: &Op) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// A CPU operator: `setup` makes the state one run consumes (unmeasured), `run` is measured.
-struct CpuOp<S, F, G> {
-    setup: F,
-    run: G,
-    states: Vec<S>,
+/// What CPU samples are timed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuClock {
+    /// Elapsed real time: what a caller waits for, other threads' work included.
+    Wall,
+    /// CPU time of the measuring thread (`CLOCK_THREAD_CPUTIME_ID`, user + system). Time the
+    /// thread spends descheduled, or its virtual CPU stolen by the hypervisor, is not counted, so
+    /// on a shared machine this is the time the operator takes on a core of its own. It is the
+    /// operator's latency only when all of its work runs on the measuring thread.
+    Thread,
 }
 
-impl<S, F: FnMut() -> S, G: FnMut(S) -> Result<()>> PreparedOp for CpuOp<S, F, G> {
-    fn run_s(&mut self, runs: usize) -> Result<f64> {
-        self.states.clear();
-        for _ in 0..runs {
-            self.states.push((self.setup)());
+impl CpuClock {
+    /// The measuring thread's CPU time when every kernel runs on it — it is the only worker of
+    /// the rayon pool it runs in (`rayon_pool`: the pool's size, `None` outside any pool, where
+    /// parallel loops run on the global pool's workers) and matrixmultiply runs on the calling
+    /// thread (`MATMUL_NUM_THREADS` ≤ 1) — and the platform has a thread clock; wall time
+    /// otherwise, where other threads' work and their wake-ups are part of what a caller waits
+    /// for.
+    pub fn for_threads(rayon_pool: Option<usize>, matmul_threads: &str) -> CpuClock {
+        let one_matmul_thread = matmul_threads.trim().parse::<usize>().is_ok_and(|n| n <= 1);
+        if rayon_pool == Some(1) && one_matmul_thread && thread_cpu_s().is_some() {
+            CpuClock::Thread
+        } else {
+            CpuClock::Wall
         }
-        let start = Instant::now();
-        for state in self.states.drain(..) {
-            (self.run)(state)?;
+    }
+
+    /// Seconds since an arbitrary origin fixed for the process (wall) or thread (CPU).
+    fn read_s(self) -> f64 {
+        match self {
+            CpuClock::Wall => wall_s(),
+            CpuClock::Thread => thread_cpu_s().unwrap_or_else(wall_s),
         }
-        Ok(start.elapsed().as_secs_f64())
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            CpuClock::Wall => "wall time",
+            CpuClock::Thread => "CPU time of the measuring thread (all work runs on it; time descheduled or stolen by the hypervisor is not counted)",
+        }
     }
 }
 
-fn cpu_op<'a, S: 'a>(
-    setup: impl FnMut() -> S + 'a,
-    run: impl FnMut(S) -> Result<()> + 'a,
-) -> Box<dyn PreparedOp + 'a> {
-    Box::new(CpuOp {
-        setup,
-        run,
-        states: Vec::new(),
-    })
+fn wall_s() -> f64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+#[cfg(unix)]
+fn thread_cpu_s() -> Option<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_s() -> Option<f64> {
+    None
+}
+
+/// Bytes of restored inputs one timed stretch of an in-place operator runs on: few enough to
+/// stay in a core's L2 cache, as an activation just written by the previous operator is.
+pub const RESTORE_BYTES: usize = 512 << 10;
+
+/// Runs of an in-place operator with `state_bytes` of input timed together.
+fn runs_per_stretch(state_bytes: usize) -> usize {
+    (RESTORE_BYTES / state_bytes.max(1)).max(1)
+}
+
+/// A CPU operator: `run` is measured on a state it may overwrite (the input of an in-place
+/// kernel). Every run gets a fresh copy of `input`, restored outside the timed region into
+/// reused buffers (no allocation, so no allocator or page-fault time, is timed), and runs are
+/// timed in stretches of as many copies as fit [`RESTORE_BYTES`], so each run reads an input
+/// that is in cache, never one evicted by the copies made for later runs.
+struct CpuOp<S, G> {
+    input: S,
+    copies: Vec<S>,
+    runs_per_stretch: usize,
+    run: G,
+    clock: CpuClock,
+}
+
+impl<S: Clone, G: FnMut(&mut S) -> Result<()>> PreparedOp for CpuOp<S, G> {
+    fn run_s(&mut self, runs: usize) -> Result<f64> {
+        let mut total = 0.0;
+        let mut left = runs;
+        while left > 0 {
+            let n = left.min(self.runs_per_stretch);
+            while self.copies.len() < n {
+                self.copies.push(self.input.clone());
+            }
+            for c in &mut self.copies[..n] {
+                c.clone_from(&self.input);
+            }
+            let start = self.clock.read_s();
+            for c in &mut self.copies[..n] {
+                (self.run)(c)?;
+            }
+            total += self.clock.read_s() - start;
+            left -= n;
+        }
+        Ok(total)
+    }
+}
+
+impl CpuTimer {
+    /// An operator without state to restore: all runs of a sample are timed together.
+    fn op<'a>(&self, run: impl FnMut() -> Result<()> + 'a) -> Box<dyn PreparedOp + 'a> {
+        let mut run = run;
+        Box::new(CpuOp {
+            input: (),
+            copies: Vec::new(),
+            runs_per_stretch: usize::MAX,
+            run: move |_: &mut ()| run(),
+            clock: self.clock,
+        })
+    }
+
+    /// An in-place operator on `input` (restored before every run).
+    fn in_place<'a>(
+        &self,
+        input: Array2<f32>,
+        run: impl FnMut(&mut Array2<f32>) -> Result<()> + 'a,
+    ) -> Box<dyn PreparedOp + 'a> {
+        Box::new(CpuOp {
+            runs_per_stretch: runs_per_stretch(input.len() * std::mem::size_of::<f32>()),
+            input,
+            copies: Vec::new(),
+            run,
+            clock: self.clock,
+        })
+    }
 }
 
 /// Times operators with the CPU kernels (f32; rayon threads for row-wise work and attention
@@ -168,11 +295,20 @@ fn cpu_op<'a, S: 'a>(
 pub struct CpuTimer {
     /// Largest f32 working set of one operator, in bytes.
     pub max_operator_bytes: u64,
+    /// What samples are timed with, chosen from the threads in effect on the thread that makes
+    /// the timer, which is the one that measures ([`CpuClock::for_threads`]).
+    pub clock: CpuClock,
 }
 
 impl CpuTimer {
     pub fn new(max_operator_bytes: u64) -> CpuTimer {
-        CpuTimer { max_operator_bytes }
+        CpuTimer {
+            max_operator_bytes,
+            clock: CpuClock::for_threads(
+                rayon::current_thread_index().map(|_| rayon::current_num_threads()),
+                &matmul_threads(),
+            ),
+        }
     }
 }
 
@@ -197,9 +333,10 @@ impl Timer for CpuTimer {
 
     fn method(&self) -> String {
         format!(
-            "CPU kernels (f32, ndarray + matrixmultiply + rayon; {} rayon threads, GEMM threads: {})",
+            "CPU kernels (f32, ndarray + matrixmultiply + rayon; {} rayon threads, GEMM threads: {}; in-place operators on inputs restored untimed and cache-resident), timed with {}",
             rayon::current_num_threads(),
-            matmul_threads()
+            matmul_threads(),
+            self.clock.describe()
         )
     }
 
@@ -212,6 +349,14 @@ impl Timer for CpuTimer {
                 rayon::current_num_threads().to_string(),
             ),
             ("matmul-threads".into(), matmul_threads()),
+            (
+                "clock".into(),
+                match self.clock {
+                    CpuClock::Wall => "wall",
+                    CpuClock::Thread => "thread-cpu",
+                }
+                .into(),
+            ),
         ]
     }
 
@@ -239,15 +384,12 @@ impl Timer for CpuTimer {
             Op::Gemm { m, k, n, count } => {
                 let (a, b) = (random(rng, m, k), random(rng, k, n));
                 let mut c = Array2::zeros((m, n));
-                cpu_op(
-                    || (),
-                    move |()| {
-                        for _ in 0..count {
-                            kernels::gemm_into(1.0, a.view(), b.view(), 0.0, &mut c)?;
-                        }
-                        Ok(())
-                    },
-                )
+                self.op(move || {
+                    for _ in 0..count {
+                        kernels::gemm_into(1.0, a.view(), b.view(), 0.0, &mut c)?;
+                    }
+                    Ok(())
+                })
             }
             Op::Attention {
                 batch,
@@ -270,16 +412,15 @@ impl Timer for CpuTimer {
                         random(rng, batch * skv, shape.kv_width()),
                         random(rng, batch * skv, shape.kv_width()),
                     );
-                    cpu_op(
-                        || (),
-                        move |()| {
-                            kernels::attention(q.view(), k.view(), v.view(), batch, shape)
-                                .map(drop)
-                                .map_err(Into::into)
-                        },
-                    )
+                    self.op(move || {
+                        kernels::attention(q.view(), k.view(), v.view(), batch, shape)
+                            .map(drop)
+                            .map_err(Into::into)
+                    })
                 } else {
-                    // Decode: `skv − sq` positions are cached already; each run appends `sq`.
+                    // Decode: `skv − sq` positions are cached already; each run appends `sq`
+                    // and attends over all `skv`, then the cache is rewound (its storage kept, so
+                    // the append does not reallocate, as in a server's preallocated cache).
                     let past = skv - sq;
                     let mut cache = KvCache::new(batch, shape)?;
                     cache.append(
@@ -290,60 +431,54 @@ impl Timer for CpuTimer {
                         random(rng, batch * sq, shape.kv_width()),
                         random(rng, batch * sq, shape.kv_width()),
                     );
-                    cpu_op(
-                        move || cache.clone(),
-                        move |mut c| {
-                            kernels::attention_with_cache(q.view(), k.view(), v.view(), &mut c)
-                                .map(drop)
-                                .map_err(Into::into)
-                        },
-                    )
+                    self.op(move || {
+                        cache.truncate(past);
+                        kernels::attention_with_cache(q.view(), k.view(), v.view(), &mut cache)
+                            .map(drop)
+                            .map_err(Into::into)
+                    })
                 }
             }
             Op::LayerNorm { rows, cols } => {
                 let (g, b) = (random1(rng, cols), random1(rng, cols));
                 let x = random(rng, rows, cols);
-                cpu_op(
-                    move || x.clone(),
-                    move |mut x| {
-                        kernels::layer_norm(&mut x, g.view(), b.view(), 1e-5).map_err(Into::into)
-                    },
-                )
+                self.in_place(x, move |x| {
+                    kernels::layer_norm(x, g.view(), b.view(), 1e-5).map_err(Into::into)
+                })
             }
             Op::RmsNorm { rows, cols } => {
                 let g = random1(rng, cols);
                 let x = random(rng, rows, cols);
-                cpu_op(
-                    move || x.clone(),
-                    move |mut x| kernels::rms_norm(&mut x, g.view(), 1e-5).map_err(Into::into),
-                )
+                self.in_place(x, move |x| {
+                    kernels::rms_norm(x, g.view(), 1e-5).map_err(Into::into)
+                })
             }
             Op::BiasGelu { rows, cols } => {
                 let b = random1(rng, cols);
                 let x = random(rng, rows, cols);
-                cpu_op(
-                    move || x.clone(),
-                    move |mut x| kernels::bias_gelu(&mut x, b.view()).map_err(Into::into),
-                )
+                self.in_place(x, move |x| {
+                    kernels::bias_gelu(x, b.view()).map_err(Into::into)
+                })
             }
             Op::SiluMul { rows, cols } => {
                 let up = random(rng, rows, cols);
                 let x = random(rng, rows, cols);
-                cpu_op(
-                    move || x.clone(),
-                    move |mut x| kernels::silu_mul(&mut x, up.view()).map_err(Into::into),
-                )
+                self.in_place(x, move |x| {
+                    kernels::silu_mul(x, up.view()).map_err(Into::into)
+                })
             }
             Op::Embedding { rows, cols, vocab } => {
                 let table = random(rng, vocab, cols);
                 let ids: Vec<usize> = (0..rows).map(|_| rng.random_range(0..vocab)).collect();
-                cpu_op(
-                    || (),
-                    move |()| {
-                        std::hint::black_box(table.select(ndarray::Axis(0), &ids));
-                        Ok(())
-                    },
-                )
+                // Gathered into a preallocated output, as a runtime's activation buffer.
+                let mut out = Array2::zeros((rows, cols));
+                self.op(move || {
+                    for (mut row, &id) in out.rows_mut().into_iter().zip(&ids) {
+                        row.assign(&table.row(id));
+                    }
+                    std::hint::black_box(&mut out);
+                    Ok(())
+                })
             }
             Op::Moe {
                 tokens,
@@ -354,14 +489,11 @@ impl Timer for CpuTimer {
             } => {
                 let layer = random_moe(rng, hidden, ffn, experts, top_k);
                 let x = random(rng, tokens, hidden);
-                cpu_op(
-                    || (),
-                    move |()| {
-                        kernels::moe_ffn(x.view(), &layer)
-                            .map(drop)
-                            .map_err(Into::into)
-                    },
-                )
+                self.op(move || {
+                    kernels::moe_ffn(x.view(), &layer)
+                        .map(drop)
+                        .map_err(Into::into)
+                })
             }
             Op::AllReduce { .. } | Op::AllGather { .. } => {
                 return Err(ProfilerError::Option(format!(
@@ -565,5 +697,71 @@ impl Timer for CudaTimer {
                 )))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_clock_only_when_all_work_is_on_the_measuring_thread() {
+        let thread = if cfg!(unix) {
+            CpuClock::Thread
+        } else {
+            CpuClock::Wall
+        };
+        assert_eq!(CpuClock::for_threads(Some(1), "1"), thread);
+        assert_eq!(CpuClock::for_threads(Some(1), " 0"), thread);
+        // Outside a pool, parallel loops run on the global pool's workers.
+        assert_eq!(CpuClock::for_threads(None, "1"), CpuClock::Wall);
+        assert_eq!(CpuClock::for_threads(Some(2), "1"), CpuClock::Wall);
+        assert_eq!(CpuClock::for_threads(Some(1), "2"), CpuClock::Wall);
+        assert_eq!(
+            CpuClock::for_threads(Some(1), "physical cores"),
+            CpuClock::Wall
+        );
+    }
+
+    #[test]
+    fn in_place_operators_run_on_restored_inputs_in_cache_sized_stretches() {
+        let timer = CpuTimer {
+            max_operator_bytes: u64::MAX,
+            clock: CpuClock::Wall,
+        };
+        // Each run sees the prepared input, whatever the previous run left.
+        let input = Array2::from_elem((4, 4), 1.0f32);
+        let mut seen = Vec::new();
+        {
+            let mut op = timer.in_place(input.clone(), |x| {
+                seen.push(x.clone());
+                x.fill(f32::NAN);
+                Ok(())
+            });
+            op.run_s(40).unwrap();
+            op.run_s(3).unwrap();
+        }
+        assert_eq!(seen.len(), 43);
+        assert!(seen.iter().all(|x| *x == input));
+
+        // 64 KiB inputs: 8 per stretch of 512 KiB, so 8 copies serve any number of runs; a
+        // large input runs alone.
+        assert_eq!(runs_per_stretch(64 << 10), 8);
+        assert_eq!(runs_per_stretch(4 << 20), 1);
+        let mut op = CpuOp {
+            input: Array2::<f32>::zeros((128, 128)),
+            copies: Vec::new(),
+            runs_per_stretch: runs_per_stretch(128 * 128 * 4),
+            run: |_: &mut Array2<f32>| Ok(()),
+            clock: CpuClock::Wall,
+        };
+        op.run_s(20).unwrap();
+        assert_eq!(op.copies.len(), 8);
+    }
+
+    #[test]
+    fn median_ci_needs_samples() {
+        assert_eq!(Samples(vec![]).median_ci_half_width(), f64::INFINITY);
+        assert_eq!(Samples(vec![0.0, 0.0]).median_ci_half_width(), 0.0);
     }
 }

@@ -1,0 +1,92 @@
+//! Run-to-run repeatability of CPU profiles, summarised per entry size class: profiles each spec
+//! in pairs and prints, per pair and over all pairs, how far apart the two runs' entries are.
+//!
+//! ```text
+//! MATMUL_NUM_THREADS=1 cargo run --release -p plexserve-profiler --example repeatability -- \
+//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] SPEC.json...
+//! ```
+//!
+//! `plexserve profile --repeatability 2` gives the full per-entry table of one pair; this prints
+//! the distribution over several pairs and the time one profiling run takes.
+
+use std::path::Path;
+use std::time::Instant;
+
+use plexserve_profiler::{
+    repeatability, size_classes, CpuClock, Device, ModelSpec, ProfileOptions,
+};
+
+fn main() {
+    let mut pairs = 1;
+    let mut opts = ProfileOptions {
+        threads: Some(1),
+        ..ProfileOptions::default()
+    };
+    let mut specs = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut number = |name: &str| -> usize {
+            match args.next().map(|v| v.parse()) {
+                Some(Ok(n)) => n,
+                _ => usage(&format!("{name} needs a number")),
+            }
+        };
+        match a.as_str() {
+            "--pairs" => pairs = number("--pairs"),
+            "--threads" => opts.threads = Some(number("--threads")),
+            "--repeats" => opts.repeats = number("--repeats"),
+            "--global-pool" => opts.threads = None,
+            "--clock" => {
+                opts.cpu_clock = match args.next().as_deref() {
+                    Some("wall") => Some(CpuClock::Wall),
+                    Some("thread") => Some(CpuClock::Thread),
+                    _ => usage("--clock needs wall or thread"),
+                }
+            }
+            s if s.starts_with("--") => usage(&format!("unknown option {s}")),
+            path => specs
+                .push(ModelSpec::load(Path::new(path)).unwrap_or_else(|e| usage(&e.to_string()))),
+        }
+    }
+    if specs.is_empty() {
+        usage("no spec given");
+    }
+    for spec in &specs {
+        let mut all = Vec::new();
+        for pair in 0..pairs {
+            let start = Instant::now();
+            let (report, runs) = repeatability(spec, &Device::Cpu, &opts, 2)
+                .unwrap_or_else(|e| usage(&e.to_string()));
+            let per_run = start.elapsed().as_secs_f64() / 2.0;
+            let worst = &report.ops[0];
+            let samples: Vec<usize> = runs[0].ops.iter().map(|c| c.repeats).collect();
+            println!(
+                "{} pair {}: {:.2} s per run, {} to {} samples per operator; forward pass {:.2} % apart; entries median {:.2} %, max {:.2} %; worst op {} {:.1} %",
+                spec.name,
+                pair + 1,
+                per_run,
+                samples.iter().min().unwrap_or(&0),
+                samples.iter().max().unwrap_or(&0),
+                report.model_diff() * 100.0,
+                report.median_layer_diff() * 100.0,
+                report.max_layer_diff() * 100.0,
+                worst.op,
+                worst.rel_diff * 100.0
+            );
+            all.extend(report.layers.iter().map(|l| {
+                let lo = l.latency_s.iter().copied().fold(f64::INFINITY, f64::min);
+                (lo, l.rel_diff)
+            }));
+        }
+        for c in size_classes(all) {
+            if !c.diffs.is_empty() {
+                println!("{} {c}", spec.name);
+            }
+        }
+    }
+}
+
+fn usage(message: &str) -> ! {
+    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] SPEC.json...");
+    std::process::exit(2)
+}
