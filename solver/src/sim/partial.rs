@@ -21,6 +21,9 @@ use super::compiled::MAX_TABLE_STAGES;
 use super::{controller, warmup_skip, Compiled, Controller, Decision, DispatchTable, FastState};
 use super::{Score, Simulator, NO_GROUP};
 
+/// Marks a merge part that is a model's own list (see [`ModelView::gather`]).
+const MODEL_PART: u32 = 1 << 31;
+
 /// Label of a model outside the simulated components.
 const NO_LABEL: u32 = u32::MAX;
 
@@ -33,14 +36,36 @@ pub struct ViewScratch {
     group_of: Vec<usize>,
     /// Per component root: whether the component has a group.
     placed: Vec<bool>,
-    /// The requests of one component, in view order (`len` of them are valid).
-    arrival: Vec<f64>,
-    model: Vec<u32>,
-    len: usize,
+    /// The requests of components simulated before, for reuse: a component's requests depend on
+    /// its set of models only, and a search step changes one component, mostly by adding a
+    /// model or joining two (merging their lists costs their length, not the view's).
+    comps: Vec<Gathered>,
+    /// Per model: the entry of `comps` holding its requests, or [`NO_LABEL`].
+    comp_of: Vec<u32>,
+    /// Entries of `comps` no model refers to any more.
+    free: Vec<u32>,
+    /// The models of the component being gathered, ascending.
+    members: Vec<u32>,
+    /// Scratch lists: the entries to merge, and positions being merged.
+    parts: Vec<u32>,
+    merged: Vec<u32>,
     table: DispatchTable,
     fast: FastState,
     zeros: Vec<f64>,
     clocks: Vec<f64>,
+}
+
+/// The requests of one component, in view order.
+#[derive(Debug, Clone, Default)]
+struct Gathered {
+    /// The component's models, ascending.
+    models: Vec<u32>,
+    /// View positions of its requests, ascending, and their columns.
+    pos: Vec<u32>,
+    arrival: Vec<f64>,
+    model: Vec<u32>,
+    /// Requests before the trimmed range, and before its end.
+    cut: [usize; 2],
 }
 
 /// The requests of some models of a trace, in arrival order, with the whole-trace totals a score
@@ -54,6 +79,9 @@ pub struct ModelView {
     in_view: Vec<bool>,
     /// Requests per model in the view (0 outside it).
     req_m: Vec<u64>,
+    /// View positions of model `m`'s requests: `by_model[by_model_start[m]..by_model_start[m+1]]`.
+    by_model_start: Vec<u32>,
+    by_model: Vec<u32>,
     /// Whole trace: every request (AlpaServe's denominator) and the trimmed-range ones.
     requests_total: u64,
     kept_total: u64,
@@ -123,12 +151,19 @@ impl ModelView {
             in_view[m] = true;
         }
         let trace = sim.trace;
-        let n = trace.len();
         let skip = if sim.options.faithful_search_stats {
             0
         } else {
             warmup_skip(&trace.arrival_s, sim.config.warmup_s)
         };
+        ModelView::from_columns(&trace.arrival_s, &trace.model, in_view, skip)
+    }
+
+    /// The requests of the models marked in `in_view` among the columns of a trace whose first
+    /// and last `skip` requests lie outside the trimmed range.
+    fn from_columns(arrival: &[f64], model: &[u32], in_view: Vec<bool>, skip: usize) -> ModelView {
+        let n_models = in_view.len();
+        let n = arrival.len();
         let mut view = ModelView {
             in_view,
             req_m: vec![0; n_models],
@@ -137,7 +172,7 @@ impl ModelView {
             ..ModelView::default()
         };
         let mut kept_start = 0;
-        for (i, (&t, &m)) in trace.arrival_s.iter().zip(&trace.model).enumerate() {
+        for (i, (&t, &m)) in arrival.iter().zip(model).enumerate() {
             if i == skip {
                 kept_start = view.model.len();
             }
@@ -152,6 +187,18 @@ impl ModelView {
         }
         if skip == 0 {
             view.kept = 0..view.model.len();
+        }
+        let mut start = 0u32;
+        view.by_model_start.push(0);
+        for &r in &view.req_m {
+            start += r as u32;
+            view.by_model_start.push(start);
+        }
+        let mut next: Vec<u32> = view.by_model_start[..n_models].to_vec();
+        view.by_model.resize(view.model.len(), 0);
+        for (i, &m) in view.model.iter().enumerate() {
+            view.by_model[next[m as usize] as usize] = i as u32;
+            next[m as usize] += 1;
         }
         view
     }
@@ -290,43 +337,199 @@ impl ModelView {
                 scratch.table.rebuild(&c, sim.slo_s());
                 scratch.table.max_pp() <= MAX_TABLE_STAGES
             };
-            let cut = self.gather(root as u32, scratch);
+            let e = self.gather(root as u32, scratch);
             if table_loop {
-                self.run_table(sim, &c, root, cut, stats, scratch);
+                self.run_table(sim, &c, root, e, stats, scratch);
             } else {
-                self.run_controller(sim, &c, root, cut, stats, scratch);
+                self.run_controller(sim, &c, root, e, stats, scratch);
             }
         }
         requests
     }
 
-    /// Copies the requests of component `root` (models labelled `root`) into the scratch
-    /// columns; returns how many lie before the trimmed range and before its end.
-    fn gather(&self, root: u32, scratch: &mut ViewScratch) -> [usize; 2] {
+    /// Gathers the requests of component `root` (models labelled `root`) into an entry of
+    /// `scratch.comps` and returns it: the entry of the same models when there is one, else the
+    /// merge of the entries and per-model lists its models are in (entries of other sets of
+    /// models are dropped), else a scan of the whole view, whichever reads less.
+    fn gather(&self, root: u32, scratch: &mut ViewScratch) -> usize {
+        let n_models = self.in_view.len();
+        scratch.comp_of.resize(n_models, NO_LABEL);
+        let label = &scratch.label;
+        scratch.members.clear();
+        scratch
+            .members
+            .extend((root..n_models as u32).filter(|&m| label[m as usize] == root));
+        let e = scratch.comp_of[root as usize];
+        if e != NO_LABEL && scratch.comps[e as usize].models == scratch.members {
+            return e as usize;
+        }
+        // Parts: entries whose models all belong to the component (others are dropped), then
+        // the models in none of them. A part is an entry index, or `MODEL_PART | m` for model
+        // m's list.
+        scratch.parts.clear();
+        let mut merge_cost = 0usize;
+        let mut largest = 0usize;
+        for i in 0..scratch.members.len() {
+            let m = scratch.members[i] as usize;
+            let e = scratch.comp_of[m];
+            if e == NO_LABEL {
+                continue;
+            }
+            let entry = &scratch.comps[e as usize];
+            if entry.models.iter().all(|&x| label[x as usize] == root) {
+                if entry.models[0] as usize == m {
+                    scratch.parts.push(e);
+                    merge_cost += entry.pos.len();
+                    largest = largest.max(entry.pos.len());
+                }
+            } else {
+                for &x in &entry.models {
+                    scratch.comp_of[x as usize] = NO_LABEL;
+                }
+                scratch.comps[e as usize] = Gathered::default();
+                scratch.free.push(e);
+            }
+        }
+        for &m in &scratch.members {
+            if scratch.comp_of[m as usize] == NO_LABEL {
+                let len = self.req_m[m as usize] as usize;
+                scratch.parts.push(MODEL_PART | m);
+                merge_cost += len;
+                largest = largest.max(len);
+            }
+        }
+        // Merging part after part into the largest reads every other part once and the growing
+        // result once per part; the scan reads the view once.
+        let k = scratch.parts.len();
+        let merge_reads =
+            merge_cost.saturating_mul(k.saturating_sub(1)) - largest * k.saturating_sub(2);
+        let target = match scratch.free.pop() {
+            Some(e) => e as usize,
+            None => {
+                scratch.comps.push(Gathered::default());
+                scratch.comps.len() - 1
+            }
+        };
+        let mut out = std::mem::take(&mut scratch.comps[target]);
+        out.models.clear();
+        out.models.extend_from_slice(&scratch.members);
+        if k == 0 || merge_reads > self.model.len() {
+            self.scan(root, &scratch.label, &mut scratch.merged, &mut out);
+        } else {
+            // Start from the largest part, so that the others are merged into it.
+            let first = (0..k)
+                .max_by_key(|&i| {
+                    let len = self.part_positions(scratch.parts[i], &scratch.comps).len();
+                    (len, std::cmp::Reverse(i))
+                })
+                .expect("k > 0");
+            scratch.parts.swap(0, first);
+            let big = scratch.parts[0];
+            let small = match k {
+                2 => self.part_positions(scratch.parts[1], &scratch.comps),
+                _ => &[],
+            };
+            if k == 2 && big & MODEL_PART == 0 && small.len() * 16 <= largest {
+                // A few requests join a large component (a model's first replica joins a
+                // group): copy the component's columns in runs between them.
+                self.insert_into(&scratch.comps[big as usize], small, &mut out);
+            } else {
+                out.pos.clear();
+                out.pos
+                    .extend_from_slice(self.part_positions(big, &scratch.comps));
+                for i in 1..k {
+                    let other = self.part_positions(scratch.parts[i], &scratch.comps);
+                    merge_sorted(&out.pos, other, &mut scratch.merged);
+                    std::mem::swap(&mut out.pos, &mut scratch.merged);
+                }
+                self.fill_columns(&mut out);
+            }
+            let kept = (self.kept.start as u32, self.kept.end as u32);
+            out.cut = [
+                out.pos.partition_point(|&i| i < kept.0),
+                out.pos.partition_point(|&i| i < kept.1),
+            ];
+        }
+        // The merged entries are subsumed by the new one.
+        for &p in &scratch.parts[..k] {
+            if p & MODEL_PART == 0 {
+                scratch.comps[p as usize] = Gathered::default();
+                scratch.free.push(p);
+            }
+        }
+        for &m in &out.models {
+            scratch.comp_of[m as usize] = target as u32;
+        }
+        scratch.comps[target] = out;
+        target
+    }
+
+    /// The positions of a merge part: an entry of `comps`, or `MODEL_PART | m` for model m's.
+    fn part_positions<'s>(&'s self, part: u32, comps: &'s [Gathered]) -> &'s [u32] {
+        if part & MODEL_PART == 0 {
+            &comps[part as usize].pos
+        } else {
+            let m = (part & !MODEL_PART) as usize;
+            &self.by_model[self.by_model_start[m] as usize..self.by_model_start[m + 1] as usize]
+        }
+    }
+
+    /// Fills `out` with the requests of the models labelled `root`, by one pass over the view
+    /// (`buf` is scratch).
+    fn scan(&self, root: u32, label: &[u32], buf: &mut Vec<u32>, out: &mut Gathered) {
         let n = self.model.len();
-        scratch.arrival.resize(n + 1, 0.0);
-        scratch.model.resize(n + 1, 0);
-        let label = &scratch.label[..];
-        let (arrival, model) = (&mut scratch.arrival[..], &mut scratch.model[..]);
+        buf.resize(n + 1, 0);
         let mut k = 0;
         let mut cut = [0; 2];
-        // Branch-free compaction: every request is written, only the component's advance.
+        // Branch-free compaction: every position is written, only the component's advance.
         for (j, range) in [0..self.kept.start, self.kept.clone(), self.kept.end..n]
             .into_iter()
             .enumerate()
         {
             for i in range {
-                let m = self.model[i];
-                arrival[k] = self.arrival_s[i];
-                model[k] = m;
-                k += usize::from(label[m as usize] == root);
+                buf[k] = i as u32;
+                k += usize::from(label[self.model[i] as usize] == root);
             }
             if j < 2 {
                 cut[j] = k;
             }
         }
-        scratch.len = k;
-        cut
+        out.pos.clear();
+        out.pos.extend_from_slice(&buf[..k]);
+        self.fill_columns(out);
+        out.cut = cut;
+    }
+
+    /// Fills `out` with the requests of `big` and those at the view positions `small` (ascending,
+    /// none of them in `big`), copying `big`'s columns in runs.
+    fn insert_into(&self, big: &Gathered, small: &[u32], out: &mut Gathered) {
+        out.pos.clear();
+        out.arrival.clear();
+        out.model.clear();
+        let mut i = 0;
+        for &p in small {
+            let j = i + big.pos[i..].partition_point(|&x| x < p);
+            out.pos.extend_from_slice(&big.pos[i..j]);
+            out.arrival.extend_from_slice(&big.arrival[i..j]);
+            out.model.extend_from_slice(&big.model[i..j]);
+            out.pos.push(p);
+            out.arrival.push(self.arrival_s[p as usize]);
+            out.model.push(self.model[p as usize]);
+            i = j;
+        }
+        out.pos.extend_from_slice(&big.pos[i..]);
+        out.arrival.extend_from_slice(&big.arrival[i..]);
+        out.model.extend_from_slice(&big.model[i..]);
+    }
+
+    /// Fills the arrival and model columns of `out` from its positions.
+    fn fill_columns(&self, out: &mut Gathered) {
+        out.arrival.clear();
+        out.arrival
+            .extend(out.pos.iter().map(|&i| self.arrival_s[i as usize]));
+        out.model.clear();
+        out.model
+            .extend(out.pos.iter().map(|&i| self.model[i as usize]));
     }
 
     /// Simulates the gathered component `root` with the table loop and records its outcomes.
@@ -335,26 +538,28 @@ impl ModelView {
         sim: &Simulator,
         c: &Compiled,
         root: usize,
-        cut: [usize; 2],
+        e: usize,
         stats: &mut ModelStats,
         scratch: &mut ViewScratch,
     ) {
         let tab = &scratch.table;
+        let comp = &scratch.comps[e];
+        let cut = comp.cut;
         let st = &mut scratch.fast;
         scratch.zeros.clear();
         scratch.zeros.resize(c.n_clocks(), 0.0);
         st.reset(tab, &scratch.zeros);
         st.latency_sum_good_s = 0.0;
         let width = tab.width;
-        let n = scratch.len;
+        let n = comp.pos.len();
         for (j, (lo, hi)) in [(0, cut[0]), (cut[0], cut[1]), (cut[1], n)]
             .into_iter()
             .enumerate()
         {
             controller::admit_all(
                 tab,
-                &scratch.arrival[lo..hi],
-                &scratch.model[lo..hi],
+                &comp.arrival[lo..hi],
+                &comp.model[lo..hi],
                 sim.config.overhead_s,
                 st,
                 None,
@@ -395,10 +600,12 @@ impl ModelView {
         sim: &Simulator,
         c: &Compiled,
         root: usize,
-        cut: [usize; 2],
+        e: usize,
         stats: &mut ModelStats,
         scratch: &mut ViewScratch,
     ) {
+        let comp = &scratch.comps[e];
+        let cut = comp.cut;
         scratch.clocks.clear();
         scratch.clocks.resize(c.n_clocks(), 0.0);
         let mut ctl = Controller::new(
@@ -408,7 +615,7 @@ impl ModelView {
             sim.config.dispatch == Dispatch::SloAware,
             &mut scratch.clocks,
         );
-        let n = scratch.len;
+        let n = comp.pos.len();
         let group_of = &scratch.group_of;
         let mut latency_sum = 0.0;
         for (lo, hi, kept) in [
@@ -416,8 +623,8 @@ impl ModelView {
             (cut[0], cut[1], true),
             (cut[1], n, false),
         ] {
-            let arrival = &scratch.arrival[lo..hi];
-            let model = &scratch.model[lo..hi];
+            let arrival = &comp.arrival[lo..hi];
+            let model = &comp.model[lo..hi];
             for (&t, &m) in arrival.iter().zip(model) {
                 let m = m as usize;
                 match ctl.admit(t, m) {
@@ -535,4 +742,102 @@ pub fn affected_models(
         }
     }
     marked
+}
+
+/// Merges two ascending lists of distinct positions into `out`, without a branch per element
+/// (which list the next position comes from is as good as random).
+fn merge_sorted(a: &[u32], b: &[u32], out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(a.len() + b.len(), 0);
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        let take_a = x < y;
+        out[k] = if take_a { x } else { y };
+        i += usize::from(take_a);
+        j += usize::from(!take_a);
+        k += 1;
+    }
+    out[k..k + a.len() - i].copy_from_slice(&a[i..]);
+    k += a.len() - i;
+    out[k..k + b.len() - j].copy_from_slice(&b[j..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Gathers through the cache (exact reuse, merges, runs copied around a few insertions,
+    /// entries dropped when components split) give the same requests as a fresh scan of the
+    /// view, however the components evolve.
+    #[test]
+    fn cached_gathers_equal_a_fresh_scan() {
+        for case in 0..60u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(case);
+            let n_models = rng.random_range(1..10usize);
+            let n = rng.random_range(0..4000usize);
+            // Model 0 is busy and the others rare, so that small parts join large ones.
+            let mut t = 0.0;
+            let (mut arrival, mut model) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                t += rng.random_range(0.0..0.01);
+                arrival.push(t);
+                let m = if rng.random_bool(0.7) {
+                    0
+                } else {
+                    rng.random_range(0..n_models as u32)
+                };
+                model.push(m);
+            }
+            let in_view: Vec<bool> = (0..n_models).map(|_| rng.random_bool(0.9)).collect();
+            let skip = rng.random_range(0..=n / 3);
+            let view = ModelView::from_columns(&arrival, &model, in_view, skip);
+            let mut scratch = ViewScratch::default();
+            // Every model has a colour (its component) or none (not simulated).
+            let mut colour: Vec<Option<usize>> = (0..n_models)
+                .map(|_| rng.random_bool(0.8).then(|| rng.random_range(0..4)))
+                .collect();
+            let mut buf = Vec::new();
+            for step in 0..40 {
+                match rng.random_range(0..10) {
+                    0..=4 => {
+                        // Two components join.
+                        let (a, b) = (rng.random_range(0..4), rng.random_range(0..4));
+                        for c in colour.iter_mut().filter(|c| **c == Some(a)) {
+                            *c = Some(b);
+                        }
+                    }
+                    5..=7 => colour[rng.random_range(0..n_models)] = Some(rng.random_range(0..4)),
+                    _ => colour[rng.random_range(0..n_models)] = None,
+                }
+                scratch.label.clear();
+                scratch.label.resize(n_models, NO_LABEL);
+                for m in 0..n_models {
+                    if let Some(c) = colour[m] {
+                        let root = (0..n_models).find(|&x| colour[x] == Some(c)).unwrap();
+                        scratch.label[m] = root as u32;
+                    }
+                }
+                for root in 0..n_models {
+                    if scratch.label[root] != root as u32 {
+                        continue;
+                    }
+                    let e = view.gather(root as u32, &mut scratch);
+                    let mut want = Gathered::default();
+                    view.scan(root as u32, &scratch.label, &mut buf, &mut want);
+                    let got = &scratch.comps[e];
+                    let ctx = format!("case {case} step {step} root {root}");
+                    assert_eq!(got.pos, want.pos, "{ctx}");
+                    assert_eq!(got.model, want.model, "{ctx}");
+                    assert_eq!(got.arrival, want.arrival, "{ctx}");
+                    assert_eq!(got.cut, want.cut, "{ctx}");
+                    let members: Vec<u32> = (0..n_models as u32)
+                        .filter(|&m| scratch.label[m as usize] == root as u32)
+                        .collect();
+                    assert_eq!(got.models, members, "{ctx}");
+                }
+            }
+        }
+    }
 }
