@@ -7,6 +7,7 @@
 use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
 use plexserve_solver::placer::alpaserve::uniform_partitions;
 use plexserve_solver::placer::milp::inner::{self, Formulation, Objective, Params, Settings};
+use plexserve_solver::placer::milp::pattern;
 use plexserve_solver::{
     by_name, model_weight_gib, parse_placer_spec, Instance, PlaceOptions, Silent, SolveStatus,
     Solved, SolverError, Trace,
@@ -52,6 +53,78 @@ const MIXED: &str = r#"{
                              { "model": "b", "rate": 2.0, "cv": 1.0 },
                              { "model": "c", "rate": 3.0, "cv": 3.0 } ] }
 }"#;
+
+/// Memory and load coupled: `whale` fills a device alone and carries little traffic, so the
+/// other device serves `busy` and `light` by itself; the relaxation, which lends the whale's
+/// spare load capacity to everyone, is far below the optimum, the pattern bound is not.
+const COUPLED: &str = r#"{
+  "schema": "plexserve/instance/v1",
+  "name": "milp-coupled",
+  "cluster": { "devices": 2, "memory_budget_gib": 4.0 },
+  "profiles": {
+    "big": { "batch_sizes": [1], "configs": [
+      { "pp": 1, "tp": 1, "stage_latency_s": [[0.10]], "stage_weight_gib": [3.8] } ] },
+    "small": { "batch_sizes": [1], "configs": [
+      { "pp": 1, "tp": 1, "stage_latency_s": [[0.10]], "stage_weight_gib": [1.0] } ] }
+  },
+  "models": [
+    { "name": "whale", "profile": "big", "slo_s": 1.0 },
+    { "name": "busy", "profile": "small", "slo_s": 1.0 },
+    { "name": "light", "profile": "small", "slo_s": 1.0 }
+  ],
+  "workload": { "kind": "gamma", "duration_s": 200, "seed": 5,
+                "streams": [ { "model": "whale", "rate": 1.0, "cv": 1.0 },
+                             { "model": "busy", "rate": 6.0, "cv": 1.0 },
+                             { "model": "light", "rate": 1.0, "cv": 1.0 } ] }
+}"#;
+
+/// A random tiny instance (seeded): 2 or 4 devices, 2 to 4 models with their own profiles at
+/// (1,1) and (2,1), weights from a tenth to nearly all of the budget, random rates.
+fn random_instance(seed: u64) -> (Instance, Trace) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let devices = if next() < 0.5 { 2 } else { 4 };
+    let n = 2 + (next() * 3.0) as usize;
+    let (mut profiles, mut models, mut streams) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let w = 0.4 + 3.5 * next();
+        let l = 0.02 + 0.2 * next();
+        profiles.push(format!(
+            r#""p{i}": {{ "batch_sizes": [1], "configs": [
+              {{ "pp": 1, "tp": 1, "stage_latency_s": [[{l}]], "stage_weight_gib": [{w}] }},
+              {{ "pp": 2, "tp": 1, "stage_latency_s": [[{}, {}]], "stage_weight_gib": [{}, {}] }} ] }}"#,
+            0.55 * l,
+            0.5 * l,
+            0.55 * w,
+            0.45 * w
+        ));
+        models.push(format!(
+            r#"{{ "name": "m{i}", "profile": "p{i}", "slo_s": 2.0 }}"#
+        ));
+        streams.push(format!(
+            r#"{{ "model": "m{i}", "rate": {}, "cv": 1.0 }}"#,
+            0.5 + 8.0 * next()
+        ));
+    }
+    let json = format!(
+        r#"{{ "schema": "plexserve/instance/v1", "name": "milp-random-{seed}",
+  "cluster": {{ "devices": {devices}, "memory_budget_gib": 4.0 }},
+  "profiles": {{ {} }},
+  "models": [{}],
+  "workload": {{ "kind": "gamma", "duration_s": 60, "seed": {seed}, "streams": [{}] }} }}"#,
+        profiles.join(","),
+        models.join(","),
+        streams.join(",")
+    );
+    inline(&json)
+}
 
 fn place(
     spec: &str,
@@ -621,6 +694,7 @@ fn search_report_is_exact_on_tiny_instances() {
         tiny("maf1-four-models.json"),
         tiny("three-test-profiles.json"),
         inline(MIXED),
+        inline(COUPLED),
     ] {
         let (_, params) = parse_placer_spec("milp:gap=0").unwrap();
         let opts = PlaceOptions {
@@ -668,4 +742,63 @@ fn search_report_is_exact_on_tiny_instances() {
         }
     }
     assert!(checked >= 3, "only {checked} instances fully brute-forced");
+}
+
+/// The pattern bound (configuration LP) is a valid lower bound: on random tiny instances it
+/// never proves `U > t` for a `t` that the exhaustive optimum of the formulation reaches, and
+/// its bisected bound stays at or below that optimum. On the coupled instance it is tight up to
+/// its load grid (a step of `t/120` per member of a group) where the replica bound is not.
+#[test]
+fn pattern_bound_is_below_the_exhaustive_optimum() {
+    let params = exact(Objective::Utilisation, 0.0);
+    let mut compared = 0;
+    let mut above_replica_bound = 0;
+    for seed in 0..40 {
+        let (inst, trace) = random_instance(seed);
+        let rates = inner::arrival_rates(&trace, inst.models.len());
+        for shapes in partitions(&inst) {
+            if derive_pairs(&inst, &trace, &shapes).0.len() > 10 {
+                continue;
+            }
+            let f = Formulation::new(&inst, &rates, &shapes);
+            let Some(opt) = brute_force(&inst, &trace, &shapes, &params) else {
+                // No replica set at all: the proof may say anything but must not fail.
+                continue;
+            };
+            assert!(
+                !pattern::proves_above(&f, opt * (1.0 + 1e-9), None),
+                "seed {seed} {shapes:?}: proved U > {opt}, the optimum"
+            );
+            let bound = pattern::bisect(&f, 0.0, 2.0 * opt, 1e-4, None);
+            assert!(
+                bound <= opt * (1.0 + 1e-9),
+                "seed {seed} {shapes:?}: pattern bound {bound} above the optimum {opt}"
+            );
+            if bound > f.utilisation_bound() * (1.0 + 1e-3) {
+                above_replica_bound += 1;
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "only {compared} comparisons ran");
+    assert!(
+        above_replica_bound > 0,
+        "the pattern bound never beat the replica bound"
+    );
+
+    let (inst, trace) = inline(COUPLED);
+    let rates = inner::arrival_rates(&trace, inst.models.len());
+    let shapes = [(1, 1), (1, 1)];
+    let f = Formulation::new(&inst, &rates, &shapes);
+    let opt = brute_force(&inst, &trace, &shapes, &params).unwrap();
+    let bound = pattern::bisect(&f, 0.0, 2.0 * opt, 1e-4, None);
+    let replica = f.utilisation_bound();
+    assert!(
+        bound <= opt * (1.0 + 1e-9) && bound >= 0.97 * opt,
+        "coupled: pattern bound {bound}, optimum {opt} (replica bound {replica})"
+    );
+    assert!(
+        replica < 0.8 * opt,
+        "coupled: replica bound {replica} is not the weak one (optimum {opt})"
+    );
 }

@@ -16,6 +16,8 @@ mod alpaserve_ilp;
 mod highs;
 #[cfg(feature = "milp")]
 pub mod inner;
+#[cfg(feature = "milp")]
+pub mod pattern;
 
 use crate::error::{Result, SolverError};
 use crate::instance::Instance;
@@ -307,6 +309,9 @@ mod driver {
         bound: f64,
         /// How the partition was settled, for the log.
         outcome: &'static str,
+        /// The lowest utilisation threshold the pattern bound failed to prove (`None`: none
+        /// tried yet).
+        pattern_failed: Option<f64>,
     }
 
     impl Candidate {
@@ -350,6 +355,7 @@ mod driver {
                 solution: None,
                 bound,
                 outcome: "pending",
+                pattern_failed: None,
             }
         }
 
@@ -486,8 +492,13 @@ mod driver {
                 _ => None,
             };
             if let Some(cut) = cutoff {
+                if cands[i].bound < cut {
+                    pattern_prune(&mut cands[i], params, cut, milp_end, deadline);
+                }
                 if cands[i].bound >= cut {
-                    cands[i].outcome = "pruned by its bound";
+                    if cands[i].outcome != "pruned by its pattern bound" {
+                        cands[i].outcome = "pruned by its bound";
+                    }
                     *done += 1;
                     obs.progress(*done as u64, planned as u64);
                     continue;
@@ -510,6 +521,46 @@ mod driver {
             solve_candidate(&mut cands[i], params, budget, highs_cutoff);
             *done += 1;
             obs.progress(*done as u64, planned as u64);
+        }
+    }
+
+    /// Share of the MILP time left that one pattern proof may take.
+    const PATTERN_SHARE: f64 = 0.25;
+
+    /// Tries to prove with the pattern bound ([`pattern`]) that no solution of the candidate's
+    /// partition reaches the objective `cut`; on success the candidate's bound becomes `cut`.
+    /// A threshold that failed once is tried again only after the cut has dropped below it.
+    fn pattern_prune(
+        c: &mut Candidate,
+        params: &Params,
+        cut: f64,
+        milp_end: f64,
+        deadline: &super::super::Deadline,
+    ) {
+        let t = c.form.utilisation_limit(params.eps, cut);
+        if c.pattern_failed.is_some_and(|failed| t >= failed) {
+            return;
+        }
+        let left = milp_end - deadline.elapsed_s();
+        if left <= 0.0 {
+            return;
+        }
+        let until =
+            std::time::Instant::now() + std::time::Duration::from_secs_f64(PATTERN_SHARE * left);
+        let started = std::time::Instant::now();
+        let proved = super::pattern::proves_above(&c.form, t, Some(until));
+        tracing::debug!(
+            "milp: partition {:?}×{}: pattern bound at U = {t:.6}: {} in {:.2} s",
+            c.form.shapes[0],
+            c.form.shapes.len(),
+            if proved { "proved" } else { "not proved" },
+            started.elapsed().as_secs_f64()
+        );
+        if proved {
+            c.bound = c.bound.max(cut);
+            c.outcome = "pruned by its pattern bound";
+        } else {
+            c.pattern_failed = Some(t);
         }
     }
 
