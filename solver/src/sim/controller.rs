@@ -498,17 +498,26 @@ pub fn admit_all(
 
 /// The slot (0-based, within `lasts`) whose last-stage clock is earliest, the lowest on ties.
 #[inline(always)]
-fn earliest_slot<const W: usize>(clocks: &[f64], lasts: &[u32]) -> usize {
+fn earliest_slot<const W: usize>(clocks: &[f64], lasts: &[u32], branch: bool) -> usize {
     // SAFETY: the caller guarantees every `lasts` entry indexes `clocks`.
     let clock_of = |j: usize| unsafe { *clocks.get_unchecked(*lasts.get_unchecked(j) as usize) };
     let mut best = 0;
     let mut best_clock = clock_of(0);
     for j in 1..(if W > 0 { W } else { lasts.len() }) {
         let cl = clock_of(j);
-        // The compiler may branch here: a misprediction resolves as soon as the clocks load.
         let earlier = cl < best_clock;
-        best = if earlier { j } else { best };
-        best_clock = if earlier { cl } else { best_clock };
+        if branch {
+            if earlier {
+                best = j;
+                best_clock = cl;
+                // SAFETY: an empty instruction sequence. Its side effect (as the compiler sees
+                // it) keeps this a branch instead of a select.
+                unsafe { std::arch::asm!("", options(nomem, nostack, preserves_flags)) };
+            }
+        } else {
+            best = if earlier { j } else { best };
+            best_clock = if earlier { cl } else { best_clock };
+        }
     }
     best
 }
@@ -561,7 +570,7 @@ fn fast_loop<const PP: usize, const W: usize, const BRANCH_FREE: bool, const DET
             continue;
         }
         let lasts = unsafe { last_clock.get_unchecked(s0..s0 + width) };
-        let best = earliest_slot::<W>(clocks, lasts);
+        let best = earliest_slot::<W>(clocks, lasts, PP != 1);
         let s = s0 + best;
         let last = unsafe { *lasts.get_unchecked(best) } as usize;
         let pp = if PP > 0 {
