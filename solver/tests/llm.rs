@@ -106,34 +106,66 @@ fn chunked_long_prefill_yields_to_short_decodes() {
     inst.sim.long_decode_ratio = 1.0;
     let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
     let dep = one_unit(&inst, 100, 100);
-    let res = LlmSim::new(&inst, &trace, &dep).run(&RunOptions { record: true });
-    // t=0 prefill r0 (0.1 + 50 ms) → 0.15. t=0.15 first chunk of r1 (100 tokens, 0.2 s) → 0.35
-    // (r0's decode cannot share the SMs). The chunk owes r0 0.2 s of decode: r0 decodes three
-    // steps (11 ms each) and finishes at 0.383; with no short request left the remaining
-    // chunks run back to back (100 tokens → 0.583, 50 tokens → 0.733), then r1's decode step.
-    let it: Vec<(bool, f64, f64)> = res
-        .iterations
-        .iter()
-        .map(|i| (i.prefill, i.start_s, i.end_s))
-        .collect();
-    let want = [
-        (true, 0.0, 0.15),
-        (true, 0.15, 0.35),
-        (false, 0.35, 0.361),
-        (false, 0.361, 0.372),
-        (false, 0.372, 0.383),
-        (true, 0.383, 0.583),
-        (true, 0.583, 0.733),
-        (false, 0.733, 0.744),
-    ];
-    assert_eq!(it.len(), want.len(), "{it:?}");
-    for (a, b) in it.iter().zip(want.iter()) {
-        assert!(a.0 == b.0 && close(a.1, b.1) && close(a.2, b.2), "{it:?}");
-    }
-    let o = &res.outcomes;
-    assert!(close(o.finish_s[0], 0.383) && close(o.first_token_s[1], 0.733));
+    let timeline = |inst: &LlmInstance| {
+        let res = LlmSim::new(inst, &trace, &dep).run(&RunOptions { record: true });
+        assert!(res.stats.kv_peak_fraction <= 1.0);
+        let it: Vec<(bool, f64, f64)> = res
+            .iterations
+            .iter()
+            .map(|i| (i.prefill, i.start_s, i.end_s))
+            .collect();
+        (it, res.outcomes)
+    };
+    let check = |it: &[(bool, f64, f64)], want: &[(bool, f64, f64)]| {
+        assert_eq!(it.len(), want.len(), "{it:?}");
+        for (a, b) in it.iter().zip(want.iter()) {
+            assert!(a.0 == b.0 && close(a.1, b.1) && close(a.2, b.2), "{it:?}");
+        }
+    };
+    // Slack (SLO 100 × isolated): the long request's chunks wait while a short request
+    // decodes. t=0 prefill r0 (0.1 + 50 ms) → 0.15; r0 decodes three steps (11 ms each) and
+    // finishes at 0.183; then r1's chunks run back to back (100 tokens → 0.383, 100 → 0.583,
+    // 50 → 0.733), then r1's decode step.
+    let (it, o) = timeline(&inst);
+    check(
+        &it,
+        &[
+            (true, 0.0, 0.15),
+            (false, 0.15, 0.161),
+            (false, 0.161, 0.172),
+            (false, 0.172, 0.183),
+            (true, 0.183, 0.383),
+            (true, 0.383, 0.583),
+            (true, 0.583, 0.733),
+            (false, 0.733, 0.744),
+        ],
+    );
+    assert!(close(o.finish_s[0], 0.183) && close(o.first_token_s[1], 0.733));
     assert!(close(o.finish_s[1], 0.744));
-    assert!(res.stats.kv_peak_fraction <= 1.0);
+    // Tight SLO (3 × isolated): r1's deadline is 0.01 + 3 × (0.35 + 0.011) = 1.093 s. It is
+    // urgent while now + 1.5 × 2 (duty cycle) × its remaining prefill reaches the deadline:
+    // at 0.15 (250 tokens left: 0.15 + 1.05 = 1.2) its chunk leads although r0 decodes
+    // (0.15 → 0.35, r0's decode cannot share the SMs); at 0.35 (150 left: 0.35 + 0.75 = 1.1)
+    // the next chunk skips the hold it owes r0 (→ 0.55); at 0.55 (50 left: 0.55 + 0.45 = 1.0)
+    // it has slack again, so r0 decodes its three steps (→ 0.583) before the last chunk
+    // (→ 0.733) and r1's decode step.
+    let mut tight = inst.clone();
+    tight.llms[0].slo_scale = Some(3.0);
+    let (it, o) = timeline(&tight);
+    check(
+        &it,
+        &[
+            (true, 0.0, 0.15),
+            (true, 0.15, 0.35),
+            (true, 0.35, 0.55),
+            (false, 0.55, 0.561),
+            (false, 0.561, 0.572),
+            (false, 0.572, 0.583),
+            (true, 0.583, 0.733),
+            (false, 0.733, 0.744),
+        ],
+    );
+    assert!(close(o.finish_s[0], 0.583) && close(o.finish_s[1], 0.744));
 }
 
 #[test]
@@ -544,4 +576,105 @@ fn stepwise_merge_takes_the_smallest_degree_that_holds_a_long_request() {
     let rep = LlmSimReport::new(&inst, &trace, &res);
     assert_eq!((rep.finished, rep.dropped), (2, 0));
     assert!(rep.kv_peak_fraction <= 1.0 + 1e-12);
+}
+
+#[test]
+fn long_mix_fits_the_context_window_and_not_tp1() {
+    // The `*-long` instances stretch the 1 % longest prompts to what Qwen2.5-32B accepts
+    // (prompt + output ≤ 32 768): each of them exceeds a TP1 engine's KV (≈ 24.7 k tokens), and
+    // every other request is the trace's own.
+    for name in ["code", "conv"] {
+        let path = format!("../instances/llm/azure-{name}-qwen32b-long.json");
+        let inst = LlmInstance::load(Path::new(&path)).unwrap();
+        let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        let mut plain: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        plain["workload"]
+            .as_object_mut()
+            .unwrap()
+            .remove("long_context");
+        let plain = LlmInstance::from_json(Path::new(&path), &plain.to_string()).unwrap();
+        let orig = plain.workload.generate(plain.base_dir(), 1).unwrap();
+        assert_eq!(orig.len(), trace.len());
+        let tp1 = place_and_simulate(&inst, &trace, "tp-static:tp=1");
+        let long: Vec<usize> = (0..trace.len())
+            .filter(|&r| trace.prompt[r] + trace.output[r] > 24_000)
+            .collect();
+        assert_eq!(
+            long.len(),
+            (trace.len() as f64 * 0.01).round() as usize,
+            "{name}"
+        );
+        for &r in &long {
+            assert!(trace.prompt[r] + trace.output[r] <= 32_768, "{name} {r}");
+        }
+        // Static TP1 drops exactly those (they cannot fit) and counts them as not good.
+        assert_eq!(tp1.dropped_too_long as usize, long.len(), "{name}");
+        assert!(tp1.good as usize <= trace.len() - long.len(), "{name}");
+        let changed = (0..trace.len())
+            .filter(|&r| trace.prompt[r] != orig.prompt[r] || trace.output[r] != orig.output[r])
+            .count();
+        assert_eq!(changed, long.len(), "{name}: only the long mix differs");
+    }
+}
+
+#[test]
+fn long_request_policy_serves_like_static_tp1_until_a_long_request_arrives() {
+    // Transformation-aware scheduling must cost nothing while no request needs TP-N memory:
+    // without long requests the groups never merge and every request is served exactly as
+    // static TP1 serves it (same engine, same completion time); with them, everything that
+    // completed before the first long request arrived is unchanged, and the long requests that
+    // static TP1 drops are served.
+    let inst =
+        LlmInstance::load(Path::new("../instances/llm/azure-code-qwen32b-long.json")).unwrap();
+    let full = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let mut short = LlmTrace::default();
+    for r in 0..full.len() {
+        if full.prompt[r] < 16_384 {
+            short.arrival_s.push(full.arrival_s[r]);
+            short.llm.push(full.llm[r]);
+            short.prompt.push(full.prompt[r]);
+            short.output.push(full.output[r]);
+        }
+    }
+    let spec = "tp-dynamic:tp=4,policy=long";
+    let run = |trace: &LlmTrace, placer: &str| {
+        let (p, o) = llm_placer(placer, &plexserve_solver::PlaceOptions::default()).unwrap();
+        let dep = p.place(&inst, trace, &o).unwrap().deployment;
+        LlmSim::new(&inst, trace, &dep).run(&RunOptions::default())
+    };
+    let a = run(&short, "tp-static:tp=1");
+    let b = run(&short, spec);
+    assert_eq!(b.stats.merges, 0);
+    assert_eq!(a.outcomes.finish_s, b.outcomes.finish_s);
+    assert_eq!(a.outcomes.engine, b.outcomes.engine);
+
+    let a = run(&full, "tp-static:tp=1");
+    let b = run(&full, spec);
+    let first_long = (0..full.len())
+        .filter(|&r| full.prompt[r] >= 16_384)
+        .map(|r| full.arrival_s[r])
+        .fold(f64::INFINITY, f64::min);
+    let mut before = 0;
+    for r in 0..full.len() {
+        if a.outcomes.dropped[r].is_none() && a.outcomes.finish_s[r] < first_long {
+            assert_eq!(
+                a.outcomes.finish_s[r], b.outcomes.finish_s[r],
+                "request {r}"
+            );
+            before += 1;
+        }
+    }
+    assert!(
+        before > 10,
+        "{before} requests finish before the first long one arrives"
+    );
+    // Every merge is undone, except one still standing when the last request finishes.
+    assert!(b.stats.merges > 0 && b.stats.splits + 1 >= b.stats.merges);
+    let (ra, rb) = (
+        LlmSimReport::new(&inst, &full, &a),
+        LlmSimReport::new(&inst, &full, &b),
+    );
+    assert!(ra.dropped_too_long > 0);
+    assert_eq!(rb.dropped, 0);
 }

@@ -245,8 +245,9 @@ fn explore_loss() {
             }
         }
         eprintln!(
-            "{p:36} short good {gs}/{ns} (ttft-caused misses {ttft_miss}) long good {gl}/{nl} gput {:.3} span {:.0} merges {} splits {} transform {:.2}s busy GPU-s tp1 {:.0} tp2 {:.0} tp4 {:.0} pre {} | vs first: shorts lost {lost}, arriving during merged iterations {lost_in_merge}",
-            v.iter().filter(|x| **x == Some(true)).count() as f64 / (res.outcomes.finish_s.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b)) - trace.arrival_s[0]),
+            "{p:36} short good {gs}/{ns} (ttft-caused misses {ttft_miss}) long good {gl}/{nl} gput {:.3} makespan {:.0} merges {} splits {} transform {:.2}s busy GPU-s tp1 {:.0} tp2 {:.0} tp4 {:.0} pre {} | vs first: shorts lost {lost}, arriving during merged iterations {lost_in_merge}",
+            // Goodput as the reports define it: good requests per second of arrival span.
+            v.iter().filter(|x| **x == Some(true)).count() as f64 / trace.span_s(),
             res.outcomes.finish_s.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b)) - trace.arrival_s[0],
             res.stats.merges, res.stats.splits, res.stats.transform_s, busy[1], busy[2], busy[4], res.stats.preemptions
         );

@@ -66,8 +66,13 @@ pub struct LlmSimReport {
     pub throughput_rps: f64,
     /// MuxServe's system throughput: request-weighted mean over LLMs of finished / last completion.
     pub muxserve_throughput_rps: f64,
-    /// Requests meeting their SLO per second (same time base as `throughput_rps`).
+    /// Requests meeting their SLO per second of the trace's arrival span (first → last arrival).
+    /// The span is fixed by the workload, so every configuration of one instance divides by the
+    /// same number and goodput ranks configurations exactly as `good` does; a time base ending at
+    /// the last completion would instead charge every request for when the slowest one finished.
     pub goodput_rps: f64,
+    /// First → last arrival, seconds (goodput's time base; at least 1 s, `LlmTrace::span_s`).
+    pub arrival_span_s: f64,
     pub output_tokens_per_s: f64,
     pub makespan_s: f64,
     pub ttft_s: Percentiles,
@@ -175,7 +180,8 @@ impl LlmSimReport {
             rep.good as f64 / rep.requests as f64
         };
         rep.throughput_rps = rep.finished as f64 / span;
-        rep.goodput_rps = rep.good as f64 / span;
+        rep.arrival_span_s = trace.span_s();
+        rep.goodput_rps = rep.good as f64 / rep.arrival_span_s.max(1e-9);
         rep.output_tokens_per_s = tokens as f64 / span;
         rep.ttft_s = Percentiles::of(&mut ttft);
         rep.tpot_s = Percentiles::of(&mut tpot);

@@ -191,6 +191,9 @@ struct Group {
     last_change_s: f64,
     /// When the transformation in progress completes.
     ready_s: f64,
+    /// Merged, no longer needed, waiting to split: short requests are routed elsewhere until
+    /// the resident KV fits the members' pools (splitting earlier would recompute requests).
+    closing: bool,
     /// Requests routed to the group's engines, with arrival times, over the last
     /// `mix_window_s` (adaptive policy's view of the load).
     recent: VecDeque<(f64, u32)>,
@@ -329,6 +332,13 @@ struct Run<'s, 'a> {
     /// A long request's prefill waits for the short requests decoding on its engine to finish
     /// (so a long prefill never stalls them) until this time; 0 for short requests.
     defer_until: Vec<f64>,
+    /// Long and chunked requests: the latest end of the prefill that still meets the SLO, as
+    /// the scheduler can know it: arrival + slo_scale × the isolated latency of the prompt with
+    /// one output token (the output's own share of the SLO pays for its decode steps, and a
+    /// predicted output would promise slack that a short actual output does not have; the
+    /// conversation trace's 0.9-quantile output is ≈ 10 × a long request's typical one);
+    /// −∞ without an SLO.
+    deadline: Vec<f64>,
     /// Tokens of the current prefill pass done so far (chunked long prefills) and in the
     /// running iteration.
     pre_done: Vec<u32>,
@@ -514,6 +524,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 last_long_s: f64::NEG_INFINITY,
                 last_change_s: f64::NEG_INFINITY,
                 ready_s: 0.0,
+                closing: false,
                 recent: VecDeque::new(),
             });
         }
@@ -547,6 +558,7 @@ impl<'s, 'a> Run<'s, 'a> {
             blocks: vec![0; n_req],
             long: vec![false; n_req],
             defer_until: vec![0.0; n_req],
+            deadline: vec![f64::NEG_INFINITY; n_req],
             pre_done: vec![0; n_req],
             chunk: vec![0; n_req],
             pending: VecDeque::new(),
@@ -718,6 +730,18 @@ impl<'s, 'a> Run<'s, 'a> {
             });
             self.defer_until[r] = self.now + knobs.slack_fraction * slo;
         }
+        if long || self.is_chunked(r) {
+            self.deadline[r] = self.sim.inst.llms[m]
+                .slo_scale
+                .map_or(f64::NEG_INFINITY, |k| {
+                    self.now
+                        + k * self
+                            .sim
+                            .inst
+                            .step_cost(m, self.sim.inst.home_tp(m))
+                            .isolated_latency_s(trace.prompt[r], 1)
+                });
+        }
         if !long && knobs.burst_window_s > 0.0 {
             self.recent_short[m].push_back((self.now, trace.prompt[r]));
             self.recent_short_tokens[m] += trace.prompt[r] as u64;
@@ -742,6 +766,7 @@ impl<'s, 'a> Run<'s, 'a> {
             // With chunked long prefills a long request no longer stalls its engine, so short
             // requests are routed by load alone (a hard avoidance piles every short request on
             // the few engines without a long one when long requests cluster).
+            let spread = self.is_chunked(r);
             let first = if self.sim.inst.sim.prefill_chunk_tokens > 0 {
                 1
             } else {
@@ -751,7 +776,21 @@ impl<'s, 'a> Run<'s, 'a> {
                 for &e in &self.by_llm[m] {
                     let eng = &self.engines[e as usize];
                     if eng.capacity_tokens >= total && (pass == 1 || eng.long_count == 0) {
-                        let l = eng.load_tokens / eng.tp as f64;
+                        // A merged engine waiting to split takes short requests only when no
+                        // other engine can hold them.
+                        let closing = eng.merged_of != u32::MAX
+                            && self.groups[eng.merged_of as usize].closing;
+                        // A chunked long request goes first to the engine with the least chunked
+                        // work: the routing load leaves chunked prefills out, so it would not
+                        // spread them.
+                        let chunked = if spread {
+                            self.chunked_tokens(e as usize) / eng.tp as f64 * 1e6
+                        } else {
+                            0.0
+                        };
+                        let l = eng.load_tokens / eng.tp as f64
+                            + chunked
+                            + if closing { 1e15 } else { 0.0 };
                         if best.is_none_or(|(b, _)| l < b) {
                             best = Some((l, e));
                         }
@@ -771,18 +810,18 @@ impl<'s, 'a> Run<'s, 'a> {
 
     /// Queues request `r` on engine `e`.
     fn assign(&mut self, r: usize, e: usize) {
-        let trace = self.sim.trace;
-        let total = (trace.prompt[r] + trace.output[r]) as u64;
         let long = self.long[r];
+        let w = self.load_weight(r);
         self.status[r] = ST_QUEUED;
         self.out.engine[r] = e as u32;
         let eng = &mut self.engines[e];
         eng.waiting.push_back(r as u32);
-        eng.load_tokens += total as f64;
+        eng.load_tokens += w;
         eng.assigned += 1;
         if long {
             eng.long_count += 1;
             if eng.merged_of != u32::MAX {
+                self.groups[eng.merged_of as usize].closing = false;
                 self.groups[eng.merged_of as usize].last_long_s = self.now;
             }
         }
@@ -836,12 +875,28 @@ impl<'s, 'a> Run<'s, 'a> {
             }
             let u = eng.unit as usize;
             let blocks = (p + pred).div_ceil(bt) as u64 * eng.hb_per_block;
+            let chunked = this.sim.inst.sim.prefill_chunk_tokens > 0;
+            // With chunked long prefills, short requests' KV is transient (they are served
+            // first and leave within seconds): only long requests' KV, held or queued, is
+            // counted against the pool.
             let queued_blocks: u64 = eng
                 .waiting
                 .iter()
+                .filter(|&&q| !chunked || this.long[q as usize])
                 .map(|&q| (trace.prompt[q as usize] + pred).div_ceil(bt) as u64 * eng.hb_per_block)
                 .sum();
-            let free = if this.units[u].active {
+            let free = if this.units[u].active && chunked {
+                let held: u64 = eng
+                    .running
+                    .iter()
+                    .chain(&eng.waiting)
+                    .chain(&eng.pre_batch)
+                    .chain(&eng.dec_batch)
+                    .filter(|&&q| this.long[q as usize])
+                    .map(|&q| this.blocks[q as usize] as u64 * eng.hb_per_block)
+                    .sum();
+                this.units[u].pool_total.saturating_sub(held)
+            } else if this.units[u].active {
                 this.units[u].pool_free
             } else {
                 // A merge in progress: the merged pool less what the members hold.
@@ -924,9 +979,8 @@ impl<'s, 'a> Run<'s, 'a> {
             // slowed by the chunk duty cycle beside short requests' decodes.
             let me = &self.engines[self.groups[g].merged_engine as usize];
             let pf = p as f64;
-            let service = (1.0 + inst.sim.long_decode_ratio) * me.cost.prefill_s(pf, pf * pf, 1.0)
-                + pred as f64 * me.cost.decode_s(1.0, pf, 1.0);
-            let late = self.now >= trace.arrival_s[r] + slo - 1.5 * service;
+            let service = (1.0 + inst.sim.long_decode_ratio) * me.cost.prefill_s(pf, pf * pf, 1.0);
+            let late = self.now >= self.deadline[r] - 1.5 * service;
             if late || (self.lull(m, g, knobs) && self.quiet(m, g, knobs)) {
                 self.start_merge(g);
                 return LongRoute::Engine(self.groups[g].merged_engine);
@@ -1071,10 +1125,9 @@ impl<'s, 'a> Run<'s, 'a> {
 
     /// Called when request r leaves engine e for good (finish or drop).
     fn release(&mut self, e: usize, r: usize) {
-        let trace = self.sim.trace;
-        let total = (trace.prompt[r] + trace.output[r]) as f64;
+        let w = self.load_weight(r);
         let eng = &mut self.engines[e];
-        eng.load_tokens -= total;
+        eng.load_tokens -= w;
         if self.long[r] {
             eng.long_count = eng.long_count.saturating_sub(1);
             if eng.long_count == 0 && eng.merged_of != u32::MAX {
@@ -1257,18 +1310,28 @@ impl<'s, 'a> Run<'s, 'a> {
         let u = self.engines[e].unit as usize;
         let mut tokens = 0u64;
         let mut sum_sq = 0.0;
-        let chunks_allowed = {
+        let decoding = {
             let eng = &self.engines[e];
-            self.now >= eng.chunk_hold_until
-                || !eng
-                    .running
-                    .iter()
-                    .chain(&eng.dec_batch)
-                    .any(|&q| !self.is_chunked(q as usize))
+            eng.running
+                .iter()
+                .chain(&eng.dec_batch)
+                .any(|&q| !self.is_chunked(q as usize))
         };
+        let chunks_allowed = self.now >= self.engines[e].chunk_hold_until || !decoding;
+        // Short requests served by this engine now: decoding, or admitted to this batch (a
+        // short one that waits for KV does not hold chunks back, or nothing would free it).
+        let mut took_short = false;
         let mut new_blocked = false;
         loop {
             let eng = &self.engines[e];
+            // A long request at risk of missing its deadline leads the batch, hold or not.
+            let urgent = if eng.pre_batch.is_empty() && !new_blocked {
+                eng.waiting
+                    .iter()
+                    .position(|&q| self.is_chunked(q as usize) && self.urgent(e, q as usize))
+            } else {
+                None
+            };
             let short = if new_blocked {
                 None
             } else {
@@ -1276,12 +1339,15 @@ impl<'s, 'a> Run<'s, 'a> {
                     .iter()
                     .position(|&q| !self.is_chunked(q as usize))
             };
-            let pos = short.or_else(|| {
+            let pos = urgent.or(short).or_else(|| {
                 if !chunks_allowed {
                     return None;
                 }
                 eng.waiting.iter().position(|&q| {
-                    self.is_chunked(q as usize) && (!new_blocked || self.blocks[q as usize] > 0)
+                    let q = q as usize;
+                    self.is_chunked(q)
+                        && (!new_blocked || self.blocks[q] > 0)
+                        && (!(decoding || took_short) || self.urgent(e, q))
                 })
             });
             let Some(pos) = pos else { break };
@@ -1304,6 +1370,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     continue;
                 }
             }
+            took_short |= !self.is_chunked(r);
             let eng = &mut self.engines[e];
             eng.waiting.remove(pos);
             eng.pre_batch.push(r as u32);
@@ -1320,6 +1387,49 @@ impl<'s, 'a> Run<'s, 'a> {
         let dur = eng.cost.prefill_s(tokens as f64, sum_sq, eng.pre_sm) * slow + self.extra(u);
         self.start_prefill(e, dur);
         true
+    }
+
+    /// Whether chunked request `r` on engine `e` must run now to meet its deadline: its remaining
+    /// prefill at the chunk duty cycle beside short decodes, with a 1.5× margin (the margin of the merge deadline), reaches the deadline. Until then its
+    /// chunks run only while no short request is admitted or decoding on the engine: a long
+    /// request is one request, and its prefill costs the capacity of dozens of short ones.
+    /// From then on each of its chunks leads a prefill batch, ahead of short prompts and
+    /// without the decode hold.
+    fn urgent(&self, e: usize, r: usize) -> bool {
+        let trace = self.sim.trace;
+        let eng = &self.engines[e];
+        let len = (trace.prompt[r] + self.gen[r]) as f64;
+        let done = self.pre_done[r] as f64;
+        let ratio = self.sim.inst.sim.long_decode_ratio;
+        let rest = (1.0 + ratio) * eng.cost.prefill_s(len - done, len * len - done * done, 1.0);
+        self.now + 1.5 * rest >= self.deadline[r]
+    }
+
+    /// Prompt tokens of the chunked requests on engine `e` (queued, prefilling or decoding).
+    fn chunked_tokens(&self, e: usize) -> f64 {
+        let eng = &self.engines[e];
+        eng.waiting
+            .iter()
+            .chain(&eng.running)
+            .chain(&eng.pre_batch)
+            .chain(&eng.dec_batch)
+            .filter(|&&q| self.is_chunked(q as usize))
+            .map(|&q| self.sim.trace.prompt[q as usize] as f64)
+            .sum()
+    }
+
+    /// What request `r` adds to its engine's routing load (`load_tokens`): its tokens, prompt
+    /// and output. A chunked long prefill adds nothing: its chunks run only after the short
+    /// prefills queued on its engine and yield to their decodes, so it does not delay a short
+    /// request sent there, and counting its tens of thousands of tokens would keep short
+    /// requests off an engine (a TP-N engine that holds it) that has capacity to spare.
+    fn load_weight(&self, r: usize) -> f64 {
+        if self.is_chunked(r) {
+            0.0
+        } else {
+            let trace = self.sim.trace;
+            (trace.prompt[r] + trace.output[r]) as f64
+        }
     }
 
     /// Whether request `r`'s prompt is prefilled in chunks.
@@ -1815,10 +1925,27 @@ impl<'s, 'a> Run<'s, 'a> {
         {
             return;
         }
-        let me = grp.merged_engine as usize;
-        if self.engines[me].long_count > 0
-            || self.now < grp.last_long_s + grp.knobs.hysteresis_s - 1e-9
+        if self.now < grp.last_long_s + grp.knobs.hysteresis_s - 1e-9 {
+            return;
+        }
+        // Long requests waiting for a merge get this engine's memory first (joining it costs
+        // no transformation); only if none takes it does the group split back.
+        if !self.pending.is_empty() {
+            self.serve_pending();
+        }
+        let grp = &self.groups[g];
+        if grp.state != GState::Merged
+            || !self.can_split(g)
+            || self.engines[grp.merged_engine as usize].long_count > 0
         {
+            return;
+        }
+        if !self.resident_fits_members(g) {
+            // Too much short-request KV for the TP1 pools: take no new short requests and
+            // look again shortly, as they finish.
+            self.groups[g].closing = true;
+            let dt = self.groups[g].knobs.decide_s.max(1e-3);
+            self.push(self.now + dt, EV_SPLIT_CHECK, g as u32);
             return;
         }
         self.start_split(g);
@@ -1970,18 +2097,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 {
                     return;
                 }
-                let mu = grp.merged_unit as usize;
-                let resident = self.units[mu].pool_total - self.units[mu].pool_free;
-                // Resident KV must fit the TP1 pools (a TP1 engine needs N× the head-blocks per
-                // token-block of the TP-N engine), else the split would preempt requests.
-                let tp1_pool: u64 = grp
-                    .members
-                    .iter()
-                    .map(|&u| self.units[u as usize].pool_total)
-                    .sum();
-                let resident_tp1 = resident * self.engines[members[0]].hb_per_block
-                    / self.engines[me].hb_per_block.max(1);
-                if resident_tp1 > tp1_pool * 9 / 10 {
+                if !self.resident_fits_members(g) {
                     return;
                 }
                 // Split back unless the merged engine is clearly faster for the load (the merge
@@ -1999,6 +2115,24 @@ impl<'s, 'a> Run<'s, 'a> {
             }
             GState::Merging | GState::Splitting => {}
         }
+    }
+
+    /// Whether the KV resident on group `g`'s merged engine fits 90 % of its members' pools (a
+    /// TP1 engine needs N× the head-blocks per token-block of the TP-N engine), so that a split
+    /// keeps every resident request's pages instead of recomputing some.
+    fn resident_fits_members(&self, g: usize) -> bool {
+        let grp = &self.groups[g];
+        let mu = grp.merged_unit as usize;
+        let resident = self.units[mu].pool_total - self.units[mu].pool_free;
+        let tp1_pool: u64 = grp
+            .members
+            .iter()
+            .map(|&u| self.units[u as usize].pool_total)
+            .sum();
+        let member = self.units[grp.members[0] as usize].engines[0] as usize;
+        let resident_tp1 = resident * self.engines[member].hb_per_block
+            / self.engines[grp.merged_engine as usize].hb_per_block.max(1);
+        resident_tp1 <= tp1_pool * 9 / 10
     }
 
     /// Whether a request in group `g`'s merged engine would not fit a member engine: its
@@ -2038,7 +2172,6 @@ impl<'s, 'a> Run<'s, 'a> {
             unit.pool_free = unit.pool_total;
             unit.parts_free = self.sim.inst.sim.sm_parts as i32;
         }
-        let trace = self.sim.trace;
         let place = |this: &mut Self, r: usize, keep_kv: bool| {
             // The member with the most free KV keeps the request's pages; else recompute.
             let u = *members
@@ -2047,7 +2180,8 @@ impl<'s, 'a> Run<'s, 'a> {
                 .unwrap_or(&members[0]);
             let e = this.units[u].engines[0] as usize;
             let need = this.blocks[r] as u64 * this.engines[e].hb_per_block;
-            this.engines[e].load_tokens += (trace.prompt[r] + trace.output[r]) as f64;
+            let w = this.load_weight(r);
+            this.engines[e].load_tokens += w;
             this.out.engine[r] = e as u32;
             let long = this.long[r] as u32;
             if keep_kv && need <= this.units[u].pool_free {
@@ -2072,9 +2206,8 @@ impl<'s, 'a> Run<'s, 'a> {
                     .unwrap_or(&members[0]);
                 let e2 = this.units[u2].engines[0] as usize;
                 if e2 != e {
-                    let tot = (trace.prompt[r] + trace.output[r]) as f64;
-                    this.engines[e].load_tokens -= tot;
-                    this.engines[e2].load_tokens += tot;
+                    this.engines[e].load_tokens -= w;
+                    this.engines[e2].load_tokens += w;
                     this.out.engine[r] = e2 as u32;
                 }
                 this.engines[e2].waiting.push_back(r as u32);
@@ -2097,11 +2230,19 @@ impl<'s, 'a> Run<'s, 'a> {
         unit.pool_free = unit.pool_total;
         unit.extra_until = 0.0;
         self.groups[g].state = GState::Split;
+        self.groups[g].closing = false;
         self.groups[g].last_change_s = self.now;
         self.rebuild_by_llm();
         for &u in &members {
             self.note_kv(u);
             self.tick(u);
+        }
+        // Stepwise: the children's merged engines serve on their own again; each splits
+        // further once nothing on it needs its memory (a child left holding no long request
+        // would otherwise stay merged until the next long request happened to finish there).
+        for c in self.groups[g].children.clone() {
+            let t = self.now + self.groups[c as usize].knobs.hysteresis_s;
+            self.push(t, EV_SPLIT_CHECK, c);
         }
     }
 }

@@ -259,6 +259,9 @@ pub struct AzureLlm {
 /// requests arrive where the trace's longest prompts arrived. Ties in prompt length are broken by
 /// a seeded hash of the request's position, so a lump of equal lengths (the code trace's ≈ 7.4 k
 /// cap) is sampled evenly over time rather than from the window's start.
+/// `max_context`, when set, is the model's context window: a stretched prompt is also capped at
+/// `max_context` − the request's output, so prompt + output is what the model accepts
+/// (Qwen2.5-32B: 32 768).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LongContext {
@@ -266,6 +269,8 @@ pub struct LongContext {
     pub scale: f64,
     #[serde(default = "default_max_context")]
     pub max_prompt: u32,
+    #[serde(default)]
+    pub max_context: Option<u32>,
 }
 
 fn default_max_context() -> u32 {
@@ -437,6 +442,13 @@ impl LlmWorkload {
                         return Err(SolverError::invalid(
                             file,
                             "workload.long_context.max_prompt",
+                            "expected at least 1 token",
+                        ));
+                    }
+                    if l.max_context == Some(0) {
+                        return Err(SolverError::invalid(
+                            file,
+                            "workload.long_context.max_context",
                             "expected at least 1 token",
                         ));
                     }
@@ -628,7 +640,8 @@ fn azure(a: &AzureLlm, base_dir: &Path, n: usize) -> Result<LlmTrace> {
 }
 
 /// Applies a long-context mix: the `fraction` of requests with the longest prompts (ties by a
-/// seeded hash of the position) get `scale` × their prompt, capped at `max_prompt`.
+/// seeded hash of the position) get `scale` × their prompt, capped at `max_prompt` and at
+/// `max_context` − output; a prompt is never shortened.
 fn lengthen_longest(t: &mut LlmTrace, l: &LongContext, seed: u64) {
     let n = t.len();
     let k = ((n as f64 * l.fraction).round() as usize).min(n);
@@ -636,9 +649,13 @@ fn lengthen_longest(t: &mut LlmTrace, l: &LongContext, seed: u64) {
     let tie = |i: usize| sub_seed(seed, i, 6).wrapping_mul(0x94D0_49BB_1331_11EB);
     idx.sort_by(|&a, &b| t.prompt[b].cmp(&t.prompt[a]).then(tie(a).cmp(&tie(b))));
     for &i in &idx[..k] {
+        let window = l
+            .max_context
+            .map_or(f64::INFINITY, |c| c.saturating_sub(t.output[i]) as f64);
         let p = (t.prompt[i] as f64 * l.scale)
             .round()
-            .min(l.max_prompt as f64);
+            .min(l.max_prompt as f64)
+            .min(window);
         t.prompt[i] = (p as u32).max(t.prompt[i]);
     }
 }

@@ -251,19 +251,21 @@ impl LlmPlacer for TpDynamic {
                 )))
             }
         };
+        let adaptive = policy == TransformPolicy::Adaptive;
         let knobs = TransformKnobs {
             policy,
             // Adaptive: only requests that (nearly) fill a TP1 engine force a merge; the load
             // rule weighs the rest. 0.9 leaves room for the requests already resident.
-            long_fraction: opts.number(
-                "long_fraction",
-                if policy == TransformPolicy::Adaptive {
-                    0.9
-                } else {
-                    d.long_fraction
-                },
-            )?,
-            hysteresis_s: opts.number("hysteresis_s", d.hysteresis_s)?,
+            // Long-request policy: a request is long only when it cannot fit a TP1 engine at
+            // all, so without such a request the groups stay split and every request is routed
+            // and served exactly as static TP1 serves it (a lower fraction would merge for
+            // requests TP1 serves, and the merge could then only cost short requests).
+            long_fraction: opts.number("long_fraction", if adaptive { 0.9 } else { 1.0 })?,
+            // Long-request policy: split back as soon as the last long request has left (a
+            // TP2 merge or split costs ≈ 0.1 s, far less than the TP1 capacity a merged pair
+            // idles while no request needs its memory).
+            hysteresis_s: opts
+                .number("hysteresis_s", if adaptive { d.hysteresis_s } else { 0.0 })?,
             slack_fraction: opts.number("slack_fraction", d.slack_fraction)?,
             lull_queue_tokens: opts.number("lull_queue_tokens", d.lull_queue_tokens)?,
             // The placer's default watches the last 30 s of arrivals (the Azure traces' bursts
