@@ -385,6 +385,20 @@ fn inner_milp_matches_brute_force() {
                         above.settings.cutoff,
                         sol.objective
                     );
+                    // Local search keeps a valid, covering set and never claims better than
+                    // the optimum; the value it reports is its set's routed objective.
+                    if let Some(start) = f.lpt() {
+                        let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
+                        let (set, v) = f.local_search(&start, params.eps, far).unwrap();
+                        assert!(
+                            v >= w - 1e-6 * (1.0 + w.abs()),
+                            "{} {shapes:?}: local search {v} below the optimum {w}",
+                            inst.name
+                        );
+                        let again = f.start_value(&set, Objective::Utilisation, params.eps);
+                        assert!((again - v).abs() <= 1e-9 * (1.0 + v.abs()));
+                        f.placement_of(&set).validate(inst).unwrap();
+                    }
                     let mut below = params;
                     below.settings.cutoff = Some(w - 1e-3 * (1.0 + w.abs()));
                     assert!(

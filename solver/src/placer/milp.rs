@@ -202,6 +202,9 @@ mod driver {
 
     /// Share of the time limit the simulator warm starts (`warm=greedy`) may take.
     const GREEDY_SHARE: f64 = 0.3;
+    /// Share of the time limit after which the warm starts' local searches stop (each one
+    /// normally ends on its own well before).
+    const LOCAL_SHARE: f64 = 0.1;
 
     /// Restarts the search's clock so that it expires `until_s` after the run's `clock` started,
     /// and forgets a timeout of an earlier phase.
@@ -320,6 +323,7 @@ mod driver {
             greedy: Option<Placement>,
             params: &Params,
             warm_kind: &str,
+            until: std::time::Instant,
         ) -> Candidate {
             let util = matches!(params.objective, Objective::Utilisation);
             let bound = if !util {
@@ -343,6 +347,16 @@ mod driver {
             });
             if warm_kind == "balanced" && util {
                 if let Some((c, v)) = form.balanced(params.eps) {
+                    if warm.as_ref().is_none_or(|w| v < w.1) {
+                        warm = Some((c, v));
+                    }
+                }
+                // The packing balances loads group by group; moves, swaps and splits of
+                // replicas between groups then even out what its greedy order left uneven.
+                if let Some((c, v)) = warm
+                    .as_ref()
+                    .and_then(|w| form.local_search(&w.0, params.eps, until))
+                {
                     if warm.as_ref().is_none_or(|w| v < w.1) {
                         warm = Some((c, v));
                     }
@@ -492,8 +506,8 @@ mod driver {
                 _ => None,
             };
             if let Some(cut) = cutoff {
-                if cands[i].bound < cut {
-                    pattern_prune(&mut cands[i], params, cut, milp_end, deadline);
+                if let (true, Some(v)) = (cands[i].bound < cut, incumbent) {
+                    pattern_prune(&mut cands[i], params, (cut, v), milp_end, deadline);
                 }
                 if cands[i].bound >= cut {
                     if cands[i].outcome != "pruned by its pattern bound" {
@@ -528,39 +542,42 @@ mod driver {
     const PATTERN_SHARE: f64 = 0.25;
 
     /// Tries to prove with the pattern bound ([`pattern`]) that no solution of the candidate's
-    /// partition reaches the objective `cut`; on success the candidate's bound becomes `cut`.
-    /// A threshold that failed once is tried again only after the cut has dropped below it.
+    /// partition beats the `incumbent` value, else that none reaches the objective `cut`; the
+    /// level proved becomes the candidate's bound. A threshold that failed once is tried again
+    /// only after the cut has dropped below it.
     fn pattern_prune(
         c: &mut Candidate,
         params: &Params,
-        cut: f64,
+        (cut, incumbent): (f64, f64),
         milp_end: f64,
         deadline: &super::super::Deadline,
     ) {
-        let t = c.form.utilisation_limit(params.eps, cut);
-        if c.pattern_failed.is_some_and(|failed| t >= failed) {
-            return;
-        }
-        let left = milp_end - deadline.elapsed_s();
-        if left <= 0.0 {
-            return;
-        }
-        let until =
-            std::time::Instant::now() + std::time::Duration::from_secs_f64(PATTERN_SHARE * left);
-        let started = std::time::Instant::now();
-        let proved = super::pattern::proves_above(&c.form, t, Some(until));
-        tracing::debug!(
-            "milp: partition {:?}×{}: pattern bound at U = {t:.6}: {} in {:.2} s",
-            c.form.shapes[0],
-            c.form.shapes.len(),
-            if proved { "proved" } else { "not proved" },
-            started.elapsed().as_secs_f64()
-        );
-        if proved {
-            c.bound = c.bound.max(cut);
-            c.outcome = "pruned by its pattern bound";
-        } else {
-            c.pattern_failed = Some(t);
+        for level in [incumbent, cut] {
+            let t = c.form.utilisation_limit(params.eps, level);
+            if c.pattern_failed.is_some_and(|failed| t >= failed) {
+                continue;
+            }
+            let left = milp_end - deadline.elapsed_s();
+            if left <= 0.0 {
+                return;
+            }
+            let until = std::time::Instant::now()
+                + std::time::Duration::from_secs_f64(PATTERN_SHARE * left);
+            let started = std::time::Instant::now();
+            let proved = super::pattern::proves_above(&c.form, t, Some(until));
+            tracing::debug!(
+                "milp: partition {:?}×{}: pattern bound at U = {t:.6}: {} in {:.2} s",
+                c.form.shapes[0],
+                c.form.shapes.len(),
+                if proved { "proved" } else { "not proved" },
+                started.elapsed().as_secs_f64()
+            );
+            if proved {
+                c.bound = c.bound.max(level);
+                c.outcome = "pruned by its pattern bound";
+                return;
+            }
+            c.pattern_failed = Some(c.pattern_failed.map_or(t, |f| f.min(t)));
         }
     }
 
@@ -722,10 +739,12 @@ mod driver {
         restart(&mut s, &clock, GREEDY_SHARE * limit);
         let greedy = greedy_starts(&s, &forms, warm_kind == "greedy");
         let mut cut_short = s.timed_out.load(Ordering::Relaxed);
+        let search_until = std::time::Instant::now()
+            + std::time::Duration::from_secs_f64((LOCAL_SHARE * limit).max(0.0));
         let mut cands: Vec<Candidate> = forms
             .into_par_iter()
             .zip(greedy)
-            .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind))
+            .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind, search_until))
             .collect();
         restart(&mut s, &clock, limit);
         // The fill needs at least a few simulations of the whole trace: time one (the best warm
@@ -810,7 +829,7 @@ mod driver {
         let mix_cands: Vec<Candidate> = mix_forms
             .into_par_iter()
             .zip(mix_greedy)
-            .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind))
+            .map(|(form, greedy)| Candidate::new(form, greedy, &params, &warm_kind, search_until))
             .collect();
         cands.extend(mix_cands);
         let mixes_at: Vec<usize> = (first_mix..cands.len()).collect();

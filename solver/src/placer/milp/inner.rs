@@ -596,6 +596,252 @@ impl Formulation {
         Some(share)
     }
 
+    /// Local search on a covering replica set for the utilisation objective `U + eps·replicas`,
+    /// until no move relieves a busiest group, [`STALE_PASSES`] passes in a row found nothing
+    /// better, or `until` passes. A pass relieves the busiest groups
+    /// one by one with the move that leaves the pair of groups it touches least loaded, as long
+    /// as that is below the busiest load: a replica moves to another group (with its traffic
+    /// share), or two replicas of different groups trade places. Memory rows hold throughout;
+    /// shares move with their replicas (a split also creates one and moves part of a share, at
+    /// the price of a replica), so the loads are exact; after each pass the LP
+    /// ([`Formulation::route`]) re-routes the set and replicas left without traffic go. Returns
+    /// the best set met and its objective value.
+    pub fn local_search(
+        &self,
+        chosen: &[bool],
+        eps: f64,
+        until: std::time::Instant,
+    ) -> Option<(Vec<bool>, f64)> {
+        let index = self.pair_index();
+        let mut best = chosen.to_vec();
+        let share = self.route(&best)?;
+        self.drop_idle(&mut best, &share);
+        let replicas = |set: &[bool]| set.iter().filter(|&&c| c).count() as f64;
+        let mut value = self.peak_load(&share) + eps * replicas(&best);
+        let (mut cur, mut moved) = (best.clone(), share.clone());
+        let mut stale = 0;
+        while std::time::Instant::now() < until && stale < STALE_PASSES {
+            let mut load: Vec<Vec<f64>> = self
+                .shapes
+                .iter()
+                .map(|s| vec![0.0; s.0 as usize])
+                .collect();
+            let mut mem = vec![0.0f64; self.shapes.len()];
+            let mut members: Vec<Vec<usize>> = vec![Vec::new(); self.shapes.len()];
+            for (k, p) in self.pairs.iter().enumerate() {
+                if cur[k] {
+                    mem[p.group] += p.weight;
+                    members[p.group].push(k);
+                    for (a, l) in load[p.group].iter_mut().zip(&p.stage_load) {
+                        *a += l * moved[k];
+                    }
+                }
+            }
+            let peak = |l: &[f64]| l.iter().copied().fold(0.0, f64::max);
+            let top = load.iter().map(|l| peak(l)).fold(0.0, f64::max);
+            let mut busiest: Vec<usize> = (0..self.shapes.len())
+                .filter(|&g| peak(&load[g]) >= top * (1.0 - 1e-9))
+                .collect();
+            busiest.sort_unstable();
+            let mut changed = false;
+            for a in busiest {
+                // (resulting max load of the two groups, move): k leaves `a` for pair `to`,
+                // and `back` (on the other group) comes to `a` as pair `back_to`.
+                // The last field is the share that moves with `k` (all of it but for a split).
+                #[allow(clippy::type_complexity)]
+                let mut pick: Option<(
+                    f64,
+                    usize,
+                    usize,
+                    Option<(usize, usize)>,
+                    f64,
+                )> = None;
+                for &k in &members[a] {
+                    let pk = &self.pairs[k];
+                    for b in (0..self.shapes.len()).filter(|&b| b != a) {
+                        let Some(&to) = index.get(&(pk.model, b)) else {
+                            continue;
+                        };
+                        if cur[to] {
+                            continue;
+                        }
+                        let pt = &self.pairs[to];
+                        let after_a: Vec<f64> = load[a]
+                            .iter()
+                            .zip(&pk.stage_load)
+                            .map(|(x, l)| x - l * moved[k])
+                            .collect();
+                        let after_b: Vec<f64> = load[b]
+                            .iter()
+                            .zip(&pt.stage_load)
+                            .map(|(x, l)| x + l * moved[k])
+                            .collect();
+                        if mem[b] + pt.weight <= 1.0 + self.mem_slack() {
+                            let worst = peak(&after_a).max(peak(&after_b));
+                            if worst < top * (1.0 - 1e-9) && pick.is_none_or(|p| worst < p.0) {
+                                pick = Some((worst, k, to, None, moved[k]));
+                            }
+                            // Or a new replica on `b` that takes the share evening out the
+                            // two busiest stages (at the price of a replica).
+                            let (la, lb) = (pk.peak, pt.peak);
+                            if la + lb > 0.0 {
+                                let t = ((peak(&load[a]) - peak(&load[b])) / (la + lb))
+                                    .clamp(0.0, moved[k]);
+                                let pa = peak(
+                                    &load[a]
+                                        .iter()
+                                        .zip(&pk.stage_load)
+                                        .map(|(x, l)| x - l * t)
+                                        .collect::<Vec<_>>(),
+                                );
+                                let pb = peak(
+                                    &load[b]
+                                        .iter()
+                                        .zip(&pt.stage_load)
+                                        .map(|(x, l)| x + l * t)
+                                        .collect::<Vec<_>>(),
+                                );
+                                let worst = pa.max(pb) + eps;
+                                if t > 0.0
+                                    && pa.max(pb) < top * (1.0 - 1e-9)
+                                    && pick.is_none_or(|p| worst < p.0)
+                                {
+                                    pick = Some((worst, k, to, None, t));
+                                }
+                            }
+                        }
+                        for &j in &members[b] {
+                            let pj = &self.pairs[j];
+                            let Some(&back_to) = index.get(&(pj.model, a)) else {
+                                continue;
+                            };
+                            if pj.model == pk.model
+                                || cur[back_to]
+                                || mem[b] - pj.weight + pt.weight > 1.0 + self.mem_slack()
+                                || mem[a] - pk.weight + self.pairs[back_to].weight
+                                    > 1.0 + self.mem_slack()
+                            {
+                                continue;
+                            }
+                            let pa = peak(
+                                &after_a
+                                    .iter()
+                                    .zip(&self.pairs[back_to].stage_load)
+                                    .map(|(x, l)| x + l * moved[j])
+                                    .collect::<Vec<_>>(),
+                            );
+                            let pb = peak(
+                                &after_b
+                                    .iter()
+                                    .zip(&pj.stage_load)
+                                    .map(|(x, l)| x - l * moved[j])
+                                    .collect::<Vec<_>>(),
+                            );
+                            let worst = pa.max(pb);
+                            if worst < top * (1.0 - 1e-9) && pick.is_none_or(|p| worst < p.0) {
+                                pick = Some((worst, k, to, Some((j, back_to)), moved[k]));
+                            }
+                        }
+                    }
+                }
+                let Some((_, k, to, back, part)) = pick else {
+                    continue;
+                };
+                // Apply: `part` of pair k's share goes to a replica on `to` (k's replica goes
+                // along when all of it does), and `back`'s whole share and replica to `back_to`.
+                let back = back.map(|(j, back_to)| (j, back_to, moved[j]));
+                let mut shift = |from: usize, to: usize, part: f64, cur: &mut Vec<bool>| {
+                    let (pf, pt) = (&self.pairs[from], &self.pairs[to]);
+                    for (x, l) in load[pf.group].iter_mut().zip(&pf.stage_load) {
+                        *x -= l * part;
+                    }
+                    for (x, l) in load[pt.group].iter_mut().zip(&pt.stage_load) {
+                        *x += l * part;
+                    }
+                    let whole = part >= moved[from];
+                    mem[pt.group] += pt.weight;
+                    members[pt.group].push(to);
+                    moved[to] = part;
+                    moved[from] -= part;
+                    cur[to] = true;
+                    if whole {
+                        mem[pf.group] -= pf.weight;
+                        members[pf.group].retain(|&x| x != from);
+                        moved[from] = 0.0;
+                        cur[from] = false;
+                    }
+                };
+                shift(k, to, part, &mut cur);
+                if let Some((j, back_to, all)) = back {
+                    shift(j, back_to, all, &mut cur);
+                }
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+            // Re-route; the search goes on from there whether or not it beats the best so far
+            // (every pass lowers the busiest load, so it ends).
+            let Some(routed) = self.route(&cur) else {
+                break;
+            };
+            self.drop_idle(&mut cur, &routed);
+            moved = routed;
+            let v = self.peak_load(&moved) + eps * replicas(&cur);
+            if v < value - 1e-12 * value.abs().max(1e-12) {
+                best.clone_from(&cur);
+                value = v;
+                stale = 0;
+            } else {
+                stale += 1;
+            }
+        }
+        // Splits made replicas that the final routing may not need: drop each extra replica,
+        // least used first, where the busiest load grows by less than the replica's price.
+        if let Some(routed) = self.route(&best) {
+            let mut count = vec![0usize; self.n_models];
+            for (p, _) in self.pairs.iter().zip(&best).filter(|(_, &c)| c) {
+                count[p.model] += 1;
+            }
+            let mut extra: Vec<usize> = (0..self.pairs.len())
+                .filter(|&k| best[k] && count[self.pairs[k].model] > 1)
+                .collect();
+            extra.sort_by(|&a, &b| routed[a].total_cmp(&routed[b]).then(a.cmp(&b)));
+            for k in extra {
+                if std::time::Instant::now() >= until || count[self.pairs[k].model] < 2 {
+                    continue;
+                }
+                best[k] = false;
+                let fewer = self.route(&best);
+                match fewer.map(|r| self.peak_load(&r) + eps * replicas(&best)) {
+                    Some(v) if v < value - 1e-12 * value.abs().max(1e-12) => {
+                        value = v;
+                        count[self.pairs[k].model] -= 1;
+                    }
+                    _ => best[k] = true,
+                }
+            }
+        }
+        let best = self.symmetric(&best);
+        let value = self.start_value(&best, Objective::Utilisation, eps);
+        Some((best, value))
+    }
+
+    /// Removes from `set` the replicas `share` routes nothing to, keeping at least one per model
+    /// (the utilisation MILP serves every model).
+    fn drop_idle(&self, set: &mut [bool], share: &[f64]) {
+        let mut count = vec![0usize; self.n_models];
+        for (p, _) in self.pairs.iter().zip(set.iter()).filter(|(_, &c)| c) {
+            count[p.model] += 1;
+        }
+        for (k, p) in self.pairs.iter().enumerate() {
+            if set[k] && share[k] <= 1e-12 && count[p.model] > 1 {
+                set[k] = false;
+                count[p.model] -= 1;
+            }
+        }
+    }
+
     /// The objective value of the start point built from `chosen` (a feasible solution's value
     /// when every model has a replica).
     pub fn start_value(&self, chosen: &[bool], objective: Objective, eps: f64) -> f64 {
@@ -1119,6 +1365,9 @@ pub fn solve(
         bound: inc.bound,
     })
 }
+
+/// Passes in a row without a better objective after which [`Formulation::local_search`] stops.
+const STALE_PASSES: usize = 60;
 
 /// Buffers of [`Formulation::fill_at`], reused across the levels of a bisection.
 #[derive(Default)]
