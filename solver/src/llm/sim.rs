@@ -845,7 +845,8 @@ impl<'s, 'a> Run<'s, 'a> {
     ///    progress whose capacity holds the request. Each gets an estimated wait: the prefill time
     ///    of the work queued ahead, plus the rest of the transformation for a merge in progress;
     ///    a candidate whose free KV cannot take the request now waits for residents to finish,
-    ///    which the estimate counts as unbounded.
+    ///    which the estimate counts as unbounded (with chunked long prefills only long
+    ///    requests' KV counts: short requests' KV is transient).
     /// 2. If the best wait is within `slack_fraction` of the request's SLO, the request joins
     ///    that engine: a merge would cost more than it saves.
     /// 3. Otherwise the wait justifies a transformation: merge the group with the smallest
@@ -1390,8 +1391,9 @@ impl<'s, 'a> Run<'s, 'a> {
     }
 
     /// Whether chunked request `r` on engine `e` must run now to meet its deadline: its remaining
-    /// prefill at the chunk duty cycle beside short decodes, with a 1.5× margin (the margin of the merge deadline), reaches the deadline. Until then its
-    /// chunks run only while no short request is admitted or decoding on the engine: a long
+    /// prefill at the chunk duty cycle beside short decodes, with a 1.5× margin (the margin of
+    /// the merge deadline), reaches the deadline. Until then its chunks run only while no short
+    /// request is admitted or decoding on the engine: a long
     /// request is one request, and its prefill costs the capacity of dozens of short ones.
     /// From then on each of its chunks leads a prefill batch, ahead of short prompts and
     /// without the decode hold.
