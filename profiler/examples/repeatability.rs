@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! MATMUL_NUM_THREADS=1 cargo run --release -p plexserve-profiler --example repeatability -- \
-//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] SPEC.json...
+//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--raw] SPEC.json...
 //! ```
 //!
 //! `plexserve profile --repeatability 2` gives the full per-entry table of one pair; this prints
@@ -18,6 +18,8 @@ use plexserve_profiler::{
 
 fn main() {
     let mut pairs = 1;
+    // Also print every entry: `entry SPEC KIND tp TP b BATCH MIN_MS DIFF`.
+    let mut raw = false;
     let mut opts = ProfileOptions {
         threads: Some(1),
         ..ProfileOptions::default()
@@ -36,6 +38,7 @@ fn main() {
             "--threads" => opts.threads = Some(number("--threads")),
             "--repeats" => opts.repeats = number("--repeats"),
             "--global-pool" => opts.threads = None,
+            "--raw" => raw = true,
             "--clock" => {
                 opts.cpu_clock = match args.next().as_deref() {
                     Some("wall") => Some(CpuClock::Wall),
@@ -73,10 +76,21 @@ fn main() {
                 worst.op,
                 worst.rel_diff * 100.0
             );
-            all.extend(report.layers.iter().map(|l| {
+            for l in &report.layers {
                 let lo = l.latency_s.iter().copied().fold(f64::INFINITY, f64::min);
-                (lo, l.rel_diff)
-            }));
+                if raw {
+                    println!(
+                        "entry {} {} tp {} b {} {:.6} {:.6}",
+                        spec.name,
+                        l.kind.label(),
+                        l.tp,
+                        l.batch,
+                        lo * 1e3,
+                        l.rel_diff
+                    );
+                }
+                all.push((lo, l.rel_diff));
+            }
         }
         for c in size_classes(all) {
             if !c.diffs.is_empty() {
@@ -87,6 +101,6 @@ fn main() {
 }
 
 fn usage(message: &str) -> ! {
-    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] SPEC.json...");
+    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--raw] SPEC.json...");
     std::process::exit(2)
 }
