@@ -507,7 +507,12 @@ mod driver {
             };
             if let Some(cut) = cutoff {
                 if let (true, Some(v)) = (cands[i].bound < cut, incumbent) {
-                    pattern_prune(&mut cands[i], params, (cut, v), milp_end, deadline);
+                    // A short try before the MILP: where memory and load are coupled it settles
+                    // partitions the MILP's relaxation leaves open; elsewhere it gives up fast.
+                    let open = order[n..].iter().filter(|&&j| cands[j].bound < cut).count() + later;
+                    let budget = PATTERN_SHARE * (milp_end - deadline.elapsed_s()) / open as f64;
+                    let levels: &[f64] = if proving { &[v, cut] } else { &[v] };
+                    pattern_prune(&mut cands[i], params, levels, budget);
                 }
                 if cands[i].bound >= cut {
                     if cands[i].outcome != "pruned by its pattern bound" {
@@ -538,31 +543,23 @@ mod driver {
         }
     }
 
-    /// Share of the MILP time left that one pattern proof may take.
+    /// Share of a partition's MILP time that its pattern proofs may take first.
     const PATTERN_SHARE: f64 = 0.25;
 
     /// Tries to prove with the pattern bound ([`pattern`]) that no solution of the candidate's
-    /// partition beats the `incumbent` value, else that none reaches the objective `cut`; the
-    /// level proved becomes the candidate's bound. A threshold that failed once is tried again
-    /// only after the cut has dropped below it.
-    fn pattern_prune(
-        c: &mut Candidate,
-        params: &Params,
-        (cut, incumbent): (f64, f64),
-        milp_end: f64,
-        deadline: &super::super::Deadline,
-    ) {
-        for level in [incumbent, cut] {
+    /// partition reaches the first objective level of `levels` (descending), else the next; the
+    /// level proved becomes the candidate's bound. All tries together stop after `budget_s`; a
+    /// threshold that failed once is tried again only after the levels dropped below it.
+    fn pattern_prune(c: &mut Candidate, params: &Params, levels: &[f64], budget_s: f64) {
+        if budget_s <= 0.0 {
+            return;
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(budget_s);
+        for &level in levels {
             let t = c.form.utilisation_limit(params.eps, level);
             if c.pattern_failed.is_some_and(|failed| t >= failed) {
                 continue;
             }
-            let left = milp_end - deadline.elapsed_s();
-            if left <= 0.0 {
-                return;
-            }
-            let until = std::time::Instant::now()
-                + std::time::Duration::from_secs_f64(PATTERN_SHARE * left);
             let started = std::time::Instant::now();
             let proved = super::pattern::proves_above(&c.form, t, Some(until));
             tracing::debug!(
