@@ -144,7 +144,7 @@ pub fn measure_ops<T: Timer + ?Sized>(
 }
 
 /// One sample of each of `slots[i]` for `i` in `which`, starting at the `round`-th of them;
-/// returns the measured time the round took (runs, warm-up runs included, times their
+/// returns the measured time the round took (timed and untimed runs, times their
 /// per-run time), by the timer's own clock.
 fn round(slots: &mut [Slot<'_>], which: &[usize], round: usize) -> Result<f64> {
     let n = which.len();
