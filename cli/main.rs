@@ -71,7 +71,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLEXSERVE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The highs crate logs every non-optimal MILP end (time or gap limit) as a warning;
+                // the milp placer reports that itself in the plan's `solve` block.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,highs=error")),
         )
         .init();
     match commands::run(cli) {
