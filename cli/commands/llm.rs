@@ -50,6 +50,14 @@ pub enum LlmCommand {
         grid: Option<String>,
         #[arg(short = 'o', long = "output", default_value = ".")]
         output: PathBuf,
+        /// Goodput at SLO levels (`0.99` or `0.99,0.9`): per placer, the largest rate scale whose
+        /// SLO attainment is at least the level, bracketed on the sweep's points and bisected
+        /// (DistServe's goodput); writes `<instance>.goodput<pct>.{tsv,svg}` per level.
+        #[arg(long = "goodput-level")]
+        goodput_level: Option<String>,
+        /// Relative width of the final bracket of the goodput search.
+        #[arg(long = "goodput-resolution", default_value_t = 0.01)]
+        goodput_resolution: f64,
     },
     /// TP overhead of the instance's first LLM by degree (1, 2, 4, 8): the ring all-reduce
     /// cost per layer from the α-β link model, step times and per-GPU efficiency vs TP1 (TSV).
@@ -93,10 +101,23 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             sweep,
             grid,
             output,
+            goodput_level,
+            goodput_resolution,
         } => {
             let placers = split_placers(&placers);
+            let levels = match goodput_level {
+                None => vec![],
+                Some(l) => parse_levels(&l, goodput_resolution)?,
+            };
             match grid {
-                None => compare(&instance, &placers, sweep.as_deref(), None, &output),
+                None => compare(
+                    &instance,
+                    &placers,
+                    sweep.as_deref(),
+                    None,
+                    &levels,
+                    &output,
+                ),
                 Some(g) => {
                     let (axis, values) = parse_axis(&g, &["alpha"], "--grid")?;
                     for v in values {
@@ -105,6 +126,7 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
                             &placers,
                             sweep.as_deref(),
                             Some((axis.as_str(), v)),
+                            &levels,
                             &output,
                         )?;
                     }
@@ -325,11 +347,73 @@ fn parse_axis(s: &str, axes: &[&str], flag: &str) -> Result<(String, Vec<f64>), 
     Ok((a.to_string(), vals))
 }
 
+/// `--goodput-level L1,L2,...`: fractions in (0, 1]; `resolution` in (0, 1).
+fn parse_levels(s: &str, resolution: f64) -> Result<Vec<llm::GoodputSearch>, Exit> {
+    if !(resolution > 0.0 && resolution < 1.0) {
+        return Err(Exit::input(
+            "--goodput-resolution: expected a fraction in (0, 1)",
+        ));
+    }
+    s.split(',')
+        .map(|x| match x.trim().parse::<f64>() {
+            Ok(level) if level > 0.0 && level <= 1.0 => Ok(llm::GoodputSearch {
+                level,
+                resolution,
+                ..Default::default()
+            }),
+            _ => Err(Exit::input(format!(
+                "--goodput-level: expected fractions in (0, 1], found \"{}\"",
+                x.trim()
+            ))),
+        })
+        .collect()
+}
+
+/// Places and simulates one placer on the instance at rate scale `scale` (the instance itself
+/// when `trace` is given: the sweep shares one trace per scale among its placers).
+fn run_point(
+    base: &LlmInstance,
+    spec: &str,
+    scale: f64,
+    trace: Option<&llm::LlmTrace>,
+) -> Result<(LlmSimReport, usize, f64), Exit> {
+    let mut inst = base.clone();
+    inst.workload.scale_rate(scale);
+    let own;
+    let trace = match trace {
+        Some(t) => t,
+        None => {
+            own = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
+            &own
+        }
+    };
+    let (p, opts) = llm::llm_placer(spec, &PlaceOptions::default())?;
+    let s = p.place(&inst, trace, &opts)?;
+    let rep = llm::simulate(&inst, trace, &s.deployment);
+    Ok((rep, s.deployment.units.len(), s.time_s))
+}
+
+/// Offered load of a simulated point: requests per second of its arrival span.
+fn rate_point(scale: f64, rep: &LlmSimReport) -> llm::RatePoint {
+    llm::RatePoint {
+        scale,
+        attainment: rep.slo_attainment,
+        offered_rps: rep.requests as f64 / rep.arrival_span_s,
+    }
+}
+
+/// `0.99` → `99`, `0.995` → `99.5` (file names and labels).
+fn level_pct(level: f64) -> String {
+    let s = format!("{:.2}", level * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn compare(
     path: &Path,
     placers: &[String],
     sweep: Option<&str>,
     grid: Option<(&str, f64)>,
+    levels: &[llm::GoodputSearch],
     out: &Path,
 ) -> Result<(), Exit> {
     if placers.is_empty() {
@@ -359,9 +443,7 @@ fn compare(
         inst.workload.scale_rate(v);
         let trace = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
         for spec in placers {
-            let (p, opts) = llm::llm_placer(spec, &PlaceOptions::default())?;
-            let s = p.place(&inst, &trace, &opts)?;
-            let rep = llm::simulate(&inst, &trace, &s.deployment);
+            let (rep, units, solve_s) = run_point(&base, spec, v, Some(&trace))?;
             eprintln!(
                 "{axis}={v} {spec}: goodput {:.3} throughput {:.3} attainment {:.4}",
                 rep.goodput_rps, rep.throughput_rps, rep.slo_attainment
@@ -370,8 +452,8 @@ fn compare(
                 value: v,
                 placer: spec.clone(),
                 rep,
-                units: s.deployment.units.len(),
-                solve_s: s.time_s,
+                units,
+                solve_s,
             });
         }
     }
@@ -412,7 +494,126 @@ fn compare(
         write_file(&out.join(format!("{}.{name}.svg", base.name)), &svg)?;
     }
     eprintln!("wrote {}", out.join(format!("{}.tsv", base.name)).display());
+    if axis == "rate_scale" {
+        for opts in levels {
+            goodput_at_level(&base, placers, &rows, opts, out)?;
+        }
+    } else if !levels.is_empty() {
+        return Err(Exit::input("--goodput-level needs a rate_scale sweep"));
+    }
     Ok(())
+}
+
+/// Goodput at one SLO level per placer (`<instance>.goodput<pct>.{tsv,svg}`), starting from the
+/// sweep's rows of that placer.
+fn goodput_at_level(
+    base: &LlmInstance,
+    placers: &[String],
+    rows: &[Row],
+    opts: &llm::GoodputSearch,
+    out: &Path,
+) -> Result<(), Exit> {
+    let pct = level_pct(opts.level);
+    let mut tsv = String::from(
+        "instance\tplacer\tlevel\tstatus\tmax_rate_scale\tgoodput_rps\tbracket_lo\tbracket_hi\tattainment\tresolution\tevaluations\n",
+    );
+    let mut bars = Vec::new();
+    for spec in placers {
+        let sweep: Vec<llm::RatePoint> = rows
+            .iter()
+            .filter(|r| &r.placer == spec)
+            .map(|r| rate_point(r.value, &r.rep))
+            .collect();
+        let g = llm::max_rate_at_level(&sweep, opts, |s| {
+            // The CLI's errors are already reported as text; the search only needs to stop.
+            run_point(base, spec, s, None)
+                .map(|(rep, _, _)| rate_point(s, &rep))
+                .map_err(|e| plexserve_solver::SolverError::Option(e.message))
+        })?;
+        let scale = g.scale.map_or("none".to_string(), |s| format!("{s:.4}"));
+        eprintln!(
+            "goodput@{pct} {spec}: {} scale {scale} = {:.3} req/s, bracket [{:.4}, {:.4}], attainment {:.4} ({} runs)",
+            g.status.as_str(), g.rps, g.lo, g.hi, g.attainment, g.evaluations
+        );
+        let _ = writeln!(
+            tsv,
+            "{}\t{spec}\t{}\t{}\t{scale}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}",
+            base.name,
+            opts.level,
+            g.status.as_str(),
+            g.rps,
+            g.lo,
+            g.hi,
+            g.attainment,
+            opts.resolution,
+            g.evaluations
+        );
+        bars.push((spec.clone(), g.rps));
+    }
+    let stem = format!("{}.goodput{pct}", base.name);
+    write_file(&out.join(format!("{stem}.tsv")), &tsv)?;
+    let svg = bar_plot_svg(
+        &format!("{} — goodput at {pct} % SLO attainment", base.name),
+        "max req/s with attainment ≥ level",
+        &bars,
+    );
+    write_file(&out.join(format!("{stem}.svg")), &svg)?;
+    eprintln!("wrote {}", out.join(format!("{stem}.tsv")).display());
+    Ok(())
+}
+
+/// A horizontal bar chart, one bar per labelled value (self-contained SVG like `line_plot_svg`).
+fn bar_plot_svg(title: &str, xlabel: &str, bars: &[(String, f64)]) -> String {
+    let (w, l, r, t, bh) = (760.0, 300.0, 90.0, 40.0, 24.0);
+    let h = t + bh * bars.len() as f64 + 50.0;
+    let xmax = bars.iter().fold(0.0f64, |m, b| m.max(b.1));
+    let xmax = if xmax <= 0.0 { 1.0 } else { xmax * 1.08 };
+    let px = |x: f64| l + x / xmax * (w - l - r);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>",
+        w / 2.0,
+        esc(title)
+    );
+    for (i, (name, v)) in bars.iter().enumerate() {
+        let y = t + bh * i as f64;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            l - 6.0,
+            y + bh * 0.65,
+            esc(name)
+        );
+        let _ = writeln!(
+            s,
+            "<rect x=\"{l}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"#1f77b4\"/>",
+            y + 3.0,
+            px(*v) - l,
+            bh - 6.0
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\">{v:.3}</text>",
+            px(*v) + 4.0,
+            y + bh * 0.65
+        );
+    }
+    let yb = t + bh * bars.len() as f64;
+    let _ = writeln!(
+        s,
+        "<line x1=\"{l}\" y1=\"{yb}\" x2=\"{}\" y2=\"{yb}\" stroke=\"black\"/>",
+        w - r
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+        (l + w - r) / 2.0,
+        yb + 30.0,
+        esc(xlabel)
+    );
+    s.push_str("</svg>\n");
+    s
 }
 
 fn esc(s: &str) -> String {

@@ -678,3 +678,142 @@ fn long_request_policy_serves_like_static_tp1_until_a_long_request_arrives() {
     assert!(ra.dropped_too_long > 0);
     assert_eq!(rb.dropped, 0);
 }
+
+/// A monotone fake attainment curve: 1 up to scale 1, then falling 0.05 per unit of scale, so
+/// 99 % holds up to exactly 1.2.
+fn fake_point(s: f64) -> RatePoint {
+    RatePoint {
+        scale: s,
+        attainment: (1.0 - 0.05 * (s - 1.0).max(0.0)).max(0.0),
+        offered_rps: 10.0 * s,
+    }
+}
+
+#[test]
+fn goodput_search_brackets_on_the_sweep_and_bisects_to_the_resolution() {
+    let sweep: Vec<RatePoint> = [0.5, 1.0, 1.5, 2.0]
+        .iter()
+        .map(|&s| fake_point(s))
+        .collect();
+    let mut asked = Vec::new();
+    let opts = GoodputSearch::default();
+    let g = max_rate_at_level(&sweep, &opts, |s| {
+        asked.push(s);
+        Ok(fake_point(s))
+    })
+    .unwrap();
+    assert_eq!(g.status, GoodputStatus::Found);
+    // Bracket from the sweep: [1, 1.5]; every new scale lies inside it.
+    assert!(asked.iter().all(|&s| s > 1.0 && s < 1.5), "{asked:?}");
+    assert!(g.lo <= 1.2 + 1e-12 && g.hi > 1.2, "{g:?}");
+    assert!(g.hi - g.lo <= opts.resolution * g.hi, "{g:?}");
+    assert_eq!(g.scale, Some(g.lo));
+    assert!(close(g.rps, 10.0 * g.lo) && g.attainment >= 0.99);
+    // Bisection from a 0.5-wide bracket to 1 %: ⌈log2(0.5 / 0.012)⌉ = 6 halvings at most.
+    assert_eq!(g.evaluations, asked.len());
+    assert!(g.evaluations <= 6, "{g:?}");
+    // A lower level moves the answer: 90 % holds up to 3.0, beyond the sweep (doubling).
+    let g90 = max_rate_at_level(&sweep, &GoodputSearch { level: 0.9, ..opts }, |s| {
+        Ok(fake_point(s))
+    })
+    .unwrap();
+    assert!(
+        g90.lo <= 3.0 + 1e-12 && g90.hi > 3.0 && g90.lo > 2.9,
+        "{g90:?}"
+    );
+}
+
+#[test]
+fn goodput_search_reports_unreached_and_open_levels_and_the_first_failure() {
+    let opts = GoodputSearch::default();
+    // Never 99 % (a configuration that drops 1 % of the requests): halves 6 times, then stops.
+    let flat = |s: f64| RatePoint {
+        scale: s,
+        attainment: 0.985,
+        offered_rps: s,
+    };
+    let g = max_rate_at_level(&[flat(0.5), flat(1.0)], &opts, |s| Ok(flat(s))).unwrap();
+    assert_eq!(g.status, GoodputStatus::NotReached);
+    assert_eq!((g.scale, g.rps, g.lo), (None, 0.0, 0.0));
+    assert_eq!(g.evaluations, 6);
+    assert!(close(g.hi, 0.5 / 64.0) && close(g.attainment, 0.985));
+    // Always met: doubles 3 times, open bracket.
+    let g = max_rate_at_level(&[fake_point(0.25), fake_point(0.5)], &opts, |s| {
+        Ok(RatePoint {
+            attainment: 1.0,
+            ..fake_point(s)
+        })
+    })
+    .unwrap();
+    assert_eq!(g.status, GoodputStatus::Open);
+    assert!(close(g.lo, 4.0) && g.hi.is_infinite() && g.evaluations == 3);
+    // Not monotone: the first failing sweep point bounds the answer even if a later one meets.
+    let pts = [
+        RatePoint {
+            scale: 0.5,
+            attainment: 1.0,
+            offered_rps: 0.5,
+        },
+        RatePoint {
+            scale: 1.0,
+            attainment: 0.98,
+            offered_rps: 1.0,
+        },
+        RatePoint {
+            scale: 1.5,
+            attainment: 1.0,
+            offered_rps: 1.5,
+        },
+    ];
+    let g = max_rate_at_level(&pts, &opts, |s| {
+        Ok(RatePoint {
+            scale: s,
+            attainment: if s <= 0.7 { 1.0 } else { 0.98 },
+            offered_rps: s,
+        })
+    })
+    .unwrap();
+    assert!(g.lo <= 0.7 && g.hi > 0.7 && g.hi <= 1.0, "{g:?}");
+    // Bad levels are errors, not panics.
+    for level in [0.0, 1.5, f64::NAN] {
+        let o = GoodputSearch { level, ..opts };
+        assert!(max_rate_at_level(&pts, &o, |s| Ok(fake_point(s))).is_err());
+    }
+}
+
+#[test]
+fn goodput_at_99_on_a_tiny_instance_matches_the_hand_computed_rate() {
+    // Two 100-token prompts with one output token each (prefill only: 0.1 + 0.1 s isolated) on one
+    // GPU with one prefill worker; r1 arrives 1 s after r0 at rate scale 1, so 1/s at scale s.
+    // SLO = 1.5 × 0.2 s. r0 always meets it (0.2 s). r1 arriving at a = 1/s < 0.2 waits for r0's
+    // prefill and finishes at 0.4, meeting the SLO iff 0.4 − a ≤ 0.3, i.e. a ≥ 0.1; arriving
+    // later it runs alone. So both meet (attainment 1) iff s ≤ 10, and attainment is ½ above.
+    let mut inst = toy_instance(
+        r#"{"t_s": 0.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 1},
+           {"t_s": 1.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 1}"#,
+        "fcfs",
+        false,
+    );
+    inst.llms[0].slo_scale = Some(1.5);
+    let dep = one_unit(&inst, 100, 100);
+    let at = |s: f64| -> plexserve_solver::Result<RatePoint> {
+        let mut i = inst.clone();
+        i.workload.scale_rate(s);
+        let trace = i.workload.generate(i.base_dir(), 1)?;
+        let rep = simulate(&i, &trace, &dep);
+        Ok(RatePoint {
+            scale: s,
+            attainment: rep.slo_attainment,
+            offered_rps: rep.requests as f64 / rep.arrival_span_s,
+        })
+    };
+    assert_eq!(at(9.0).unwrap().attainment, 1.0);
+    assert_eq!(at(11.0).unwrap().attainment, 0.5);
+    let sweep: Vec<RatePoint> = [1.0, 5.0, 20.0].iter().map(|&s| at(s).unwrap()).collect();
+    let g = max_rate_at_level(&sweep, &GoodputSearch::default(), at).unwrap();
+    assert_eq!(g.status, GoodputStatus::Found);
+    assert!(g.lo <= 10.0 + 1e-9 && g.hi >= 10.0 - 1e-9, "{g:?}");
+    assert!(g.lo >= 9.85 && g.attainment == 1.0, "{g:?}");
+    // Arrival span at scale s is 1/s (at least 1 s by the report's rule), so 2 requests / 1 s.
+    assert!(close(g.rps, 2.0), "{g:?}");
+}

@@ -331,3 +331,85 @@ fn explore_timeline() {
         );
     }
 }
+
+/// Every request configuration P misses, with what it met: arrival, lengths, engine, TTFT,
+/// latency against its SLO, the requests that arrived in the WIN seconds before it (burst), and
+/// whether a long request (prompt > 20 k) was resident on its engine (arrived before it, finished
+/// after its arrival); then a summary by cause.
+#[test]
+#[ignore]
+fn explore_misses() {
+    let s: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let win: f64 = std::env::var("WIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
+    inst.workload.scale_rate(s);
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let home = inst.step_cost(0, inst.home_tp(0));
+    let slo = |r: usize| {
+        inst.llms[0].slo_scale.unwrap_or(8.0)
+            * home.isolated_latency_s(trace.prompt[r], trace.output[r])
+    };
+    let p = std::env::var("P").unwrap();
+    let (pl, o) = llm_placer(&p, &PlaceOptions::default()).unwrap();
+    let sol = pl.place(&inst, &trace, &o).unwrap();
+    let res = LlmSim::new(&inst, &trace, &sol.deployment).run(&RunOptions::default());
+    let v = judge(&inst, &trace, &res);
+    let o = &res.outcomes;
+    let long = |r: usize| trace.prompt[r] > 20000;
+    let n = trace.len();
+    // Mean arrivals per WIN seconds over the whole trace, to tell a burst from the base rate.
+    let mean_win = n as f64 / trace.span_s() * win;
+    let (mut miss_long, mut miss_behind_long, mut miss_burst, mut miss_other) = (0, 0, 0, 0);
+    let mut out_hist = [0u32; 6];
+    for r in 0..n {
+        if v[r] == Some(true) {
+            continue;
+        }
+        let t = trace.arrival_s[r];
+        let recent = (0..n)
+            .filter(|&q| trace.arrival_s[q] <= t && trace.arrival_s[q] > t - win)
+            .count();
+        let behind_long = (0..n).any(|q| {
+            long(q)
+                && q != r
+                && o.engine[q] == o.engine[r]
+                && trace.arrival_s[q] <= t
+                && o.finish_s[q] > t
+        });
+        let burst = recent as f64 > 1.5 * mean_win;
+        if long(r) {
+            miss_long += 1;
+        } else if behind_long {
+            miss_behind_long += 1;
+        } else if burst {
+            miss_burst += 1;
+        } else {
+            miss_other += 1;
+        }
+        if !long(r) {
+            let b = match trace.output[r] {
+                0..=63 => 0,
+                64..=255 => 1,
+                256..=511 => 2,
+                512..=1023 => 3,
+                1024..=2047 => 4,
+                _ => 5,
+            };
+            out_hist[b] += 1;
+        }
+        eprintln!(
+            "r{r} t {t:.1} p {} o {} eng {} ttft {:.2} lat {:.2} slo {:.2} pre {} recent{win:.0}s {recent} (mean {mean_win:.1}) behind_long {behind_long}",
+            trace.prompt[r], trace.output[r], o.engine[r], o.first_token_s[r] - t,
+            o.finish_s[r] - t, slo(r), o.preemptions[r]
+        );
+    }
+    eprintln!(
+        "{p}: misses long {miss_long}, short behind a resident long {miss_behind_long}, short in a burst (>1.5x mean arrivals in {win} s) {miss_burst}, other {miss_other}; short misses by output [<64, <256, <512, <1k, <2k, more] {out_hist:?}"
+    );
+}

@@ -12,6 +12,7 @@
 //! ```
 
 mod cost;
+mod goodput;
 mod instance;
 mod plan;
 mod report;
@@ -20,6 +21,7 @@ mod spec;
 mod workload;
 
 pub use cost::{CostModelSpec, LinearCost, MemoryCost, RooflineConsts, StepCost};
+pub use goodput::{max_rate_at_level, GoodputAtLevel, GoodputSearch, GoodputStatus, RatePoint};
 pub use instance::{
     BatchPolicy, GpuRef, Llm, LlmEntry, LlmInstance, LlmInstanceFile, LlmSimConfig,
     LLM_INSTANCE_SCHEMA,
