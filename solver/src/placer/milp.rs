@@ -36,9 +36,6 @@ fn disabled(name: &str) -> SolverError {
     ))
 }
 
-/// `milp`: outer partition enumeration + inner MILP + simulator refinement.
-pub struct Milp;
-
 /// What the `milp` search proved, beyond the plan: the status and objective across every
 /// partition it enumerated, and how each partition was settled.
 #[derive(Debug, Clone)]
@@ -86,91 +83,65 @@ pub fn search_with_report(
     }
 }
 
-/// AlpaServe's ModelParallelismILP.
-pub struct AlpaServeIlp;
+/// Defines a placer that needs HiGHS: with the `milp` feature it runs `$solve`, without it
+/// placing is an option error that says which feature is missing (the placer still lists).
+macro_rules! highs_placer {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $description:literal,
+     |$inst:ident, $trace:ident, $opts:ident, $obs:ident| $solve:expr) => {
+        $(#[$doc])*
+        pub struct $ty;
 
-/// AlpaServe's SelectiveReplicationILP.
-pub struct SrIlp;
-
-impl Placer for Milp {
-    fn name(&self) -> String {
-        "milp".into()
-    }
-    fn description(&self) -> String {
-        "MILP (HiGHS): per group partition, replicas and traffic shares minimising the busiest stage (objective=goodput: max served traffic); warm start from greedy, simulator fill".into()
-    }
-    fn place(
-        &self,
-        inst: &Instance,
-        trace: &Trace,
-        opts: &PlaceOptions,
-        obs: &dyn Observer,
-    ) -> Result<Solved> {
-        #[cfg(feature = "milp")]
-        {
-            driver::place(inst, trace, opts, obs).map(|(solved, _)| solved)
+        impl Placer for $ty {
+            fn name(&self) -> String {
+                $name.into()
+            }
+            fn description(&self) -> String {
+                $description.into()
+            }
+            fn place(
+                &self,
+                $inst: &Instance,
+                $trace: &Trace,
+                $opts: &PlaceOptions,
+                $obs: &dyn Observer,
+            ) -> Result<Solved> {
+                #[cfg(feature = "milp")]
+                {
+                    $solve
+                }
+                #[cfg(not(feature = "milp"))]
+                {
+                    let _ = ($inst, $trace, $opts, $obs);
+                    Err(disabled($name))
+                }
+            }
         }
-        #[cfg(not(feature = "milp"))]
-        {
-            let _ = (inst, trace, opts, obs);
-            Err(disabled("milp"))
-        }
-    }
+    };
 }
 
-impl Placer for AlpaServeIlp {
-    fn name(&self) -> String {
-        "alpaserve-ilp".into()
-    }
-    fn description(&self) -> String {
-        "AlpaServe's model-parallel ILP (HiGHS): slot configs pp 1/2/4/8, max-min burst capability"
-            .into()
-    }
-    fn place(
-        &self,
-        inst: &Instance,
-        trace: &Trace,
-        opts: &PlaceOptions,
-        obs: &dyn Observer,
-    ) -> Result<Solved> {
-        #[cfg(feature = "milp")]
-        {
-            driver::place_ilp(inst, trace, opts, obs, "alpaserve-ilp")
-        }
-        #[cfg(not(feature = "milp"))]
-        {
-            let _ = (inst, trace, opts, obs);
-            Err(disabled("alpaserve-ilp"))
-        }
-    }
-}
+highs_placer!(
+    /// `milp`: outer partition enumeration + inner MILP + simulator refinement.
+    Milp,
+    "milp",
+    "MILP (HiGHS): per group partition, replicas and traffic shares minimising the busiest stage (objective=goodput: max served traffic); warm start from greedy, simulator fill",
+    |inst, trace, opts, obs| search_with_report(inst, trace, opts, obs).map(|(solved, _)| solved)
+);
 
-impl Placer for SrIlp {
-    fn name(&self) -> String {
-        "sr-ilp".into()
-    }
-    fn description(&self) -> String {
-        "AlpaServe's selective-replication ILP (HiGHS): one model set per device, max-min capacity"
-            .into()
-    }
-    fn place(
-        &self,
-        inst: &Instance,
-        trace: &Trace,
-        opts: &PlaceOptions,
-        obs: &dyn Observer,
-    ) -> Result<Solved> {
-        #[cfg(feature = "milp")]
-        {
-            driver::place_ilp(inst, trace, opts, obs, "sr-ilp")
-        }
-        #[cfg(not(feature = "milp"))]
-        {
-            let _ = (inst, trace, opts, obs);
-            Err(disabled("sr-ilp"))
-        }
-    }
-}
+highs_placer!(
+    /// AlpaServe's ModelParallelismILP.
+    AlpaServeIlp,
+    "alpaserve-ilp",
+    "AlpaServe's model-parallel ILP (HiGHS): slot configs pp 1/2/4/8, max-min burst capability",
+    |inst, trace, opts, obs| driver::place_ilp(inst, trace, opts, obs, "alpaserve-ilp")
+);
+
+highs_placer!(
+    /// AlpaServe's SelectiveReplicationILP.
+    SrIlp,
+    "sr-ilp",
+    "AlpaServe's selective-replication ILP (HiGHS): one model set per device, max-min capacity",
+    |inst, trace, opts, obs| driver::place_ilp(inst, trace, opts, obs, "sr-ilp")
+);
 
 #[cfg(feature = "milp")]
 mod driver {
