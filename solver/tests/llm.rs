@@ -817,3 +817,88 @@ fn goodput_at_99_on_a_tiny_instance_matches_the_hand_computed_rate() {
     // Arrival span at scale s is 1/s (at least 1 s by the report's rule), so 2 requests / 1 s.
     assert!(close(g.rps, 2.0), "{g:?}");
 }
+
+#[test]
+fn base_degree_starts_at_tp2_merges_to_tp4_only_for_a_request_too_long_for_tp2() {
+    // The toy4 node of the stepwise test with base 2: it starts as two TP2 engines. KV per engine:
+    // TP1 4 096 tokens; TP2 ≈ 1.95 M and TP4 ≈ 2.93 M (split weights free most of each GPU). A
+    // 2.4 M-token request fits neither TP1 nor TP2, so the
+    // two TP2 engines merge into TP4 (one merge) and split back to TP2, never to TP1, when it
+    // leaves; the short request that follows is served at TP2 or TP4, never TP1.
+    let text = r#"{
+      "schema": "plexserve/llm-instance/v1",
+      "name": "toy4",
+      "cluster": { "devices": 4, "devices_per_node": 4, "gpu": { "name": "toy", "memory_gb": 2.0021,
+                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 } },
+      "specs": { "toy": { "params_b": 1.0, "layers": 1, "heads": 4, "kv_heads": 4, "head_dim": 32, "hidden": 128 } },
+      "llms": [ { "name": "a", "spec": "toy", "slo_scale": 100 } ],
+      "cost_model": { "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
+                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 },
+      "workload": { "kind": "requests", "requests": [
+        {"t_s": 0.0, "llm": "a", "prompt_tokens": 2400000, "output_tokens": 3},
+        {"t_s": 0.5, "llm": "a", "prompt_tokens": 100, "output_tokens": 2},
+        {"t_s": 9000.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2} ] },
+      "simulator": { "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }
+    }"#;
+    let inst = LlmInstance::from_json(Path::new("toy4.json"), text).unwrap();
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let (p, o) = llm_placer(
+        "tp-dynamic:tp=4,policy=long,base=2,long_fraction=0.9,staggered=false",
+        &plexserve_solver::PlaceOptions::default(),
+    )
+    .unwrap();
+    let dep = p.place(&inst, &trace, &o).unwrap().deployment;
+    assert!(dep.transforms.iter().all(|t| t.knobs.base_tp == 2));
+    let res = LlmSim::new(&inst, &trace, &dep).run(&RunOptions { record: true });
+    assert_eq!(
+        (res.stats.merges, res.stats.splits),
+        (1, 1),
+        "TP2 → TP4 → TP2"
+    );
+    assert_eq!(res.stats.engines[res.outcomes.engine[0] as usize].tp, 4);
+    // After the split the last request is served by a TP2 engine again.
+    assert_eq!(res.stats.engines[res.outcomes.engine[2] as usize].tp, 2);
+    assert!(
+        res.iterations
+            .iter()
+            .all(|it| res.stats.engines[it.engine as usize].tp >= 2),
+        "no TP1 engine ever serves"
+    );
+    let rep = LlmSimReport::new(&inst, &trace, &res);
+    assert_eq!((rep.finished, rep.dropped), (3, 0));
+    // Bad base values are option errors.
+    for bad in ["base=3", "base=4", "base=0", "base=2,stepwise=false"] {
+        let spec = format!("tp-dynamic:tp=4,policy=long,{bad}");
+        let (p, o) = llm_placer(&spec, &plexserve_solver::PlaceOptions::default()).unwrap();
+        assert!(p.place(&inst, &trace, &o).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn auto_base_is_tp2_on_conversations_tp1_on_code_and_base2_serves_like_static_tp2() {
+    // The cost-model rule: conversations are decode/KV-bound at TP1 (base 2), code is
+    // prefill-bound (base 1, the plain long-request policy). Every conversation request fits
+    // TP2, so base 2 never transforms and serves every request exactly as static TP2 does.
+    for (name, want) in [("conv", 2), ("code", 1)] {
+        let path = format!("../instances/llm/azure-{name}-qwen32b-long.json");
+        let inst = LlmInstance::load(Path::new(&path)).unwrap();
+        let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        let run = |placer: &str| {
+            let (p, o) = llm_placer(placer, &plexserve_solver::PlaceOptions::default()).unwrap();
+            let dep = p.place(&inst, &trace, &o).unwrap().deployment;
+            (
+                dep.transforms.first().map_or(0, |t| t.knobs.base_tp),
+                LlmSim::new(&inst, &trace, &dep).run(&RunOptions::default()),
+            )
+        };
+        let (base, auto) = run("tp-dynamic:tp=4,policy=long,base=auto");
+        assert_eq!(base, want, "{name}");
+        let (_, same) = run(&format!("tp-dynamic:tp=4,policy=long,base={want}"));
+        assert_eq!(auto.outcomes.finish_s, same.outcomes.finish_s, "{name}");
+        if want == 2 {
+            let (_, st) = run("tp-static:tp=2");
+            assert_eq!(auto.stats.merges, 0, "{name}");
+            assert_eq!(auto.outcomes.finish_s, st.outcomes.finish_s, "{name}");
+        }
+    }
+}

@@ -119,6 +119,11 @@ pub struct TransformKnobs {
     pub c_init_s: f64,
     /// Split regathers weights from host memory instead of peers over NVLink.
     pub split_from_host: bool,
+    /// Base degree (a power of two, 1 = TP1): groups whose merged degree is at most this start
+    /// merged, at no cost, and never split; a request is long when it does not fit an engine of
+    /// the base degree. With base 2 the stepwise tree serves as TP2 engines that merge into TP4
+    /// only for requests too long for TP2 (a trace whose short requests are KV-bound prefers TP2).
+    pub base_tp: u32,
 }
 
 impl Default for TransformKnobs {
@@ -144,6 +149,7 @@ impl Default for TransformKnobs {
             c_sync_s: 0.5e-3,
             c_init_s: 0.0,
             split_from_host: false,
+            base_tp: 1,
         }
     }
 }
@@ -459,13 +465,15 @@ fn check_knobs(k: &TransformKnobs) -> std::result::Result<(), String> {
         && k.gain_margin >= 0.0
         && k.mix_window_s > 0.0
         && k.slack_fraction > 0.0
+        && k.base_tp >= 1
+        && k.base_tp.is_power_of_two()
     {
         Ok(())
     } else {
         Err(
             "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0, \
              decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0, mix_window_s > 0, \
-             slack_fraction > 0"
+             slack_fraction > 0, base_tp a power of two"
                 .into(),
         )
     }

@@ -577,6 +577,26 @@ impl<'s, 'a> Run<'s, 'a> {
             remaining: n_req,
             scratch: Vec::with_capacity(64),
         };
+        // Groups at or below their base degree start merged (children first: groups are
+        // listed after their children), with no requests yet, so nothing moves and nothing is
+        // charged: the deployment starts as static TP-base engines.
+        for g in 0..r.groups.len() {
+            let base = r.groups[g].knobs.base_tp;
+            let me = r.groups[g].merged_engine as usize;
+            if r.engines[me].tp > base {
+                continue;
+            }
+            for &u in &r.groups[g].members {
+                let unit = &mut r.units[u as usize];
+                unit.active = false;
+                let e = unit.engines[0] as usize;
+                r.engines[e].active = false;
+            }
+            r.engines[me].active = true;
+            let mu = r.groups[g].merged_unit as usize;
+            r.units[mu].active = true;
+            r.groups[g].state = GState::Merged;
+        }
         r.rebuild_by_llm();
         r
     }
@@ -710,13 +730,7 @@ impl<'s, 'a> Run<'s, 'a> {
         for &e in &self.by_llm[m] {
             cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
         }
-        // Capacity of a TP1 member when the LLM is transformable (the merged engine may be active).
-        for g in &self.groups {
-            if g.llm as usize == m && g.children.is_empty() {
-                let e = self.units[g.members[0] as usize].engines[0];
-                cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
-            }
-        }
+        cap_min = cap_min.min(self.base_capacity(m));
         let long = cap_min != u64::MAX && need > knobs.long_fraction * cap_min as f64;
         self.long[r] = long;
         if long {
@@ -1072,13 +1086,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 .unwrap_or_default();
             dt = dt.min(knobs.decide_s);
             let total = (trace.prompt[r] + trace.output[r]) as u64;
-            let mut cap_min = u64::MAX;
-            for g in &self.groups {
-                if g.llm as usize == m && g.children.is_empty() {
-                    let e = self.units[g.members[0] as usize].engines[0];
-                    cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
-                }
-            }
+            let cap_min = self.base_capacity(m);
             match self.route_long(r, m, total, cap_min, &knobs) {
                 LongRoute::Engine(e) => {
                     self.assign(r, e as usize);
@@ -1094,6 +1102,26 @@ impl<'s, 'a> Run<'s, 'a> {
 
     /// A group can merge when it is split, every member is active and not transforming, and
     /// (for a higher-level group) every child group is merged.
+    /// KV capacity of the smallest engine LLM `m`'s transformation groups serve with when split
+    /// to their base: a TP1 member, or the merged engine of a first-level group at or below its
+    /// base degree (its members never serve, so "long" means too long for the base engine).
+    /// `u64::MAX` without groups.
+    fn base_capacity(&self, m: usize) -> u64 {
+        let mut cap = u64::MAX;
+        for g in &self.groups {
+            if g.llm as usize == m && g.children.is_empty() {
+                let me = g.merged_engine as usize;
+                let e = if self.engines[me].tp > g.knobs.base_tp {
+                    self.units[g.members[0] as usize].engines[0] as usize
+                } else {
+                    me
+                };
+                cap = cap.min(self.engines[e].capacity_tokens);
+            }
+        }
+        cap
+    }
+
     fn can_merge(&self, g: usize) -> bool {
         let grp = &self.groups[g];
         grp.state == GState::Split
@@ -1115,6 +1143,7 @@ impl<'s, 'a> Run<'s, 'a> {
         grp.state == GState::Merged
             && unit.active
             && !unit.draining
+            && self.engines[grp.merged_engine as usize].tp > grp.knobs.base_tp
             && (grp.parent == u32::MAX || self.groups[grp.parent as usize].state == GState::Split)
     }
 

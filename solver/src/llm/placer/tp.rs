@@ -74,8 +74,8 @@ pub fn static_tp(inst: &LlmInstance, tp: u32) -> Deployment {
     }
 }
 
-/// Per node: `big` TP-`tp` meshes, the rest TP1.
-pub fn hybrid_tp(inst: &LlmInstance, tp: u32, big: u32) -> Deployment {
+/// Per node: `big` TP-`tp` meshes, the rest TP-`rest` (TP1 by default).
+pub fn hybrid_tp(inst: &LlmInstance, tp: u32, big: u32, rest: u32) -> Deployment {
     let per = inst.devices_per_node;
     let mut units = Vec::new();
     for node in 0..inst.devices / per {
@@ -88,12 +88,12 @@ pub fn hybrid_tp(inst: &LlmInstance, tp: u32, big: u32) -> Deployment {
             });
             d += tp;
         }
-        while d < base + per {
+        while d + rest <= base + per {
             units.push(UnitSpec {
-                devices: vec![d],
+                devices: (d..d + rest).collect(),
                 engines: vec![engine()],
             });
-            d += 1;
+            d += rest;
         }
     }
     Deployment {
@@ -150,6 +150,61 @@ pub fn dynamic_tp(
     dep
 }
 
+/// Share of the trace (first arrivals) whose lengths `base=auto` reads.
+const AUTO_BASE_PREFIX: f64 = 0.1;
+
+/// `base=auto`: the base degree from the cost model and the short requests' lengths (those that
+/// fit a TP1 engine, among the trace's first `AUTO_BASE_PREFIX` of arrivals, as a warm-up
+/// sample would give). Starting at TP1, the degree doubles while decode takes most of an
+/// engine's GPU time per request at its KV-limited batch: prefill-bound work is served best by
+/// TP1 (prefill's per-GPU efficiency falls with the degree, and more replicas absorb bursts), but
+/// when decode dominates, a TP1 engine's small KV caps its batch and a larger degree batches far
+/// more sequences per weight read (the conversation trace: ≈ 19 sequences at TP1, ≈ 230 at TP2).
+/// Rate-independent: it is a property of the lengths and the hardware.
+fn auto_base(inst: &LlmInstance, trace: &LlmTrace, tp: u32) -> Result<u32> {
+    let n = ((trace.len() as f64 * AUTO_BASE_PREFIX).ceil() as usize).min(trace.len());
+    // Engine KV capacity and quota per degree, from the simulator's own engine table (a run
+    // without requests).
+    let engine = |b: u32| {
+        crate::llm::LlmSim::new(inst, &LlmTrace::default(), &static_tp(inst, b))
+            .run(&crate::llm::RunOptions::default())
+            .stats
+            .engines
+            .first()
+            .map(|e| (e.capacity_tokens, e.quota))
+            .unwrap_or((0, 0))
+    };
+    let cap1 = engine(1).0;
+    let (mut k, mut sp, mut so) = (0.0, 0.0, 0.0);
+    for r in 0..n {
+        if (trace.prompt[r] + trace.output[r]) as u64 <= cap1 {
+            k += 1.0;
+            sp += trace.prompt[r] as f64;
+            so += trace.output[r] as f64;
+        }
+    }
+    if k == 0.0 {
+        return Ok(1);
+    }
+    let (p, o) = (sp / k, so / k);
+    let mut b = 1;
+    while 2 * b < tp {
+        let (cap, quota) = engine(b);
+        let mut batch = (cap as f64 / (p + o)).floor().max(1.0);
+        if quota > 0 {
+            batch = batch.min(quota as f64);
+        }
+        let c = inst.step_cost(0, b);
+        let prefill = c.prefill_s(p, p * p, 1.0);
+        let decode = o * c.decode_s(batch, batch * (p + 0.5 * o), 1.0) / batch;
+        if decode <= prefill {
+            break;
+        }
+        b *= 2;
+    }
+    Ok(b)
+}
+
 pub struct TpStatic;
 
 impl LlmPlacer for TpStatic {
@@ -179,7 +234,7 @@ impl LlmPlacer for TpHybrid {
         "tp-hybrid"
     }
     fn description(&self) -> &'static str {
-        "one LLM: per node `big` static TP-N meshes (options tp=4, big=1), the rest TP1; long requests go to TP-N"
+        "one LLM: per node `big` static TP-N meshes (options tp=4, big=1), the rest TP-`rest` (default 1); long requests go to TP-N"
     }
     fn place(
         &self,
@@ -187,11 +242,18 @@ impl LlmPlacer for TpHybrid {
         _trace: &LlmTrace,
         opts: &PlaceOptions,
     ) -> Result<LlmSolved> {
-        check_params(opts, self.name(), &["tp", "big"])?;
+        check_params(opts, self.name(), &["tp", "big", "rest"])?;
         single_llm(inst, self.name())?;
         let t0 = Instant::now();
         let big = opts.number("big", 1.0)?.max(0.0) as u32;
-        Ok(solved(hybrid_tp(inst, degree(opts, inst, 4.0)?, big), t0))
+        let tp = degree(opts, inst, 4.0)?;
+        let rest = opts.number("rest", 1.0)? as u32;
+        if rest == 0 || !rest.is_power_of_two() || rest >= tp {
+            return Err(SolverError::Option(format!(
+                "option rest: expected a power of two below tp = {tp}, found {rest}"
+            )));
+        }
+        Ok(solved(hybrid_tp(inst, tp, big, rest), t0))
     }
 }
 
@@ -202,12 +264,12 @@ impl LlmPlacer for TpDynamic {
         "tp-dynamic"
     }
     fn description(&self) -> &'static str {
-        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests (options tp, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, burst_window_s, burst_load, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
+        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests; base=2 (or auto: the static degree best on the first 10 % of the short requests) starts as TP2 engines that merge further only for requests too long for TP2 (options tp, base, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, burst_window_s, burst_load, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
     }
     fn place(
         &self,
         inst: &LlmInstance,
-        _trace: &LlmTrace,
+        trace: &LlmTrace,
         opts: &PlaceOptions,
     ) -> Result<LlmSolved> {
         check_params(
@@ -230,6 +292,7 @@ impl LlmPlacer for TpDynamic {
                 "staggered",
                 "weight_padding",
                 "head_centric",
+                "base",
             ],
         )?;
         single_llm(inst, self.name())?;
@@ -295,9 +358,21 @@ impl LlmPlacer for TpDynamic {
             ));
         }
         let stepwise = flag("stepwise", true)?;
-        Ok(solved(
-            dynamic_tp(inst, degree(opts, inst, 4.0)?, &knobs, stepwise),
-            t0,
-        ))
+        let tp = degree(opts, inst, 4.0)?;
+        let base_tp = match opts.params.get("base").map(String::as_str) {
+            None => 1,
+            Some("auto") => auto_base(inst, trace, tp)?,
+            Some(_) => {
+                let b = opts.number("base", 1.0)? as u32;
+                if b == 0 || !b.is_power_of_two() || b >= tp || (!stepwise && b > 1) {
+                    return Err(SolverError::Option(format!(
+                        "option base: expected auto or a power of two below tp = {tp} (above 1 only stepwise), found {b}"
+                    )));
+                }
+                b
+            }
+        };
+        let knobs = TransformKnobs { base_tp, ..knobs };
+        Ok(solved(dynamic_tp(inst, tp, &knobs, stepwise), t0))
     }
 }
