@@ -647,8 +647,11 @@ fn line_plot_svg(
     let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.08 };
     let px = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
     let py = |y: f64| h - b - y / y1 * (h - t - b);
+    // Twelve colours: the dynamic-TP comparisons plot ten configurations, and a repeated colour
+    // would make two of them indistinguishable.
     let colors = [
         "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+        "#bcbd22", "#7f7f7f", "#000000", "#aec7e8",
     ];
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
     let _ = writeln!(
