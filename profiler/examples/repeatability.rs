@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! MATMUL_NUM_THREADS=1 cargo run --release -p plexserve-profiler --example repeatability -- \
-//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--raw] SPEC.json...
+//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--epochs N] [--no-pin] [--raw] SPEC.json...
 //! ```
 //!
 //! `plexserve profile --repeatability 2` gives the full per-entry table of one pair; this prints
@@ -18,7 +18,7 @@ use plexserve_profiler::{
 
 fn main() {
     let mut pairs = 1;
-    // Also print every entry: `entry SPEC KIND tp TP b BATCH MIN_MS DIFF`.
+    // Also print every entry: `entry SPEC KIND tp TP b BATCH MIN_MS DIFF RUN1_MS RUN2_MS`.
     let mut raw = false;
     let mut opts = ProfileOptions {
         threads: Some(1),
@@ -38,6 +38,8 @@ fn main() {
             "--threads" => opts.threads = Some(number("--threads")),
             "--repeats" => opts.repeats = number("--repeats"),
             "--global-pool" => opts.threads = None,
+            "--epochs" => opts.epochs = number("--epochs"),
+            "--no-pin" => opts.pin_cpu = false,
             "--raw" => raw = true,
             "--clock" => {
                 opts.cpu_clock = match args.next().as_deref() {
@@ -79,14 +81,20 @@ fn main() {
             for l in &report.layers {
                 let lo = l.latency_s.iter().copied().fold(f64::INFINITY, f64::min);
                 if raw {
+                    let runs: Vec<String> = l
+                        .latency_s
+                        .iter()
+                        .map(|t| format!("{:.6}", t * 1e3))
+                        .collect();
                     println!(
-                        "entry {} {} tp {} b {} {:.6} {:.6}",
+                        "entry {} {} tp {} b {} {:.6} {:.6} {}",
                         spec.name,
                         l.kind.label(),
                         l.tp,
                         l.batch,
                         lo * 1e3,
-                        l.rel_diff
+                        l.rel_diff,
+                        runs.join(" ")
                     );
                 }
                 all.push((lo, l.rel_diff));
@@ -101,6 +109,6 @@ fn main() {
 }
 
 fn usage(message: &str) -> ! {
-    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--raw] SPEC.json...");
+    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--epochs N] [--no-pin] [--raw] SPEC.json...");
     std::process::exit(2)
 }

@@ -36,10 +36,12 @@ pub use error::{ProfilerError, Result};
 pub use host::{format_utc, utc_now, HostInfo};
 pub use link::LinkModel;
 pub use ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
-pub use profile::{profile, Device, OpCost, ProfileOptions, ProfileRun};
+pub use profile::{distinct_ops, profile, Device, OpCost, ProfileOptions, ProfileRun};
 pub use repeatability::{
     compare_runs, repeatability, size_classes, RepeatabilityReport, SizeClass, VariedLayer,
     VariedOp, SIZE_CLASSES,
 };
 pub use spec::{Family, ModelSpec, Phase, SpecFile, SPEC_SCHEMA};
-pub use timer::{matmul_threads, CpuClock, CpuTimer, CudaTimer, PreparedOp, Samples, Timer};
+pub use timer::{
+    matmul_threads, CpuClock, CpuTimer, CudaTimer, Pinned, PreparedOp, Samples, Timer,
+};

@@ -24,6 +24,15 @@
 //!    `repeats` rounds did (by the timer's clock; so the measuring takes at most about twice
 //!    the fixed-repeat time).
 //!
+//! 6. All of the above is one placement epoch. With [`MeasureOptions::epochs`] > 1 the group's
+//!    operators are then dropped and prepared afresh (new buffers, allocated behind a stagger so
+//!    they land at other heap offsets) for the next epoch, which reuses the first epoch's runs
+//!    per sample, warms up with one sample instead of waiting to settle, and takes its share of
+//!    the samples; the samples of all epochs are pooled. Each operator's samples then come from
+//!    several buffer placements and several stretches of time seconds apart, so neither one
+//!    placement (cache-set conflicts, 4 KiB aliasing between an operator's buffers) nor one
+//!    slow stretch of the machine decides its median.
+//!
 //! The kept statistic is the median; the interquartile range, min/max and the confidence
 //! interval's half-width are reported with it.
 
@@ -50,6 +59,10 @@ pub struct MeasureOptions {
     pub ci_target: f64,
     /// Warm-up ends when two consecutive samples differ by at most this fraction.
     pub settle_tolerance: f64,
+    /// Placement epochs: the operators are prepared afresh this many times (new buffers at new
+    /// addresses), each preparation measured with its share of the repeats, and the samples of
+    /// all epochs pooled, so one placement of the buffers cannot decide an operator's median.
+    pub epochs: usize,
 }
 
 impl Default for MeasureOptions {
@@ -60,6 +73,23 @@ impl Default for MeasureOptions {
             max_repeats: 31,
             ci_target: 0.01,
             settle_tolerance: 0.05,
+            epochs: 1,
+        }
+    }
+}
+
+impl MeasureOptions {
+    /// What each placement epoch takes: its share of the least samples (rounded up, so all
+    /// epochs together take at least `repeats`) and of the most (rounded down, so together they
+    /// take at most `max_repeats` unless that is below the least).
+    pub fn per_epoch(&self) -> MeasureOptions {
+        let epochs = self.epochs.max(1);
+        let repeats = self.repeats.div_ceil(epochs);
+        MeasureOptions {
+            repeats,
+            max_repeats: (self.max_repeats / epochs).max(repeats),
+            epochs: 1,
+            ..self.clone()
         }
     }
 }
@@ -91,8 +121,8 @@ pub fn settled(previous_s: f64, current_s: f64, tolerance: f64) -> bool {
     lo > 0.0 && (previous_s - current_s).abs() / lo <= tolerance
 }
 
-struct Slot<'a> {
-    op: Box<dyn PreparedOp + 'a>,
+struct Slot<'s> {
+    op: &'s mut dyn PreparedOp,
     runs: usize,
     warmup_samples: usize,
     settled: bool,
@@ -163,21 +193,78 @@ fn measure_group<T: Timer + ?Sized>(
     ops: &[Op],
     opts: &MeasureOptions,
 ) -> Result<Vec<Measured>> {
-    let min_sample = timer.min_sample_s();
-    let mut slots: Vec<Slot<'_>> = Vec::with_capacity(ops.len());
-    for op in ops {
-        let mut prepared = timer.prepare(op)?;
+    let per_epoch = opts.per_epoch();
+    let mut pooled: Vec<Measured> = Vec::new();
+    for epoch in 0..opts.epochs.max(1) {
+        // Held while the epoch's buffers are allocated, so they start at a different heap offset
+        // than the previous epoch's (whose freed blocks would otherwise be handed back as they
+        // were).
+        let stagger = vec![0u8; epoch * EPOCH_STAGGER_BYTES];
+        let mut prepared = ops
+            .iter()
+            .map(|op| timer.prepare(op))
+            .collect::<Result<Vec<_>>>()?;
+        let calibrated = (epoch > 0).then_some(&pooled[..]);
+        let measured = measure_epoch(timer.min_sample_s(), &mut prepared, &per_epoch, calibrated)?;
+        drop(prepared);
+        drop(std::hint::black_box(stagger));
+        if pooled.is_empty() {
+            pooled = measured;
+        } else {
+            for (p, m) in pooled.iter_mut().zip(measured) {
+                p.samples.0.extend(m.samples.0);
+                p.warmup_samples += m.warmup_samples;
+            }
+        }
+    }
+    Ok(pooled)
+}
+
+/// Bytes between the heap offsets of consecutive epochs' buffers: a page and a cache line, so
+/// that neither the offsets within a page nor the pages repeat.
+pub const EPOCH_STAGGER_BYTES: usize = 4096 + 64;
+
+/// Measures operators already prepared (steps 2–5 above; `min_sample_s` is the timer's
+/// [`Timer::min_sample_s`]). The operators keep their buffers, so measuring the same prepared
+/// set twice separates the machine's drift from where the buffers were placed.
+pub fn measure_prepared(
+    min_sample_s: f64,
+    prepared: &mut [Box<dyn PreparedOp + '_>],
+    opts: &MeasureOptions,
+) -> Result<Vec<Measured>> {
+    measure_epoch(min_sample_s, prepared, opts, None)
+}
+
+/// [`measure_prepared`]; with `calibrated` (the same operators' measurement in an earlier
+/// epoch) the warm-up until settled is replaced by one warm-up sample and the earlier runs per
+/// sample are reused: the machine, the thread pool and the clock are warm already, and only the
+/// new buffers need bringing into cache.
+fn measure_epoch(
+    min_sample: f64,
+    prepared: &mut [Box<dyn PreparedOp + '_>],
+    opts: &MeasureOptions,
+    calibrated: Option<&[Measured]>,
+) -> Result<Vec<Measured>> {
+    let mut slots: Vec<Slot<'_>> = Vec::with_capacity(prepared.len());
+    for (i, prepared) in prepared.iter_mut().enumerate() {
         // The first run pays for first touches; it calibrates roughly and warms.
         let first = prepared.run_s(1)?;
+        let earlier = calibrated.and_then(|c| c.get(i));
         slots.push(Slot {
-            op: prepared,
-            runs: runs_for(min_sample, first),
+            op: &mut **prepared,
+            runs: earlier.map_or_else(|| runs_for(min_sample, first), |m| m.runs_per_sample),
             warmup_samples: 0,
-            settled: false,
+            settled: earlier.is_some_and(|m| m.settled),
             samples: Vec::with_capacity(opts.max_repeats.max(opts.repeats)),
         });
     }
-    for slot in &mut slots {
+    if calibrated.is_some() {
+        for slot in &mut slots {
+            slot.sample()?;
+            slot.warmup_samples = 1;
+        }
+    }
+    for slot in slots.iter_mut().filter(|_| calibrated.is_none()) {
         let cap = opts.warmup + MAX_EXTRA_WARMUP;
         let mut previous: Option<f64> = None;
         while slot.warmup_samples < cap {
@@ -282,6 +369,8 @@ mod tests {
             let Op::LayerNorm { rows, .. } = *op else {
                 unreachable!()
             };
+            // Preparations are logged as 1000 + the operator.
+            self.log.borrow_mut().push(1000 + rows);
             Ok(Box::new(ScriptedOp {
                 index: rows,
                 per_run_s: self.per_run_s[rows],
@@ -387,6 +476,60 @@ mod tests {
         let m = measure_ops(&timer, &ops(1), &opts).unwrap();
         let n = m[0].samples.0.len();
         assert!((13..=15).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn epochs_prepare_afresh_and_pool_their_shares_of_the_samples() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let timer = Scripted {
+            per_run_s: vec![1e-5, 4e-3],
+            noise: vec![0.0; 2],
+            log: log.clone(),
+        };
+        let opts = MeasureOptions {
+            repeats: 7,
+            max_repeats: 31,
+            epochs: 3,
+            ..MeasureOptions::default()
+        };
+        let per = opts.per_epoch();
+        assert_eq!((per.repeats, per.max_repeats, per.epochs), (3, 10, 1));
+        let m = measure_ops(&timer, &ops(2), &opts).unwrap();
+        for (i, mi) in m.iter().enumerate() {
+            // Exact timings: each epoch takes its 3 samples, pooled to 9.
+            assert_eq!(mi.samples.0.len(), 9, "{i}");
+            assert!(mi.settled);
+            // Only the first epoch warms up until settled (as one epoch would); later ones
+            // reuse its runs per sample after one warm-up sample on the new buffers.
+            assert_eq!(mi.warmup_samples, [2, 3][i] + 2, "{i}");
+            assert!((mi.samples.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
+        }
+        // Both operators are prepared afresh for each epoch, after the previous epoch's
+        // samples: preparations, then that epoch's runs.
+        let log = log.borrow();
+        let prepared: Vec<usize> = log
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| x >= 1000)
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(prepared.len(), 6);
+        assert_eq!(prepared[0..2], [0, 1]);
+        assert!(prepared[2] - prepared[1] > 9 && prepared[4] - prepared[3] > 9);
+        assert!(prepared.chunks(2).all(|c| c[1] == c[0] + 1));
+        // Shares never exceed the most samples, and always reach the least.
+        for (repeats, max_repeats, epochs) in [(3, 5, 3), (7, 31, 4), (1, 1, 3), (5, 4, 2)] {
+            let o = MeasureOptions {
+                repeats,
+                max_repeats,
+                epochs,
+                ..MeasureOptions::default()
+            };
+            let p = o.per_epoch();
+            assert!(p.repeats * epochs >= repeats);
+            assert!(p.max_repeats >= p.repeats);
+            assert!(p.max_repeats * epochs <= max_repeats.max(p.repeats * epochs));
+        }
     }
 
     #[test]

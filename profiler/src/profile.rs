@@ -17,7 +17,7 @@ use crate::link::LinkModel;
 use crate::measure::{measure_ops, MeasureOptions};
 use crate::ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 use crate::spec::ModelSpec;
-use crate::timer::{CpuClock, CpuTimer, CudaTimer, Timer};
+use crate::timer::{CpuClock, CpuTimer, CudaTimer, Pinned, Timer};
 use plexserve_kernels::Dtype;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -96,6 +96,12 @@ pub struct ProfileOptions {
     /// What CPU samples are timed with; `None` chooses by the thread counts
     /// ([`CpuClock::for_threads`]: the measuring thread's CPU time when all work runs on it).
     pub cpu_clock: Option<CpuClock>,
+    /// Placement epochs: every operator is prepared afresh this many times (new buffers) and
+    /// its samples pooled over them (see [`MeasureOptions::epochs`]).
+    pub epochs: usize,
+    /// Hold the measuring thread on one CPU while it measures, when all work runs on it (the
+    /// thread CPU clock); see [`Pinned`].
+    pub pin_cpu: bool,
 }
 
 impl Default for ProfileOptions {
@@ -109,6 +115,8 @@ impl Default for ProfileOptions {
             dtype: None,
             threads: None,
             cpu_clock: None,
+            epochs: 3,
+            pin_cpu: true,
         }
     }
 }
@@ -206,6 +214,9 @@ pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Resu
     if opts.repeats == 0 {
         return Err(ProfilerError::Option("repeats must be at least 1".into()));
     }
+    if opts.epochs == 0 {
+        return Err(ProfilerError::Option("epochs must be at least 1".into()));
+    }
     if opts.threads == Some(0) {
         return Err(ProfilerError::Option("threads must be at least 1".into()));
     }
@@ -235,11 +246,19 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
         dtype: opts.dtype.unwrap_or(spec.dtype),
         ..spec.clone()
     };
+    // Held until the profile is measured.
+    let mut pinned: Option<Pinned> = None;
     let (coster, link) = match device {
         Device::Cpu => (
             Coster::Measured(Box::new({
                 let mut t = CpuTimer::new(opts.max_cpu_operator_bytes);
                 t.clock = opts.cpu_clock.unwrap_or(t.clock);
+                // Only a thread that does all the work is worth pinning; pool workers elsewhere
+                // would still move.
+                if opts.pin_cpu && t.clock == CpuClock::Thread {
+                    pinned = Pinned::current_thread(None);
+                    t.pinned_cpu = pinned.as_ref().map(|p| p.cpu);
+                }
                 t
             })),
             opts.link
@@ -258,26 +277,16 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
         ),
     };
 
-    let mut kinds: Vec<LayerKind> = layer_sequence(spec);
-    kinds.sort();
-    kinds.dedup();
-    // Every distinct compute operator, in the order first met; then all are costed together so
-    // that measured ones can be interleaved.
-    let mut memo: BTreeMap<Op, usize> = BTreeMap::new();
-    let mut distinct: Vec<Op> = Vec::new();
-    for &tp in &spec.tp_degrees {
-        for &kind in &kinds {
-            for &b in &spec.batch_sizes {
-                for op in layer_ops(spec, kind, tp as usize, b as usize) {
-                    if !op.is_communication() && !memo.contains_key(&op) {
-                        memo.insert(op.clone(), distinct.len());
-                        distinct.push(op);
-                    }
-                }
-            }
-        }
-    }
+    let kinds = layer_kinds(spec);
+    // All distinct operators are costed together so that measured ones can be interleaved.
+    let distinct = distinct_ops(spec);
+    let memo: BTreeMap<Op, usize> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, op)| (op.clone(), i))
+        .collect();
     let costs = cost_ops(&coster, &distinct, spec, opts)?;
+    drop(pinned);
     for c in &costs {
         tracing::debug!(op = %c.op, median_s = c.median_s, iqr = c.iqr_ratio(), "costed");
     }
@@ -363,6 +372,42 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
     })
 }
 
+/// The distinct layer kinds of `spec`, sorted.
+fn layer_kinds(spec: &ModelSpec) -> Vec<LayerKind> {
+    let mut kinds: Vec<LayerKind> = layer_sequence(spec);
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// Every distinct compute operator of `spec`'s layers at its tp degrees and batch sizes, in the
+/// order first met (tp, then layer kind, then batch): what a profile measures.
+pub fn distinct_ops(spec: &ModelSpec) -> Vec<Op> {
+    let mut distinct: Vec<Op> = Vec::new();
+    for &tp in &spec.tp_degrees {
+        for kind in layer_kinds(spec) {
+            for &b in &spec.batch_sizes {
+                for op in layer_ops(spec, kind, tp as usize, b as usize) {
+                    if !op.is_communication() && !distinct.contains(&op) {
+                        distinct.push(op);
+                    }
+                }
+            }
+        }
+    }
+    distinct
+}
+
+fn measure_options(opts: &ProfileOptions) -> MeasureOptions {
+    MeasureOptions {
+        warmup: opts.warmup,
+        repeats: opts.repeats,
+        max_repeats: opts.max_repeats,
+        epochs: opts.epochs,
+        ..MeasureOptions::default()
+    }
+}
+
 fn cost_ops(
     coster: &Coster,
     ops: &[Op],
@@ -370,31 +415,23 @@ fn cost_ops(
     opts: &ProfileOptions,
 ) -> Result<Vec<OpCost>> {
     Ok(match coster {
-        Coster::Measured(timer) => {
-            let measure = MeasureOptions {
-                warmup: opts.warmup,
-                repeats: opts.repeats,
-                max_repeats: opts.max_repeats,
-                ..MeasureOptions::default()
-            };
-            measure_ops(timer.as_ref(), ops, &measure)?
-                .into_iter()
-                .zip(ops)
-                .map(|(m, op)| OpCost {
-                    op: op.clone(),
-                    median_s: m.samples.median_s(),
-                    min_s: m.samples.min_s(),
-                    max_s: m.samples.max_s(),
-                    q1_s: m.samples.quantile_s(0.25),
-                    q3_s: m.samples.quantile_s(0.75),
-                    repeats: m.samples.0.len(),
-                    warmup_samples: m.warmup_samples,
-                    settled: m.settled,
-                    runs_per_sample: m.runs_per_sample,
-                    ci_half_width: m.samples.median_ci_half_width(),
-                })
-                .collect()
-        }
+        Coster::Measured(timer) => measure_ops(timer.as_ref(), ops, &measure_options(opts))?
+            .into_iter()
+            .zip(ops)
+            .map(|(m, op)| OpCost {
+                op: op.clone(),
+                median_s: m.samples.median_s(),
+                min_s: m.samples.min_s(),
+                max_s: m.samples.max_s(),
+                q1_s: m.samples.quantile_s(0.25),
+                q3_s: m.samples.quantile_s(0.75),
+                repeats: m.samples.0.len(),
+                warmup_samples: m.warmup_samples,
+                settled: m.settled,
+                runs_per_sample: m.runs_per_sample,
+                ci_half_width: m.samples.median_ci_half_width(),
+            })
+            .collect(),
         Coster::Analytic(g) => ops
             .iter()
             .map(|op| {
@@ -435,15 +472,17 @@ fn source_of(
         Coster::Measured(t) => {
             let max_of = |f: fn(&OpCost) -> f64| costs.iter().map(f).fold(0.0, f64::max);
             let unsettled = costs.iter().filter(|c| !c.settled).count();
+            let epochs = opts.epochs.max(1);
+            let per_epoch = measure_options(opts).per_epoch();
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median of {}-{} samples per operator taken in rounds across operators (at least {}; more, up to {}, while the median's 95 % confidence interval is wider than +-{} % and the extra rounds have taken less time than the first ones; largest half-width {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: median of {}-{} samples per operator pooled over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each), taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up in each epoch until two consecutive samples agree within 5 % (at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     costs.iter().map(|c| c.repeats).min().unwrap_or(0),
                     costs.iter().map(|c| c.repeats).max().unwrap_or(0),
-                    opts.repeats,
-                    opts.max_repeats.max(opts.repeats),
+                    per_epoch.repeats,
+                    per_epoch.max_repeats,
                     MeasureOptions::default().ci_target * 100.0,
                     max_of(|c| c.ci_half_width) * 100.0,
                     t.min_sample_s() * 1e3,

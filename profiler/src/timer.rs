@@ -215,6 +215,65 @@ fn thread_cpu_s() -> Option<f64> {
     None
 }
 
+/// The measuring thread held on one CPU while it measures; the thread's previous CPU set is
+/// restored on drop. Moving between CPUs costs the caches the operator's data was in, and which
+/// CPU a run happens to land on is a per-run choice the profile should not depend on.
+#[derive(Debug)]
+pub struct Pinned {
+    /// The CPU the thread is held on.
+    pub cpu: usize,
+    #[cfg(target_os = "linux")]
+    previous: libc::cpu_set_t,
+}
+
+impl Pinned {
+    /// Holds the calling thread on `cpu`, or by default on the highest-numbered CPU it may run
+    /// on (the same one in every run; CPU 0 is where many systems steer interrupts). `None`
+    /// when the platform cannot pin or `cpu` is not allowed to the thread.
+    #[cfg(target_os = "linux")]
+    pub fn current_thread(cpu: Option<usize>) -> Option<Pinned> {
+        // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+        let mut previous: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: `previous` is a valid, writable cpu_set_t of `size` bytes; pid 0 is the
+        // calling thread.
+        if unsafe { libc::sched_getaffinity(0, size, &mut previous) } != 0 {
+            return None;
+        }
+        let slots = 8 * size;
+        // SAFETY: `c` is below the set's size in bits.
+        let allowed = |c: usize| c < slots && unsafe { libc::CPU_ISSET(c, &previous) };
+        let cpu = match cpu {
+            Some(c) => allowed(c).then_some(c)?,
+            None => (0..slots).rev().find(|&c| allowed(c))?,
+        };
+        // SAFETY: as above, and `cpu` is below the set's size in bits.
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut one) };
+        // SAFETY: `one` is a valid cpu_set_t of `size` bytes.
+        if unsafe { libc::sched_setaffinity(0, size, &one) } != 0 {
+            return None;
+        }
+        Some(Pinned { cpu, previous })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn current_thread(_cpu: Option<usize>) -> Option<Pinned> {
+        None
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        // SAFETY: `previous` is the valid cpu_set_t read when pinning. Failing to widen the set
+        // again leaves the thread on its one CPU, which is still correct, only slower.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.previous);
+        }
+    }
+}
+
 /// Bytes of restored inputs one timed stretch of an in-place operator runs on: few enough to
 /// stay in a core's L2 cache, as an activation just written by the previous operator is.
 pub const RESTORE_BYTES: usize = 512 << 10;
@@ -298,12 +357,15 @@ pub struct CpuTimer {
     /// What samples are timed with, chosen from the threads in effect on the thread that makes
     /// the timer, which is the one that measures ([`CpuClock::for_threads`]).
     pub clock: CpuClock,
+    /// The CPU the measuring thread is held on ([`Pinned`]), for the stamp.
+    pub pinned_cpu: Option<usize>,
 }
 
 impl CpuTimer {
     pub fn new(max_operator_bytes: u64) -> CpuTimer {
         CpuTimer {
             max_operator_bytes,
+            pinned_cpu: None,
             clock: CpuClock::for_threads(
                 rayon::current_thread_index().map(|_| rayon::current_num_threads()),
                 &matmul_threads(),
@@ -333,10 +395,14 @@ impl Timer for CpuTimer {
 
     fn method(&self) -> String {
         format!(
-            "CPU kernels (f32, ndarray + matrixmultiply + rayon; {} rayon threads, GEMM threads: {}; in-place operators on inputs restored untimed and cache-resident), timed with {}",
+            "CPU kernels (f32, ndarray + matrixmultiply + rayon; {} rayon threads, GEMM threads: {}; in-place operators on inputs restored untimed and cache-resident), timed with {}; {}",
             rayon::current_num_threads(),
             matmul_threads(),
-            self.clock.describe()
+            self.clock.describe(),
+            match self.pinned_cpu {
+                Some(c) => format!("measuring thread pinned to CPU {c}"),
+                None => "measuring thread not pinned".into(),
+            }
         )
     }
 
@@ -356,6 +422,11 @@ impl Timer for CpuTimer {
                     CpuClock::Thread => "thread-cpu",
                 }
                 .into(),
+            ),
+            (
+                "cpu-pin".into(),
+                self.pinned_cpu
+                    .map_or_else(|| "none".into(), |c| c.to_string()),
             ),
         ]
     }
@@ -728,6 +799,7 @@ mod tests {
         let timer = CpuTimer {
             max_operator_bytes: u64::MAX,
             clock: CpuClock::Wall,
+            pinned_cpu: None,
         };
         // Each run sees the prepared input, whatever the previous run left.
         let input = Array2::from_elem((4, 4), 1.0f32);
@@ -757,6 +829,44 @@ mod tests {
         };
         op.run_s(20).unwrap();
         assert_eq!(op.copies.len(), 8);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: a valid, writable cpu_set_t; pid 0 is the calling thread.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
+        (0..8 * size)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pinning_holds_the_thread_on_one_cpu_and_restores_its_set() {
+        // On a thread of its own, so the test harness's thread keeps its CPU set whatever
+        // happens.
+        std::thread::spawn(|| {
+            let before = allowed_cpus();
+            let pinned = Pinned::current_thread(None).expect("pin");
+            // The default is the highest-numbered allowed CPU, the same in every run.
+            assert_eq!(Some(&pinned.cpu), before.iter().max());
+            assert_eq!(allowed_cpus(), [pinned.cpu]);
+            // SAFETY: sched_getcpu has no preconditions.
+            assert_eq!(unsafe { libc::sched_getcpu() }, pinned.cpu as i32);
+            drop(pinned);
+            assert_eq!(allowed_cpus(), before);
+            let lowest = before[0];
+            let p = Pinned::current_thread(Some(lowest)).expect("pin");
+            assert_eq!(allowed_cpus(), [lowest]);
+            drop(p);
+            // A CPU the thread may not use is refused, not silently replaced.
+            assert!(Pinned::current_thread(Some(1 << 20)).is_none());
+            assert_eq!(allowed_cpus(), before);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

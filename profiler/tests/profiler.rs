@@ -424,6 +424,26 @@ fn cpu_repeatability_check_reports_complete_statistics() {
             }
         );
         assert!(src.device.contains("(1 threads)"), "{}", src.device);
+        // Samples are pooled over placement epochs, and the measuring thread is pinned (and
+        // says to which CPU) exactly when it does all the work.
+        assert!(
+            src.method
+                .contains(&format!("{} placement epoch", opts.epochs)),
+            "{}",
+            src.method
+        );
+        let pin = &src.software["cpu-pin"];
+        if clock == CpuClock::Thread && cfg!(target_os = "linux") {
+            let cpu: usize = pin.parse().expect("a CPU number");
+            assert!(
+                src.method
+                    .contains(&format!("measuring thread pinned to CPU {cpu}")),
+                "{}",
+                src.method
+            );
+        } else {
+            assert_eq!(pin, "none");
+        }
     }
     assert!(report.model_diff().is_finite() && report.max_iqr_ratio().is_finite());
     assert!(plexserve_profiler::repeatability(&spec, &Device::Cpu, &opts, 1).is_err());
@@ -432,6 +452,13 @@ fn cpu_repeatability_check_reports_complete_statistics() {
         ..quick()
     };
     assert!(profile(&spec, &Device::Cpu, &zero)
+        .unwrap_err()
+        .is_input_error());
+    let no_epochs = ProfileOptions {
+        epochs: 0,
+        ..quick()
+    };
+    assert!(profile(&spec, &Device::Cpu, &no_epochs)
         .unwrap_err()
         .is_input_error());
 }
