@@ -259,7 +259,9 @@ fn measure_epoch(
         });
     }
     if calibrated.is_some() {
-        for slot in &mut slots {
+        // A one-run operator (2 ms or longer) is warm after its first run; a fast one gets a
+        // warm-up sample, as cheap as one measured sample.
+        for slot in slots.iter_mut().filter(|s| s.runs > 1) {
             slot.sample()?;
             slot.warmup_samples = 1;
         }
@@ -482,7 +484,7 @@ mod tests {
     fn epochs_prepare_afresh_and_pool_their_shares_of_the_samples() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let timer = Scripted {
-            per_run_s: vec![1e-5, 4e-3],
+            per_run_s: vec![1e-5, 3e-4],
             noise: vec![0.0; 2],
             log: log.clone(),
         };
@@ -499,8 +501,9 @@ mod tests {
             // Exact timings: each epoch takes its 3 samples, pooled to 9.
             assert_eq!(mi.samples.0.len(), 9, "{i}");
             assert!(mi.settled);
-            // Only the first epoch warms up until settled (as one epoch would); later ones
-            // reuse its runs per sample after one warm-up sample on the new buffers.
+            // Only the first epoch warms up until settled (as one epoch would: see the first
+            // test); later ones reuse its runs per sample after one warm-up sample on the new
+            // buffers.
             assert_eq!(mi.warmup_samples, [2, 3][i] + 2, "{i}");
             assert!((mi.samples.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
         }
@@ -516,6 +519,7 @@ mod tests {
         assert_eq!(prepared.len(), 6);
         assert_eq!(prepared[0..2], [0, 1]);
         assert!(prepared[2] - prepared[1] > 9 && prepared[4] - prepared[3] > 9);
+        assert!(m.iter().all(|mi| mi.runs_per_sample > 1));
         assert!(prepared.chunks(2).all(|c| c[1] == c[0] + 1));
         // Shares never exceed the most samples, and always reach the least.
         for (repeats, max_repeats, epochs) in [(3, 5, 3), (7, 31, 4), (1, 1, 3), (5, 4, 2)] {
