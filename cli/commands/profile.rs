@@ -153,8 +153,9 @@ fn print_repeatability(spec: &ModelSpec, run: &ProfileRun, r: &RepeatabilityRepo
         println!("device    {}", src.device);
     }
     println!(
-        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds)",
-        r.runs
+        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds, pooled over {} placement epochs)",
+        r.runs,
+        ProfileOptions::default().epochs
     );
     print!("{:<10} {:>3} {:>5}", "layer", "tp", "batch");
     for i in 0..r.runs {
