@@ -875,6 +875,99 @@ fn base_degree_starts_at_tp2_merges_to_tp4_only_for_a_request_too_long_for_tp2()
 }
 
 #[test]
+fn merge_for_long_prefill_prefills_at_tp4_hands_the_decode_back_to_tp2() {
+    // Eight toy GPUs with base 2: four TP2 engines in two TP4 groups; TP2 holds ≈ 1.95 M
+    // tokens, so the 5 000-token prompt is not too long for TP2, and without merge=prefill nothing
+    // merges. With merge=prefill,prefill_above=2000 it is long: at t = 0 nothing is queued
+    // anywhere (a lull), so one group merges into TP4 at once (nothing resident: the merge is
+    // only its launch cost), the prompt is prefilled there in one iteration, and as soon as that
+    // prefill is done the group splits back and the request decodes its last token on a TP2
+    // engine. The short request at 0.5 s goes to a TP2 engine of the other group (short
+    // requests avoid the prefill engine while another engine can hold them).
+    let text = r#"{
+      "schema": "plexserve/llm-instance/v1",
+      "name": "toy8",
+      "cluster": { "devices": 8, "devices_per_node": 8, "gpu": { "name": "toy", "memory_gb": 2.0021,
+                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 } },
+      "specs": { "toy": { "params_b": 1.0, "layers": 1, "heads": 4, "kv_heads": 4, "head_dim": 32, "hidden": 128 } },
+      "llms": [ { "name": "a", "spec": "toy", "slo_scale": 100 } ],
+      "cost_model": { "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
+                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 },
+      "workload": { "kind": "requests", "requests": [
+        {"t_s": 0.0, "llm": "a", "prompt_tokens": 5000, "output_tokens": 3},
+        {"t_s": 0.5, "llm": "a", "prompt_tokens": 100, "output_tokens": 2},
+        {"t_s": 9000.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2} ] },
+      "simulator": { "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }
+    }"#;
+    let inst = LlmInstance::from_json(Path::new("toy8.json"), text).unwrap();
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let run = |spec: &str| {
+        let (p, o) = llm_placer(spec, &plexserve_solver::PlaceOptions::default()).unwrap();
+        let dep = p.place(&inst, &trace, &o).unwrap().deployment;
+        LlmSim::new(&inst, &trace, &dep).run(&RunOptions { record: true })
+    };
+    let plain = run("tp-dynamic:tp=4,policy=long,base=2,staggered=false");
+    assert_eq!((plain.stats.merges, plain.stats.splits), (0, 0));
+    let res =
+        run("tp-dynamic:tp=4,policy=long,base=2,merge=prefill,prefill_above=2000,staggered=false");
+    assert_eq!(
+        (res.stats.merges, res.stats.splits),
+        (1, 1),
+        "TP2 → TP4 → TP2"
+    );
+    let tp = |e: u32| res.stats.engines[e as usize].tp;
+    // The long prompt's one prefill iteration ran on the TP4 engine and gave its first token.
+    let pre4: Vec<_> = res
+        .iterations
+        .iter()
+        .filter(|it| it.prefill && tp(it.engine) == 4)
+        .collect();
+    assert_eq!(pre4.len(), 1);
+    assert_eq!(pre4[0].end_s, res.outcomes.first_token_s[0]);
+    // Its decode went back to a TP2 engine: the split is decided when the prefill ends, after
+    // the engine has launched its next iteration (one decode step, token 2), which the split
+    // lets finish; token 3 is decoded at TP2.
+    let dec4: Vec<_> = res
+        .iterations
+        .iter()
+        .filter(|it| !it.prefill && tp(it.engine) == 4)
+        .collect();
+    assert_eq!(dec4.len(), 1);
+    assert_eq!(dec4[0].start_s, pre4[0].end_s);
+    assert_eq!(tp(res.outcomes.engine[0]), 2);
+    assert!(res.outcomes.finish_s[0] > pre4[0].end_s);
+    // No request ever ran on a TP1 engine; the short requests ran on TP2 engines only.
+    assert!(res.iterations.iter().all(|it| tp(it.engine) >= 2));
+    assert_eq!(
+        (tp(res.outcomes.engine[1]), tp(res.outcomes.engine[2])),
+        (2, 2)
+    );
+    assert!(res.stats.kv_peak_fraction <= 1.0);
+    assert_eq!(
+        res.stats.preemptions, 0,
+        "the split keeps the long request's KV"
+    );
+    let rep = LlmSimReport::new(&inst, &trace, &res);
+    assert_eq!((rep.finished, rep.dropped), (3, 0));
+    // Bad option combinations are option errors.
+    for bad in [
+        "merge=decode",
+        "prefill_above=2000",
+        "merge=prefill,prefill_above=0",
+        "merge=prefill,policy=adaptive",
+    ] {
+        let spec = format!("tp-dynamic:tp=4,base=2,{bad}");
+        let spec = if bad.contains("policy") {
+            spec
+        } else {
+            format!("{spec},policy=long")
+        };
+        let (p, o) = llm_placer(&spec, &plexserve_solver::PlaceOptions::default()).unwrap();
+        assert!(p.place(&inst, &trace, &o).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn auto_base_is_tp2_on_conversations_tp1_on_code_and_base2_serves_like_static_tp2() {
     // The cost-model rule: conversations are decode/KV-bound at TP1 (base 2), code is
     // prefill-bound (base 1, the plain long-request policy). Every conversation request fits

@@ -124,6 +124,13 @@ pub struct TransformKnobs {
     /// the base degree. With base 2 the stepwise tree serves as TP2 engines that merge into TP4
     /// only for requests too long for TP2 (a trace whose short requests are KV-bound prefers TP2).
     pub base_tp: u32,
+    /// Transient merges for long prefills (`merge=prefill`, long-request policy): a request whose
+    /// prompt exceeds this many tokens is also long (0 = off). It is prefilled on a merged engine
+    /// above the base degree that takes no short requests while other engines can, and the group
+    /// splits back as soon as no long request on it has prefill work left (the decodes of
+    /// requests that fit the members go back with their KV), so the larger degree serves only
+    /// long prefills, at its prefill speed and away from short decodes.
+    pub merge_prefill_above: u32,
 }
 
 impl Default for TransformKnobs {
@@ -150,6 +157,7 @@ impl Default for TransformKnobs {
             c_init_s: 0.0,
             split_from_host: false,
             base_tp: 1,
+            merge_prefill_above: 0,
         }
     }
 }
@@ -467,13 +475,15 @@ fn check_knobs(k: &TransformKnobs) -> std::result::Result<(), String> {
         && k.slack_fraction > 0.0
         && k.base_tp >= 1
         && k.base_tp.is_power_of_two()
+        && (k.merge_prefill_above == 0 || k.policy == TransformPolicy::LongRequest)
     {
         Ok(())
     } else {
         Err(
             "expected long_fraction > 0, output_quantile in [0, 1], hysteresis_s ≥ 0, \
              decide_s > 0, min_dwell_s ≥ 0, gain_margin ≥ 0, mix_window_s > 0, \
-             slack_fraction > 0, base_tp a power of two"
+             slack_fraction > 0, base_tp a power of two, merge_prefill_above only with the \
+             long_request policy"
                 .into(),
         )
     }

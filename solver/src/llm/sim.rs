@@ -731,7 +731,10 @@ impl<'s, 'a> Run<'s, 'a> {
             cap_min = cap_min.min(self.engines[e as usize].capacity_tokens);
         }
         cap_min = cap_min.min(self.base_capacity(m));
-        let long = cap_min != u64::MAX && need > knobs.long_fraction * cap_min as f64;
+        // merge=prefill: a long prompt is long too (its prefill is what the merge is for).
+        let long = cap_min != u64::MAX
+            && (need > knobs.long_fraction * cap_min as f64
+                || (knobs.merge_prefill_above > 0 && trace.prompt[r] > knobs.merge_prefill_above));
         self.long[r] = long;
         if long {
             // Deferring the long prefill costs the long request at most this share of its SLO.
@@ -792,8 +795,11 @@ impl<'s, 'a> Run<'s, 'a> {
                     if eng.capacity_tokens >= total && (pass == 1 || eng.long_count == 0) {
                         // A merged engine waiting to split takes short requests only when no
                         // other engine can hold them.
+                        // So does a merged engine for long prefills (merge=prefill): short
+                        // requests there would hold its chunks back, as on the base engines.
                         let closing = eng.merged_of != u32::MAX
-                            && self.groups[eng.merged_of as usize].closing;
+                            && (self.groups[eng.merged_of as usize].closing
+                                || self.prefill_engine(e as usize));
                         // A chunked long request goes first to the engine with the least chunked
                         // work: the routing load leaves chunked prefills out, so it would not
                         // spread them.
@@ -1160,8 +1166,8 @@ impl<'s, 'a> Run<'s, 'a> {
         eng.load_tokens -= w;
         if self.long[r] {
             eng.long_count = eng.long_count.saturating_sub(1);
-            if eng.long_count == 0 && eng.merged_of != u32::MAX {
-                let g = eng.merged_of as usize;
+            if eng.merged_of != u32::MAX && !self.holds_long_work(e) {
+                let g = self.engines[e].merged_of as usize;
                 let t = self.now + self.groups[g].knobs.hysteresis_s;
                 self.push(t, EV_SPLIT_CHECK, g as u32);
             }
@@ -1340,7 +1346,10 @@ impl<'s, 'a> Run<'s, 'a> {
         let u = self.engines[e].unit as usize;
         let mut tokens = 0u64;
         let mut sum_sq = 0.0;
-        let decoding = {
+        // A merged engine for long prefills (merge=prefill) exists to run them: its chunks do
+        // not yield to the short requests it brought along from its members.
+        let dedicated = self.prefill_engine(e);
+        let decoding = !dedicated && {
             let eng = &self.engines[e];
             eng.running
                 .iter()
@@ -1377,7 +1386,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     let q = q as usize;
                     self.is_chunked(q)
                         && (!new_blocked || self.blocks[q] > 0)
-                        && (!(decoding || took_short) || self.urgent(e, q))
+                        && (!(decoding || (took_short && !dedicated)) || self.urgent(e, q))
                 })
             });
             let Some(pos) = pos else { break };
@@ -1627,6 +1636,15 @@ impl<'s, 'a> Run<'s, 'a> {
             let ratio = self.sim.inst.sim.long_decode_ratio;
             let eng = &mut self.engines[e];
             eng.chunk_hold_until = self.now + ratio * (self.now - eng.pre_started);
+        }
+        // merge=prefill: the last long prefill on a merged engine is done, so it may split back.
+        if self.prefill_engine(e)
+            && batch.iter().any(|&r| self.long[r as usize])
+            && !self.holds_long_work(e)
+        {
+            let g = self.engines[e].merged_of as usize;
+            let t = self.now + self.groups[g].knobs.hysteresis_s;
+            self.push(t, EV_SPLIT_CHECK, g as u32);
         }
         for &r in &batch {
             let r = r as usize;
@@ -1940,7 +1958,7 @@ impl<'s, 'a> Run<'s, 'a> {
         self.groups[g].last_change_s = self.now;
         self.note_kv(mu);
         self.rebuild_by_llm();
-        if self.engines[me].long_count == 0 {
+        if !self.holds_long_work(me) {
             let t = self.now + self.groups[g].knobs.hysteresis_s;
             self.push(t, EV_SPLIT_CHECK, g as u32);
         }
@@ -1967,7 +1985,7 @@ impl<'s, 'a> Run<'s, 'a> {
         let grp = &self.groups[g];
         if grp.state != GState::Merged
             || !self.can_split(g)
-            || self.engines[grp.merged_engine as usize].long_count > 0
+            || self.holds_long_work(grp.merged_engine as usize)
         {
             return;
         }
@@ -2186,6 +2204,45 @@ impl<'s, 'a> Run<'s, 'a> {
                 let r = r as usize;
                 (trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
             })
+    }
+
+    /// Whether engine `e` holds long requests that keep its group merged: any long request,
+    /// or with merge=prefill (on a merged engine above its base) only those whose prefill is not
+    /// done (queued, partly prefilled or prefilling) and those that would not fit a member
+    /// engine (footprint as in `needs_merged`): the rest decode on the members after the split.
+    fn holds_long_work(&self, e: usize) -> bool {
+        let eng = &self.engines[e];
+        if eng.long_count == 0 {
+            return false;
+        }
+        if !self.prefill_engine(e) {
+            return true;
+        }
+        let grp = &self.groups[eng.merged_of as usize];
+        let trace = self.sim.trace;
+        let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
+        let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
+        let pred = self.sim.pred_out[grp.llm as usize][0];
+        let prefilling = eng
+            .waiting
+            .iter()
+            .chain(&eng.pre_batch)
+            .any(|&r| self.long[r as usize]);
+        prefilling
+            || eng.running.iter().chain(&eng.dec_batch).any(|&r| {
+                let r = r as usize;
+                self.long[r] && (trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
+            })
+    }
+
+    /// Whether engine `e` is the merged engine, above its base degree, of a group with
+    /// transient merges for long prefills (merge=prefill).
+    fn prefill_engine(&self, e: usize) -> bool {
+        let eng = &self.engines[e];
+        eng.merged_of != u32::MAX && {
+            let g = &self.groups[eng.merged_of as usize];
+            g.knobs.merge_prefill_above > 0 && eng.tp > g.knobs.base_tp
+        }
     }
 
     fn finish_split(&mut self, g: usize) {

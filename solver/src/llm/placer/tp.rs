@@ -264,7 +264,7 @@ impl LlmPlacer for TpDynamic {
         "tp-dynamic"
     }
     fn description(&self) -> &'static str {
-        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests; base=2 (or auto: the static degree best on the first 10 % of the short requests) starts as TP2 engines that merge further only for requests too long for TP2 (options tp, base, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, burst_window_s, burst_load, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
+        "one LLM (Amoeba): TP1 replicas that merge stepwise (TP1 → TP2 → … → TP-`tp`) for long requests when their wait justifies it, and split back when those drain; policy=adaptive (default) also transforms on load, policy=long only for long requests; base=2 (or auto: the static degree best on the first 10 % of the short requests) starts as TP2 engines that merge further only for requests too long for TP2; merge=prefill (policy=long) also merges transiently to prefill prompts above prefill_above tokens (default 8192) on an engine short requests avoid, and splits back once those prefills are done (options tp, base, merge, prefill_above, stepwise, policy, long_fraction, slack_fraction, lull_queue_tokens, burst_window_s, burst_load, hysteresis_s, decide_s, min_dwell_s, gain_margin, mix_window_s, staggered, weight_padding, head_centric)"
     }
     fn place(
         &self,
@@ -293,6 +293,8 @@ impl LlmPlacer for TpDynamic {
                 "weight_padding",
                 "head_centric",
                 "base",
+                "merge",
+                "prefill_above",
             ],
         )?;
         single_llm(inst, self.name())?;
@@ -372,7 +374,43 @@ impl LlmPlacer for TpDynamic {
                 b
             }
         };
-        let knobs = TransformKnobs { base_tp, ..knobs };
+        // merge=prefill: transient merges for long prefills (see `TransformKnobs`); the
+        // threshold defaults to 8 k prompt tokens (4 chunks of 2 048: a prefill long enough that
+        // the larger degree's speed matters, far above the traces' ≈ 1-2 k typical prompts).
+        let merge_prefill_above = match opts.params.get("merge").map(String::as_str) {
+            None => {
+                if opts.params.contains_key("prefill_above") {
+                    return Err(SolverError::Option(
+                        "option prefill_above: only with merge=prefill".into(),
+                    ));
+                }
+                0
+            }
+            Some("prefill") => {
+                if adaptive {
+                    return Err(SolverError::Option(
+                        "option merge=prefill: only with policy=long".into(),
+                    ));
+                }
+                let n = opts.number("prefill_above", 8192.0)?;
+                if !(n >= 1.0 && n <= u32::MAX as f64) {
+                    return Err(SolverError::Option(format!(
+                        "option prefill_above: expected a positive token count, found {n}"
+                    )));
+                }
+                n as u32
+            }
+            Some(v) => {
+                return Err(SolverError::Option(format!(
+                    "option merge: expected prefill, found \"{v}\""
+                )))
+            }
+        };
+        let knobs = TransformKnobs {
+            base_tp,
+            merge_prefill_above,
+            ..knobs
+        };
         Ok(solved(dynamic_tp(inst, tp, &knobs, stepwise), t0))
     }
 }
