@@ -28,12 +28,13 @@
 //!    operators are then dropped and prepared afresh (new buffers, allocated behind a stagger so
 //!    they land at other heap offsets) for the next epoch, which reuses the first epoch's runs
 //!    per sample, warms up with one sample instead of waiting to settle, and takes its share of
-//!    the samples; the samples of all epochs are pooled. Each operator's samples then come from
-//!    several buffer placements and several stretches of time seconds apart, so neither one
-//!    placement (cache-set conflicts, 4 KiB aliasing between an operator's buffers) nor one
-//!    slow stretch of the machine decides its median.
+//!    the samples. The kept latency is the median of the epochs' medians
+//!    ([`Measured::median_s`]): each operator is measured in several buffer placements and
+//!    several stretches of time seconds apart, and one unlucky placement (cache-set conflicts,
+//!    4 KiB aliasing between an operator's buffers) or one slow stretch of the machine is
+//!    outvoted.
 //!
-//! The kept statistic is the median; the interquartile range, min/max and the confidence
+//! The kept statistic is the median (of the epochs' medians); the interquartile range, min/max and the confidence
 //! interval's half-width are reported with it.
 
 use crate::error::Result;
@@ -105,6 +106,21 @@ pub struct Measured {
     pub settled: bool,
     /// Back-to-back runs per sample.
     pub runs_per_sample: usize,
+    /// The median of each placement epoch's own samples, in epoch order.
+    pub epoch_medians: Vec<f64>,
+}
+
+impl Measured {
+    /// The operator's latency: the median of the epochs' medians (one epoch: of its samples).
+    /// Not the median of all samples: an epoch whose placement was unlucky (say its buffers
+    /// 4 KiB-aliased) is also the noisy one that gets extra rounds, and could then hold most of
+    /// the pooled samples; as one of three medians it is outvoted.
+    pub fn median_s(&self) -> f64 {
+        match self.epoch_medians.len() {
+            0 | 1 => self.samples.median_s(),
+            _ => Samples(self.epoch_medians.clone()).median_s(),
+        }
+    }
 }
 
 fn runs_for(min_sample_s: f64, per_run_s: f64) -> usize {
@@ -213,6 +229,7 @@ fn measure_group<T: Timer + ?Sized>(
         } else {
             for (p, m) in pooled.iter_mut().zip(measured) {
                 p.samples.0.extend(m.samples.0);
+                p.epoch_medians.extend(m.epoch_medians);
                 p.warmup_samples += m.warmup_samples;
             }
         }
@@ -307,6 +324,7 @@ fn measure_epoch(
     Ok(slots
         .into_iter()
         .map(|s| Measured {
+            epoch_medians: vec![Samples(s.samples.clone()).median_s()],
             samples: Samples(s.samples),
             warmup_samples: s.warmup_samples,
             settled: s.settled,
@@ -506,7 +524,20 @@ mod tests {
             // buffers.
             assert_eq!(mi.warmup_samples, [2, 3][i] + 2, "{i}");
             assert!((mi.samples.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
+            assert_eq!(mi.epoch_medians.len(), 3);
+            assert!((mi.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
         }
+        // The kept median is the middle epoch's: one epoch, however many samples it holds,
+        // cannot move it.
+        let lopsided = Measured {
+            samples: Samples([vec![7.0; 10], vec![1.0; 3], vec![1.1; 3]].concat()),
+            warmup_samples: 0,
+            settled: true,
+            runs_per_sample: 1,
+            epoch_medians: vec![7.0, 1.0, 1.1],
+        };
+        assert_eq!(lopsided.samples.median_s(), 7.0);
+        assert_eq!(lopsided.median_s(), 1.1);
         // Both operators are prepared afresh for each epoch, after the previous epoch's
         // samples: preparations, then that epoch's runs.
         let log = log.borrow();

@@ -420,7 +420,7 @@ fn cost_ops(
             .zip(ops)
             .map(|(m, op)| OpCost {
                 op: op.clone(),
-                median_s: m.samples.median_s(),
+                median_s: m.median_s(),
                 min_s: m.samples.min_s(),
                 max_s: m.samples.max_s(),
                 q1_s: m.samples.quantile_s(0.25),
@@ -477,7 +477,7 @@ fn source_of(
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median of {}-{} samples per operator pooled over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each), taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up in each epoch until two consecutive samples agree within 5 % (at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: median over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each) of each epoch's median, {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     costs.iter().map(|c| c.repeats).min().unwrap_or(0),
                     costs.iter().map(|c| c.repeats).max().unwrap_or(0),
