@@ -16,6 +16,8 @@
 //! A and pass b on CPU B (the same buffers), `--pin` both on the profiler's default CPU.
 //! `--epochs N` measures with N placement epochs per pass (the profile's own re-preparation).
 //! `--dump` prints every operator's median from the first pass, to compare processes.
+//! `--alias` instead times the embedding's row copy (128 f32, as the profiler runs it) with its
+//! output at chosen distances from its source, to show whether 4 KiB aliasing moves it.
 
 use std::path::Path;
 
@@ -55,6 +57,10 @@ fn main() {
                 }
             }
             "--dump" => dump = true,
+            "--alias" => {
+                alias();
+                return;
+            }
             s if s.starts_with("--") => usage(&format!("unknown option {s}")),
             path => specs
                 .push(ModelSpec::load(Path::new(path)).unwrap_or_else(|e| usage(&e.to_string()))),
@@ -141,7 +147,63 @@ fn main() {
     });
 }
 
+/// Times a 128-float row copy (ndarray `assign`, as the embedding operator does) from a source
+/// row to an output at `distance` bytes after it, for distances that are and are not 4 KiB
+/// multiples; prints the median of 201 samples of 4096 copies per distance, in rounds.
+fn alias() {
+    use ndarray::{ArrayView1, ArrayViewMut1};
+    const ROW: usize = 128;
+    let distances = [
+        4096usize,
+        8192,
+        4096 + 16,
+        4096 + 64,
+        4096 + 512,
+        4096 + 2048,
+    ];
+    // One buffer holds both rows, so the distance is exact; 64-byte aligned start.
+    let mut buf = vec![1.0f32; (16384 + 4096) / 4];
+    let base = buf.as_ptr().align_offset(64);
+    let thread_cpu = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    };
+    let mut samples = vec![Vec::new(); distances.len()];
+    for _round in 0..201 {
+        for (d, &distance) in distances.iter().enumerate() {
+            let (head, tail) = buf.split_at_mut(base + distance / 4);
+            let src = ArrayView1::from(&head[base..base + ROW]);
+            let mut dst = ArrayViewMut1::from(&mut tail[..ROW]);
+            dst.assign(&src);
+            let start = thread_cpu();
+            for _ in 0..4096 {
+                dst.assign(&src);
+                std::hint::black_box(&mut dst);
+            }
+            samples[d].push((thread_cpu() - start) / 4096.0);
+        }
+    }
+    for (d, s) in distances.iter().zip(samples) {
+        let s = plexserve_profiler::Samples(s);
+        println!(
+            "row copy, output {d:>5} B after its source ({}): median {:.2} ns, IQR/median {:.1} %",
+            if d % 4096 == 0 {
+                "4 KiB multiple"
+            } else {
+                "not aliased"
+            },
+            s.median_s() * 1e9,
+            s.iqr_ratio() * 100.0
+        );
+    }
+}
+
 fn usage(message: &str) -> ! {
-    eprintln!("error: {message}\nusage: placement [--sets N] [--pad-step BYTES] [--pin | --cores A,B] [--epochs N] [--dump] SPEC.json...");
+    eprintln!("error: {message}\nusage: placement [--sets N] [--pad-step BYTES] [--pin | --cores A,B] [--epochs N] [--dump] SPEC.json... | --alias");
     std::process::exit(2)
 }
