@@ -529,28 +529,41 @@ fn adaptive_dynamic_tp_tracks_the_best_static_degree_on_both_azure_traces() {
     }
 }
 
+/// One node of `devices` toy GPUs (2 GB each: TP1 holds 4 096 tokens of KV, TP2 ≈ 1.95 M, TP4
+/// ≈ 2.93 M, since split weights free most of each GPU) serving one toy LLM with a linear cost
+/// model, and the given request list (JSON objects, comma-separated).
+fn toy_node(devices: u32, requests: &str) -> (LlmInstance, LlmTrace) {
+    let text = format!(
+        r#"{{
+      "schema": "plexserve/llm-instance/v1",
+      "name": "toy{devices}",
+      "cluster": {{ "devices": {devices}, "devices_per_node": {devices}, "gpu": {{ "name": "toy", "memory_gb": 2.0021,
+                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 }} }},
+      "specs": {{ "toy": {{ "params_b": 1.0, "layers": 1, "heads": 4, "kv_heads": 4, "head_dim": 32, "hidden": 128 }} }},
+      "llms": [ {{ "name": "a", "spec": "toy", "slo_scale": 100 }} ],
+      "cost_model": {{ "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
+                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 }},
+      "workload": {{ "kind": "requests", "requests": [ {requests} ] }},
+      "simulator": {{ "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }}
+    }}"#
+    );
+    let inst = LlmInstance::from_json(Path::new("toy.json"), &text).unwrap();
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    (inst, trace)
+}
+
 #[test]
 fn stepwise_merge_takes_the_smallest_degree_that_holds_a_long_request() {
     // Four toy GPUs in one node (TP1: 4096 tokens of KV each). Groups: pairs {0,1} and {2,3}
     // (TP1 → TP2) and their parent (TP2 → TP4). A 5000-token request fits TP2 (≈ 1 GB of KV per
     // GPU), so exactly one pair merges; the other pair and the parent stay as they are. The
     // short request that follows avoids the engine holding the long one.
-    let text = r#"{
-      "schema": "plexserve/llm-instance/v1",
-      "name": "toy4",
-      "cluster": { "devices": 4, "devices_per_node": 4, "gpu": { "name": "toy", "memory_gb": 2.0021,
-                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 } },
-      "specs": { "toy": { "params_b": 1.0, "layers": 1, "heads": 4, "kv_heads": 4, "head_dim": 32, "hidden": 128 } },
-      "llms": [ { "name": "a", "spec": "toy", "slo_scale": 100 } ],
-      "cost_model": { "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
-                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 },
-      "workload": { "kind": "requests", "requests": [
+    let (inst, trace) = toy_node(
+        4,
+        r#"
         {"t_s": 0.0, "llm": "a", "prompt_tokens": 5000, "output_tokens": 3},
-        {"t_s": 0.5, "llm": "a", "prompt_tokens": 100, "output_tokens": 2} ] },
-      "simulator": { "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }
-    }"#;
-    let inst = LlmInstance::from_json(Path::new("toy4.json"), text).unwrap();
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        {"t_s": 0.5, "llm": "a", "prompt_tokens": 100, "output_tokens": 2}"#,
+    );
     let (p, o) = llm_placer(
         "tp-dynamic:tp=4,policy=long,long_fraction=0.9,staggered=false",
         &plexserve_solver::PlaceOptions::default(),
@@ -825,23 +838,13 @@ fn base_degree_starts_at_tp2_merges_to_tp4_only_for_a_request_too_long_for_tp2()
     // 2.4 M-token request fits neither TP1 nor TP2, so the
     // two TP2 engines merge into TP4 (one merge) and split back to TP2, never to TP1, when it
     // leaves; the short request that follows is served at TP2 or TP4, never TP1.
-    let text = r#"{
-      "schema": "plexserve/llm-instance/v1",
-      "name": "toy4",
-      "cluster": { "devices": 4, "devices_per_node": 4, "gpu": { "name": "toy", "memory_gb": 2.0021,
-                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 } },
-      "specs": { "toy": { "params_b": 1.0, "layers": 1, "heads": 4, "kv_heads": 4, "head_dim": 32, "hidden": 128 } },
-      "llms": [ { "name": "a", "spec": "toy", "slo_scale": 100 } ],
-      "cost_model": { "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
-                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 },
-      "workload": { "kind": "requests", "requests": [
+    let (inst, trace) = toy_node(
+        4,
+        r#"
         {"t_s": 0.0, "llm": "a", "prompt_tokens": 2400000, "output_tokens": 3},
         {"t_s": 0.5, "llm": "a", "prompt_tokens": 100, "output_tokens": 2},
-        {"t_s": 9000.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2} ] },
-      "simulator": { "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }
-    }"#;
-    let inst = LlmInstance::from_json(Path::new("toy4.json"), text).unwrap();
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        {"t_s": 9000.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2}"#,
+    );
     let (p, o) = llm_placer(
         "tp-dynamic:tp=4,policy=long,base=2,long_fraction=0.9,staggered=false",
         &plexserve_solver::PlaceOptions::default(),
@@ -884,23 +887,13 @@ fn merge_for_long_prefill_prefills_at_tp4_hands_the_decode_back_to_tp2() {
     // prefill is done the group splits back and the request decodes its last token on a TP2
     // engine. The short request at 0.5 s goes to a TP2 engine of the other group (short
     // requests avoid the prefill engine while another engine can hold them).
-    let text = r#"{
-      "schema": "plexserve/llm-instance/v1",
-      "name": "toy8",
-      "cluster": { "devices": 8, "devices_per_node": 8, "gpu": { "name": "toy", "memory_gb": 2.0021,
-                   "peak_tflops": 100, "hbm_gbps": 1000, "nvlink_gbps": 100, "host_gbps": 10 } },
-      "specs": { "toy": { "params_b": 1.0, "layers": 1, "heads": 4, "kv_heads": 4, "head_dim": 32, "hidden": 128 } },
-      "llms": [ { "name": "a", "spec": "toy", "slo_scale": 100 } ],
-      "cost_model": { "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
-                      "decode_base_s": 0.01, "decode_per_seq_s": 0.001 },
-      "workload": { "kind": "requests", "requests": [
+    let (inst, trace) = toy_node(
+        8,
+        r#"
         {"t_s": 0.0, "llm": "a", "prompt_tokens": 5000, "output_tokens": 3},
         {"t_s": 0.5, "llm": "a", "prompt_tokens": 100, "output_tokens": 2},
-        {"t_s": 9000.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2} ] },
-      "simulator": { "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }
-    }"#;
-    let inst = LlmInstance::from_json(Path::new("toy8.json"), text).unwrap();
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        {"t_s": 9000.0, "llm": "a", "prompt_tokens": 100, "output_tokens": 2}"#,
+    );
     let run = |spec: &str| {
         let (p, o) = llm_placer(spec, &plexserve_solver::PlaceOptions::default()).unwrap();
         let dep = p.place(&inst, &trace, &o).unwrap().deployment;
