@@ -6,6 +6,30 @@ use std::time::Instant;
 use plexserve_solver::llm::*;
 use plexserve_solver::PlaceOptions;
 
+/// The number in environment variable `name`, or `default` when it is unset or not a number.
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The instance named by `INST`, its rate scaled by `s`, and its trace.
+fn scaled_instance(s: f64) -> (LlmInstance, LlmTrace) {
+    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
+    inst.workload.scale_rate(s);
+    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    (inst, trace)
+}
+
+/// Request r's latency SLO: the LLM's SLO scale (8 when unset) × its isolated latency at the
+/// home TP degree.
+fn slo_of<'a>(inst: &'a LlmInstance, trace: &'a LlmTrace) -> impl Fn(usize) -> f64 + 'a {
+    let home = inst.step_cost(0, inst.home_tp(0));
+    let scale = inst.llms[0].slo_scale.unwrap_or(8.0);
+    move |r| scale * home.isolated_latency_s(trace.prompt[r], trace.output[r])
+}
+
 fn run(path: &str, scale: f64, placers: &[&str]) {
     let mut inst = LlmInstance::load(Path::new(path)).unwrap();
     inst.workload.scale_rate(scale);
@@ -31,14 +55,8 @@ fn run(path: &str, scale: f64, placers: &[&str]) {
 #[test]
 #[ignore]
 fn explore_synthetic() {
-    let a: f64 = std::env::var("ALPHA")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.9);
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let a: f64 = env_f64("ALPHA", 0.9);
+    let s: f64 = env_f64("SCALE", 1.0);
     let mut inst: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string("../instances/llm/muxserve-synthetic.json").unwrap(),
     )
@@ -63,10 +81,7 @@ fn explore_synthetic() {
 #[test]
 #[ignore]
 fn explore_azure() {
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let s: f64 = env_f64("SCALE", 1.0);
     let f = std::env::var("TRACE").unwrap_or("conv".into());
     let file = std::env::var("INST").unwrap_or(format!("../instances/llm/azure-{f}-qwen32b.json"));
     let mut inst: serde_json::Value =
@@ -96,15 +111,9 @@ fn explore_azure() {
 #[test]
 #[ignore]
 fn explore_windows() {
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let s: f64 = env_f64("SCALE", 1.0);
     let f = std::env::var("TRACE").unwrap_or("conv".into());
-    let win: f64 = std::env::var("WIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30.0);
+    let win: f64 = env_f64("WIN", 30.0);
     let mut inst = LlmInstance::load(Path::new(&format!(
         "../instances/llm/azure-{f}-qwen32b.json"
     )))
@@ -147,13 +156,8 @@ fn explore_windows() {
 #[test]
 #[ignore]
 fn explore_diff() {
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
-    inst.workload.scale_rate(s);
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let s: f64 = env_f64("SCALE", 1.0);
+    let (inst, trace) = scaled_instance(s);
     let a = std::env::var("A").unwrap();
     let b = std::env::var("B").unwrap();
     let run = |p: &str| {
@@ -183,18 +187,9 @@ fn explore_diff() {
 #[test]
 #[ignore]
 fn explore_loss() {
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
-    inst.workload.scale_rate(s);
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
-    let home = inst.step_cost(0, inst.home_tp(0));
-    let slo = |r: usize| {
-        inst.llms[0].slo_scale.unwrap_or(8.0)
-            * home.isolated_latency_s(trace.prompt[r], trace.output[r])
-    };
+    let s: f64 = env_f64("SCALE", 1.0);
+    let (inst, trace) = scaled_instance(s);
+    let slo = slo_of(&inst, &trace);
     let pl = std::env::var("PLACERS").unwrap_or("tp-static:tp=1;tp-dynamic:tp=4".into());
     let mut base: Option<Vec<Option<bool>>> = None;
     for p in pl.split(';') {
@@ -263,17 +258,9 @@ fn explore_loss() {
 #[test]
 #[ignore]
 fn explore_timeline() {
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let win: f64 = std::env::var("WIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10.0);
-    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
-    inst.workload.scale_rate(s);
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+    let s: f64 = env_f64("SCALE", 1.0);
+    let win: f64 = env_f64("WIN", 10.0);
+    let (inst, trace) = scaled_instance(s);
     let p = std::env::var("P").unwrap();
     let (pl, o) = llm_placer(&p, &PlaceOptions::default()).unwrap();
     let sol = pl.place(&inst, &trace, &o).unwrap();
@@ -339,22 +326,10 @@ fn explore_timeline() {
 #[test]
 #[ignore]
 fn explore_misses() {
-    let s: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let win: f64 = std::env::var("WIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10.0);
-    let mut inst = LlmInstance::load(Path::new(&std::env::var("INST").unwrap())).unwrap();
-    inst.workload.scale_rate(s);
-    let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
-    let home = inst.step_cost(0, inst.home_tp(0));
-    let slo = |r: usize| {
-        inst.llms[0].slo_scale.unwrap_or(8.0)
-            * home.isolated_latency_s(trace.prompt[r], trace.output[r])
-    };
+    let s: f64 = env_f64("SCALE", 1.0);
+    let win: f64 = env_f64("WIN", 10.0);
+    let (inst, trace) = scaled_instance(s);
+    let slo = slo_of(&inst, &trace);
     let p = std::env::var("P").unwrap();
     let (pl, o) = llm_placer(&p, &PlaceOptions::default()).unwrap();
     let sol = pl.place(&inst, &trace, &o).unwrap();
