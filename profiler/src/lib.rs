@@ -35,11 +35,14 @@ pub use analytic::{gpu_model, GpuModel, GPUS};
 pub use error::{ProfilerError, Result};
 pub use host::{format_utc, utc_now, HostInfo};
 pub use link::LinkModel;
+pub use measure::SpeedCorrection;
 pub use ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
-pub use profile::{distinct_ops, profile, Device, OpCost, ProfileOptions, ProfileRun};
+pub use profile::{
+    distinct_ops, profile, profile_variants, Device, OpCost, ProfileOptions, ProfileRun,
+};
 pub use repeatability::{
-    compare_runs, repeatability, size_classes, RepeatabilityReport, SizeClass, VariedLayer,
-    VariedOp, SIZE_CLASSES,
+    compare_runs, repeatability, repeatability_variants, size_classes, RepeatabilityReport,
+    SizeClass, VariedLayer, VariedOp, SIZE_CLASSES,
 };
 pub use spec::{Family, ModelSpec, Phase, SpecFile, SPEC_SCHEMA};
 pub use timer::{

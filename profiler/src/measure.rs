@@ -64,6 +64,12 @@ pub struct MeasureOptions {
     /// addresses), each preparation measured with its share of the repeats, and the samples of
     /// all epochs pooled, so one placement of the buffers cannot decide an operator's median.
     pub epochs: usize,
+    /// Measure the [`speed_probe`] operators in every round too, so that a group's times can be
+    /// scaled to the probe's reference time ([`SpeedCorrection::Probe`]).
+    pub probe: bool,
+    /// The probe's reference seconds per run (one per [`speed_probe`] operator) that
+    /// [`SpeedCorrection::Probe`] scales to; `None`: the first group's own probe times.
+    pub probe_reference_s: Option<Vec<f64>>,
 }
 
 impl Default for MeasureOptions {
@@ -75,6 +81,8 @@ impl Default for MeasureOptions {
             ci_target: 0.01,
             settle_tolerance: 0.05,
             epochs: 1,
+            probe: false,
+            probe_reference_s: None,
         }
     }
 }
@@ -95,11 +103,103 @@ impl MeasureOptions {
     }
 }
 
+/// How an operator's latency is corrected for the machine's speed changing while it measures.
+///
+/// On a shared VM the (virtual) CPU gets faster or slower by several per cent from second to
+/// second, all operators together (docs/profiler.md, "Session 6"). The samples are taken in
+/// rounds (every operator once per round), so a round's samples share the machine's speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpeedCorrection {
+    /// None: the median of each placement epoch's raw samples, then the median of those.
+    None,
+    /// Every sample is divided by its round's speed factor — the median, over the operators
+    /// sampled in that round, of sample / that operator's provisional level ([`round_factors`]) —
+    /// and the latency is the median of the epochs' medians of the normalised samples, times the
+    /// median factor of the rounds that sampled every operator (so it stays a time at the
+    /// group's typical speed). Removes
+    /// drift *within* a run, not a run that is slower throughout.
+    Rounds,
+    /// [`SpeedCorrection::Rounds`], then every latency of the group scaled by the speed probe's
+    /// reference time over the probe's own (normalised) time: times are expressed relative to
+    /// the machine's speed during this run and scaled to the speed of a reference, which
+    /// removes a whole run being slower or faster too, as far as the probe's speed tracks the
+    /// operators'. Without a reference (a first run) this is `Rounds`.
+    Probe,
+}
+
+impl SpeedCorrection {
+    pub const ALL: [SpeedCorrection; 3] = [
+        SpeedCorrection::None,
+        SpeedCorrection::Rounds,
+        SpeedCorrection::Probe,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SpeedCorrection::None => "none",
+            SpeedCorrection::Rounds => "rounds",
+            SpeedCorrection::Probe => "probe",
+        }
+    }
+
+    /// `none`, `rounds` or `probe`.
+    pub fn parse(s: &str) -> Option<SpeedCorrection> {
+        SpeedCorrection::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// The speed probe: eight fixed small operators of the kinds profiles are made of — four GEMMs
+/// of different shapes, LayerNorm, bias + GeLU, causal attention and an embedding gather — all
+/// cache-resident, 10-200 us per run on a CPU core. Their own times stay the same from profile
+/// to profile, so a change in them is the machine's. Several, because a single operator's time
+/// moves by itself from one preparation to the next (buffer placement: up to ~10 % on the
+/// session-6 VM), and the median over eight is not moved by one or two of them.
+pub fn speed_probe() -> Vec<Op> {
+    let gemm = |m, k, n| Op::Gemm { m, k, n, count: 1 };
+    vec![
+        gemm(64, 128, 128),
+        gemm(32, 256, 128),
+        gemm(16, 128, 512),
+        gemm(128, 64, 256),
+        Op::LayerNorm {
+            rows: 64,
+            cols: 256,
+        },
+        Op::BiasGelu {
+            rows: 64,
+            cols: 512,
+        },
+        Op::Attention {
+            batch: 1,
+            sq: 64,
+            skv: 64,
+            heads: 4,
+            kv_heads: 4,
+            head_dim: 32,
+            causal: true,
+        },
+        Op::Embedding {
+            rows: 64,
+            cols: 256,
+            vocab: 1024,
+        },
+    ]
+}
+
+/// A round whose factor is estimated from fewer operators than this takes the factor of the
+/// last round before it that had enough: with one or two operators the factor cannot tell the
+/// machine's speed from those operators' own noise.
+pub const MIN_ROUND_OPERATORS: usize = 3;
+
 /// The measurement of one operator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
-    /// Seconds per run, one entry per measured sample.
+    /// Seconds per run, one entry per measured sample, in the order taken (epoch by epoch).
     pub samples: Samples,
+    /// The round of its group each sample was taken in (index into the group's round factors).
+    pub rounds: Vec<usize>,
+    /// How many of the samples each placement epoch took, in epoch order.
+    pub epoch_samples: Vec<usize>,
     /// Warm-up samples taken before the timings settled (or the cap was hit).
     pub warmup_samples: usize,
     /// Whether warm-up ended because two samples agreed rather than at the cap.
@@ -108,6 +208,9 @@ pub struct Measured {
     pub runs_per_sample: usize,
     /// The median of each placement epoch's own samples, in epoch order.
     pub epoch_medians: Vec<f64>,
+    /// The latency under each [`SpeedCorrection`] (indexed by it as `usize`); all equal to
+    /// [`Measured::median_s`] until [`correct_speed`] has run.
+    pub estimates_s: [f64; 3],
 }
 
 impl Measured {
@@ -116,10 +219,159 @@ impl Measured {
     /// 4 KiB-aliased) is also the noisy one that gets extra rounds, and could then hold most of
     /// the pooled samples; as one of three medians it is outvoted.
     pub fn median_s(&self) -> f64 {
-        match self.epoch_medians.len() {
-            0 | 1 => self.samples.median_s(),
-            _ => Samples(self.epoch_medians.clone()).median_s(),
+        median_of_epochs(&self.samples.0, &self.epoch_samples)
+    }
+
+    /// The latency under `correction`.
+    pub fn estimate_s(&self, correction: SpeedCorrection) -> f64 {
+        self.estimates_s[correction as usize]
+    }
+}
+
+/// The median of the epochs' medians of `samples` (`epoch_samples[e]` consecutive samples per
+/// epoch; one epoch or none given: the median of all).
+fn median_of_epochs(samples: &[f64], epoch_samples: &[usize]) -> f64 {
+    if epoch_samples.len() <= 1 {
+        return Samples(samples.to_vec()).median_s();
+    }
+    let mut at = 0;
+    let medians = epoch_samples
+        .iter()
+        .map(|&n| {
+            let m = Samples(samples[at..at + n].to_vec()).median_s();
+            at += n;
+            m
+        })
+        .collect();
+    Samples(medians).median_s()
+}
+
+/// What the speed correction of one group of operators found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpeed {
+    /// Per round, how slow the machine was relative to the group's typical speed (1.1: 10 %
+    /// slower).
+    pub round_factors: Vec<f64>,
+    /// The median of the factors of the rounds that sampled every operator.
+    pub median_factor: f64,
+    /// The probe operators' normalised times at the group's typical speed (empty without a
+    /// probe).
+    pub probe_s: Vec<f64>,
+    /// What [`SpeedCorrection::Probe`] multiplied the group's `Rounds` latencies by: the
+    /// median over the probe operators of reference / own time (1 without a probe or
+    /// reference).
+    pub probe_scale: f64,
+}
+
+/// The round factors of a group (see [`SpeedCorrection::Rounds`]): `rounds` rounds, every
+/// sample of `measured` tagged with its round.
+///
+/// An operator's provisional level is its median over the *full* rounds (those that sampled
+/// every operator), not over all its samples: an operator that got extra rounds during a slow
+/// stretch would otherwise have a level that is slow too, and the extra rounds — where only such
+/// operators and the probe are sampled — would look normal. In the full rounds every operator
+/// is present, so the levels are anchored to each other. Two passes: the second takes the
+/// levels from the samples normalised by the first pass's factors.
+pub fn round_factors(measured: &[Measured], rounds: usize) -> Vec<f64> {
+    let full = full_rounds(measured, rounds);
+    let mut factors = vec![1.0; rounds];
+    for _pass in 0..2 {
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); rounds];
+        for m in measured {
+            let tagged = || m.samples.0.iter().zip(&m.rounds);
+            let in_full: Vec<f64> = tagged()
+                .filter(|(_, &r)| full[r])
+                .map(|(&s, &r)| s / factors[r])
+                .collect();
+            let level = if in_full.is_empty() {
+                Samples(tagged().map(|(&s, &r)| s / factors[r]).collect()).median_s()
+            } else {
+                Samples(in_full).median_s()
+            };
+            if level > 0.0 {
+                for (&s, &r) in tagged() {
+                    ratios[r].push(s / level);
+                }
+            }
         }
+        let mut last = 1.0;
+        factors = ratios
+            .into_iter()
+            .map(|r| {
+                if r.len() >= MIN_ROUND_OPERATORS {
+                    last = Samples(r).median_s();
+                }
+                last
+            })
+            .collect();
+    }
+    factors
+}
+
+/// Which of `rounds` rounds sampled every operator of `measured`.
+fn full_rounds(measured: &[Measured], rounds: usize) -> Vec<bool> {
+    let mut present = vec![0usize; rounds];
+    for m in measured {
+        for &r in &m.rounds {
+            present[r] += 1;
+        }
+    }
+    present.iter().map(|&n| n == measured.len()).collect()
+}
+
+/// Fills in `estimates_s` of a group's operators (`measured`; the last `probes` of them are the
+/// speed probe's, in [`speed_probe`] order) from their samples and rounds (`rounds` rounds in
+/// all). `reference_s`: the probe's reference times; `None` scales to the group's own typical
+/// speed (and the returned `probe_s` can serve as the reference of later groups and runs).
+pub fn correct_speed(
+    measured: &mut [Measured],
+    probes: usize,
+    rounds: usize,
+    reference_s: Option<&[f64]>,
+) -> GroupSpeed {
+    let factors = round_factors(measured, rounds);
+    // The typical speed is the full rounds' (time spread evenly over the operators), not that of
+    // the extra rounds, which may be most rounds.
+    let full = full_rounds(measured, rounds);
+    let in_full: Vec<f64> = (0..rounds)
+        .filter(|&r| full[r])
+        .map(|r| factors[r])
+        .collect();
+    let median_factor = match (in_full.is_empty(), factors.is_empty()) {
+        (false, _) => Samples(in_full).median_s(),
+        (true, false) => Samples(factors.clone()).median_s(),
+        (true, true) => 1.0,
+    };
+    let normalised: Vec<f64> = measured
+        .iter()
+        .map(|m| {
+            let n: Vec<f64> = m
+                .samples
+                .0
+                .iter()
+                .zip(&m.rounds)
+                .map(|(&s, &r)| s / factors[r])
+                .collect();
+            median_of_epochs(&n, &m.epoch_samples)
+        })
+        .collect();
+    let probe_norm = &normalised[measured.len() - probes..];
+    let probe_s: Vec<f64> = probe_norm.iter().map(|p| p * median_factor).collect();
+    // Relative to the normalised times (those at factor 1).
+    let scale = match reference_s {
+        Some(r) if probes > 0 && r.len() == probes && probe_norm.iter().all(|&p| p > 0.0) => {
+            Samples(r.iter().zip(probe_norm).map(|(r, p)| r / p).collect()).median_s()
+        }
+        _ => median_factor,
+    };
+    for (m, n) in measured.iter_mut().zip(&normalised) {
+        m.estimates_s = [m.median_s(), n * median_factor, n * scale];
+    }
+    GroupSpeed {
+        round_factors: factors,
+        median_factor,
+        probe_s,
+        probe_scale: scale / median_factor,
     }
 }
 
@@ -143,6 +395,7 @@ struct Slot<'s> {
     warmup_samples: usize,
     settled: bool,
     samples: Vec<f64>,
+    rounds: Vec<usize>,
 }
 
 impl Slot<'_> {
@@ -161,6 +414,19 @@ impl Slot<'_> {
     }
 }
 
+/// A measurement of operators with the speed correction applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// The operators', in the order given.
+    pub ops: Vec<Measured>,
+    /// Per group of operators measured together.
+    pub groups: Vec<GroupSpeed>,
+    /// The probe times [`SpeedCorrection::Probe`] scaled to: the given reference, else the
+    /// first group's own (empty without a probe). Pass it as
+    /// [`MeasureOptions::probe_reference_s`] to express another measurement at this one's speed.
+    pub probe_reference_s: Vec<f64>,
+}
+
 /// Measures every operator of `ops` (none of them communication) and returns their
 /// measurements in the same order.
 pub fn measure_ops<T: Timer + ?Sized>(
@@ -168,7 +434,23 @@ pub fn measure_ops<T: Timer + ?Sized>(
     ops: &[Op],
     opts: &MeasureOptions,
 ) -> Result<Vec<Measured>> {
+    Ok(measure(timer, ops, opts)?.ops)
+}
+
+/// [`measure_ops`], with the round factors and the probe's times.
+pub fn measure<T: Timer + ?Sized>(
+    timer: &T,
+    ops: &[Op],
+    opts: &MeasureOptions,
+) -> Result<Measurement> {
     let mut out: Vec<Option<Measured>> = vec![None; ops.len()];
+    let mut groups = Vec::new();
+    let probe = if opts.probe {
+        speed_probe()
+    } else {
+        Vec::new()
+    };
+    let mut reference = opts.probe_reference_s.clone();
     let budget = timer.memory_budget().max(1);
     let mut start = 0;
     while start < ops.len() {
@@ -180,37 +462,64 @@ pub fn measure_ops<T: Timer + ?Sized>(
             bytes += ops[end].host_elements() * 4;
             end += 1;
         }
-        let group = measure_group(timer, &ops[start..end], opts)?;
-        for (i, m) in group.into_iter().enumerate() {
+        let group_ops: Vec<Op> = ops[start..end].iter().chain(&probe).cloned().collect();
+        let (mut group, rounds) = measure_group(timer, &group_ops, probe.len(), opts)?;
+        let speed = correct_speed(&mut group, probe.len(), rounds, reference.as_deref());
+        // Later groups are scaled to the first one's probe times.
+        if reference.is_none() && !probe.is_empty() {
+            reference = Some(speed.probe_s.clone());
+        }
+        groups.push(speed);
+        for (i, m) in group.into_iter().take(end - start).enumerate() {
             out[start + i] = Some(m);
         }
         start = end;
     }
-    Ok(out.into_iter().flatten().collect())
+    Ok(Measurement {
+        ops: out.into_iter().flatten().collect(),
+        groups,
+        probe_reference_s: reference.unwrap_or_default(),
+    })
 }
 
-/// One sample of each of `slots[i]` for `i` in `which`, starting at the `round`-th of them;
-/// returns the measured time the round took (timed and untimed runs, times their
-/// per-run time), by the timer's own clock.
-fn round(slots: &mut [Slot<'_>], which: &[usize], round: usize) -> Result<f64> {
+/// One sample of each of `slots[i]` for `i` in `which`, starting at the `round`-th of them, the
+/// samples tagged `tag`; returns the measured time the round took (timed and untimed runs, times
+/// their per-run time), by the timer's own clock, of the slots before `probes_from` (the probe's
+/// time is not counted in the extra rounds' budget, so the probe does not change how many
+/// samples the operators get).
+fn round(
+    slots: &mut [Slot<'_>],
+    which: &[usize],
+    round: usize,
+    tag: usize,
+    probes_from: usize,
+) -> Result<f64> {
     let n = which.len();
     let mut cost = 0.0;
     for j in 0..n {
-        let slot = &mut slots[which[(round + j) % n]];
+        let i = which[(round + j) % n];
+        let slot = &mut slots[i];
         let s = slot.sample()?;
         slot.samples.push(s);
-        cost += s * (slot.runs + usize::from(slot.runs > 1)) as f64;
+        slot.rounds.push(tag);
+        if i < probes_from {
+            cost += s * (slot.runs + usize::from(slot.runs > 1)) as f64;
+        }
     }
     Ok(cost)
 }
 
+/// Measures one group (the last `probes` of `ops` being the speed probe's) over all its epochs;
+/// returns the measurements and how many rounds were taken.
 fn measure_group<T: Timer + ?Sized>(
     timer: &T,
     ops: &[Op],
+    probes: usize,
     opts: &MeasureOptions,
-) -> Result<Vec<Measured>> {
+) -> Result<(Vec<Measured>, usize)> {
     let per_epoch = opts.per_epoch();
     let mut pooled: Vec<Measured> = Vec::new();
+    let mut rounds = 0;
     for epoch in 0..opts.epochs.max(1) {
         // Held while the epoch's buffers are allocated, so they start at a different heap offset
         // than the previous epoch's (whose freed blocks would otherwise be handed back as they
@@ -221,7 +530,15 @@ fn measure_group<T: Timer + ?Sized>(
             .map(|op| timer.prepare(op))
             .collect::<Result<Vec<_>>>()?;
         let calibrated = (epoch > 0).then_some(&pooled[..]);
-        let measured = measure_epoch(timer.min_sample_s(), &mut prepared, &per_epoch, calibrated)?;
+        let (measured, taken) = measure_epoch(
+            timer.min_sample_s(),
+            &mut prepared,
+            &per_epoch,
+            calibrated,
+            rounds,
+            ops.len() - probes,
+        )?;
+        rounds += taken;
         drop(prepared);
         drop(std::hint::black_box(stagger));
         if pooled.is_empty() {
@@ -229,12 +546,17 @@ fn measure_group<T: Timer + ?Sized>(
         } else {
             for (p, m) in pooled.iter_mut().zip(measured) {
                 p.samples.0.extend(m.samples.0);
+                p.rounds.extend(m.rounds);
+                p.epoch_samples.extend(m.epoch_samples);
                 p.epoch_medians.extend(m.epoch_medians);
                 p.warmup_samples += m.warmup_samples;
             }
         }
     }
-    Ok(pooled)
+    for m in &mut pooled {
+        m.estimates_s = [m.median_s(); 3];
+    }
+    Ok((pooled, rounds))
 }
 
 /// Bytes between the heap offsets of consecutive epochs' buffers: a page and a cache line, so
@@ -243,25 +565,35 @@ pub const EPOCH_STAGGER_BYTES: usize = 4096 + 64;
 
 /// Measures operators already prepared (steps 2–5 above; `min_sample_s` is the timer's
 /// [`Timer::min_sample_s`]). The operators keep their buffers, so measuring the same prepared
-/// set twice separates the machine's drift from where the buffers were placed.
+/// set twice separates the machine's drift from where the buffers were placed. No speed
+/// correction: every estimate is the median.
 pub fn measure_prepared(
     min_sample_s: f64,
     prepared: &mut [Box<dyn PreparedOp + '_>],
     opts: &MeasureOptions,
 ) -> Result<Vec<Measured>> {
-    measure_epoch(min_sample_s, prepared, opts, None)
+    let n = prepared.len();
+    let (mut measured, _) = measure_epoch(min_sample_s, prepared, opts, None, 0, n)?;
+    for m in &mut measured {
+        m.estimates_s = [m.median_s(); 3];
+    }
+    Ok(measured)
 }
 
 /// [`measure_prepared`]; with `calibrated` (the same operators' measurement in an earlier
 /// epoch) the warm-up until settled is replaced by one warm-up sample and the earlier runs per
 /// sample are reused: the machine, the thread pool and the clock are warm already, and only the
-/// new buffers need bringing into cache.
+/// new buffers need bringing into cache. Rounds are tagged from `first_round` on; the slots
+/// from `probes_from` on are the speed probe's, sampled in every round (extra rounds too) but
+/// never extended for their own precision. Returns the measurements and the rounds taken.
 fn measure_epoch(
     min_sample: f64,
     prepared: &mut [Box<dyn PreparedOp + '_>],
     opts: &MeasureOptions,
     calibrated: Option<&[Measured]>,
-) -> Result<Vec<Measured>> {
+    first_round: usize,
+    probes_from: usize,
+) -> Result<(Vec<Measured>, usize)> {
     let mut slots: Vec<Slot<'_>> = Vec::with_capacity(prepared.len());
     for (i, prepared) in prepared.iter_mut().enumerate() {
         // The first run pays for first touches; it calibrates roughly and warms.
@@ -273,6 +605,7 @@ fn measure_epoch(
             warmup_samples: 0,
             settled: earlier.is_some_and(|m| m.settled),
             samples: Vec::with_capacity(opts.max_repeats.max(opts.repeats)),
+            rounds: Vec::with_capacity(opts.max_repeats.max(opts.repeats)),
         });
     }
     if calibrated.is_some() {
@@ -303,34 +636,41 @@ fn measure_epoch(
     let all: Vec<usize> = (0..slots.len()).collect();
     let mut fixed_s = 0.0;
     for r in 0..opts.repeats {
-        fixed_s += round(&mut slots, &all, r)?;
+        fixed_s += round(&mut slots, &all, r, first_round + r, probes_from)?;
     }
     // Extra rounds are budgeted in the timer's clock, not the wall's, so the stopping point
     // depends on the measurements only.
     let mut extra_s = 0.0;
     let mut r = opts.repeats;
     loop {
-        let open: Vec<usize> = all
-            .iter()
-            .copied()
+        let mut open: Vec<usize> = (0..probes_from)
             .filter(|&i| !slots[i].precise(opts))
             .collect();
         if open.is_empty() || extra_s >= fixed_s {
             break;
         }
-        extra_s += round(&mut slots, &open, r)?;
+        // The probe is in every round, so every round has a speed factor.
+        open.extend(probes_from..slots.len());
+        extra_s += round(&mut slots, &open, r, first_round + r, probes_from)?;
         r += 1;
     }
-    Ok(slots
+    let measured = slots
         .into_iter()
-        .map(|s| Measured {
-            epoch_medians: vec![Samples(s.samples.clone()).median_s()],
-            samples: Samples(s.samples),
-            warmup_samples: s.warmup_samples,
-            settled: s.settled,
-            runs_per_sample: s.runs,
+        .map(|s| {
+            let median = Samples(s.samples.clone()).median_s();
+            Measured {
+                epoch_medians: vec![median],
+                epoch_samples: vec![s.samples.len()],
+                rounds: s.rounds,
+                samples: Samples(s.samples),
+                warmup_samples: s.warmup_samples,
+                settled: s.settled,
+                runs_per_sample: s.runs,
+                estimates_s: [median; 3],
+            }
         })
-        .collect())
+        .collect();
+    Ok((measured, r))
 }
 
 #[cfg(test)]
@@ -531,10 +871,13 @@ mod tests {
         // cannot move it.
         let lopsided = Measured {
             samples: Samples([vec![7.0; 10], vec![1.0; 3], vec![1.1; 3]].concat()),
+            rounds: (0..16).collect(),
+            epoch_samples: vec![10, 3, 3],
             warmup_samples: 0,
             settled: true,
             runs_per_sample: 1,
             epoch_medians: vec![7.0, 1.0, 1.1],
+            estimates_s: [0.0; 3],
         };
         assert_eq!(lopsided.samples.median_s(), 7.0);
         assert_eq!(lopsided.median_s(), 1.1);
@@ -565,6 +908,168 @@ mod tests {
             assert!(p.max_repeats >= p.repeats);
             assert!(p.max_repeats * epochs <= max_repeats.max(p.repeats * epochs));
         }
+    }
+
+    /// Samples of operators with true times `true_s` (the last two being the probe's), taken
+    /// as [`measure_group`] takes them: 3 epochs, each of 3 full rounds and then 4 extra rounds
+    /// of the operators in `extended` and the probe. A sample is true time × `speed(round,
+    /// extra)` × (1 ± up to 0.5 % noise).
+    fn synthetic(
+        true_s: &[f64],
+        extended: &[usize],
+        speed: impl Fn(usize, bool) -> f64,
+        seed: u64,
+    ) -> (Vec<Measured>, usize) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = true_s.len();
+        let mut m: Vec<Measured> = (0..n)
+            .map(|_| Measured {
+                samples: Samples(Vec::new()),
+                rounds: Vec::new(),
+                epoch_samples: Vec::new(),
+                warmup_samples: 0,
+                settled: true,
+                runs_per_sample: 1,
+                epoch_medians: Vec::new(),
+                estimates_s: [0.0; 3],
+            })
+            .collect();
+        let mut r = 0;
+        for _epoch in 0..3 {
+            let before: Vec<usize> = m.iter().map(|x| x.samples.0.len()).collect();
+            for round in 0..7 {
+                let extra = round >= 3;
+                for o in 0..n {
+                    if extra && !(extended.contains(&o) || o >= n - 2) {
+                        continue;
+                    }
+                    let noise = 1.0 + rng.random_range(-0.005..0.005);
+                    m[o].samples.0.push(true_s[o] * speed(r, extra) * noise);
+                    m[o].rounds.push(r);
+                }
+                r += 1;
+            }
+            for (x, b) in m.iter_mut().zip(before) {
+                x.epoch_samples.push(x.samples.0.len() - b);
+            }
+        }
+        (m, r)
+    }
+
+    /// Largest over smallest of `estimate / truth` over the operators: 1 when every latency is
+    /// right up to one common factor (the run's speed).
+    fn skew(m: &[Measured], true_s: &[f64], c: SpeedCorrection) -> f64 {
+        let r: Vec<f64> = m
+            .iter()
+            .zip(true_s)
+            .map(|(x, t)| x.estimate_s(c) / t)
+            .collect();
+        r.iter().copied().fold(0.0, f64::max) / r.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    #[test]
+    fn speed_correction_recovers_true_times_from_drifting_rounds() {
+        // Four operators from 3 us to 2 ms, then the probe's two.
+        let true_s = [3e-6, 4e-5, 5e-4, 2e-3, 1.2e-4, 3e-5];
+        // Run A: the machine wobbles by 1 % from round to round and is 10 % slower during the
+        // extra rounds, which operators 0 and 1 get (12 of their 21 samples).
+        let wobble = |r: usize| 1.0 + 0.01 * (r as f64).sin();
+        let (mut a, rounds) = synthetic(
+            &true_s,
+            &[0, 1],
+            |r, x| wobble(r) * if x { 1.1 } else { 1.0 },
+            1,
+        );
+        let speed_a = correct_speed(&mut a, 2, rounds, None);
+        // Unnormalised, the extended operators' medians come from the slow stretch: ~10 % off
+        // relative to the others.
+        assert!(
+            skew(&a, &true_s, SpeedCorrection::None) > 1.07,
+            "{}",
+            skew(&a, &true_s, SpeedCorrection::None)
+        );
+        // Normalised by their rounds' factors, every operator is right up to the run's speed,
+        // and that speed is the typical one (full rounds, factor ~1).
+        for c in [SpeedCorrection::Rounds, SpeedCorrection::Probe] {
+            assert!(
+                skew(&a, &true_s, c) < 1.01,
+                "{c:?}: {}",
+                skew(&a, &true_s, c)
+            );
+        }
+        for (x, t) in a.iter().zip(&true_s) {
+            assert!((x.estimate_s(SpeedCorrection::Rounds) / t - 1.0).abs() < 0.02);
+        }
+        // The rounds' factors follow the machine: the extra rounds 10 % slow, all of them with
+        // the round-to-round wobble.
+        for (r, f) in speed_a.round_factors.iter().enumerate() {
+            let machine = wobble(r) * if r % 7 >= 3 { 1.1 } else { 1.0 };
+            assert!(
+                (f / machine - 1.0).abs() < 0.02,
+                "round {r}: {f} vs {machine}"
+            );
+        }
+        // Without a reference the probe scales nothing; its own times are reported.
+        assert_eq!(speed_a.probe_scale, 1.0);
+        assert!((speed_a.probe_s[0] / true_s[4] - 1.0).abs() < 0.02);
+
+        // Run B: the whole run 8 % slower, a fast stretch in its extra rounds instead.
+        let (mut b, rounds) = synthetic(
+            &true_s,
+            &[0, 1],
+            |r, x| 1.08 * wobble(r + 5) * if x { 0.97 } else { 1.0 },
+            2,
+        );
+        let speed_b = correct_speed(&mut b, 2, rounds, Some(&speed_a.probe_s));
+        assert!(
+            (speed_b.probe_scale - 1.0 / 1.08).abs() < 0.015,
+            "{}",
+            speed_b.probe_scale
+        );
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let diff = |c| (y.estimate_s(c) / x.estimate_s(c) - 1.0).abs();
+            // Normalising rounds cannot see a run that is slow throughout...
+            assert!(
+                diff(SpeedCorrection::Rounds) > 0.05,
+                "{i}: {}",
+                diff(SpeedCorrection::Rounds)
+            );
+            // ...the probe's reference time can.
+            assert!(
+                diff(SpeedCorrection::Probe) < 0.015,
+                "{i}: {}",
+                diff(SpeedCorrection::Probe)
+            );
+        }
+        // A round sampling fewer than three operators takes the last factor that was estimated.
+        let lone = Measured {
+            samples: Samples(vec![1.0, 1.0, 1.0, 2.0]),
+            rounds: vec![0, 1, 2, 3],
+            epoch_samples: vec![4],
+            ..a[0].clone()
+        };
+        let mut ops = vec![
+            lone.clone(),
+            Measured {
+                samples: Samples(vec![3.0, 3.3, 3.0]),
+                rounds: vec![0, 1, 2],
+                epoch_samples: vec![3],
+                ..lone.clone()
+            },
+            Measured {
+                samples: Samples(vec![5.0, 5.5, 5.0]),
+                rounds: vec![0, 1, 2],
+                epoch_samples: vec![3],
+                ..lone
+            },
+        ];
+        let f = round_factors(&ops, 4);
+        assert_eq!(f.len(), 4);
+        assert!((f[1] - 1.1).abs() < 1e-12 && f[3] == f[2], "{f:?}");
+        correct_speed(&mut ops, 0, 4, None);
+        // Operator 0's lone slow sample is divided by the factor of round 2 (1), not by itself.
+        assert!(ops[0].estimate_s(SpeedCorrection::Rounds) >= 1.0);
     }
 
     #[test]

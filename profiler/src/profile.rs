@@ -14,7 +14,7 @@ use plexserve_solver::{
 use crate::analytic::{gpu_model, GpuModel, GPUS};
 use crate::error::{ProfilerError, Result};
 use crate::link::LinkModel;
-use crate::measure::{measure_ops, MeasureOptions};
+use crate::measure::{measure, GroupSpeed, MeasureOptions, SpeedCorrection};
 use crate::ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 use crate::spec::ModelSpec;
 use crate::timer::{CpuClock, CpuTimer, CudaTimer, Pinned, Timer};
@@ -102,6 +102,14 @@ pub struct ProfileOptions {
     /// Hold the measuring thread on one CPU while it measures, when all work runs on it (the
     /// thread CPU clock); see [`Pinned`].
     pub pin_cpu: bool,
+    /// How latencies are corrected for the machine's speed changing while it measures
+    /// ([`SpeedCorrection`]); anything but `None` also measures the speed probe in every round.
+    pub speed: SpeedCorrection,
+    /// The speed probe's reference times (seconds per run of each [`crate::measure::speed_probe`]
+    /// operator) that [`SpeedCorrection::Probe`] scales the profile to; `None`: this run's own,
+    /// so the profile is at the machine's typical speed during the run. A profile's
+    /// [`ProfileRun::probe_s`] (and its stamp) give the values to reuse.
+    pub probe_reference_s: Option<Vec<f64>>,
 }
 
 impl Default for ProfileOptions {
@@ -117,6 +125,8 @@ impl Default for ProfileOptions {
             cpu_clock: None,
             epochs: 3,
             pin_cpu: true,
+            speed: SpeedCorrection::Probe,
+            probe_reference_s: None,
         }
     }
 }
@@ -171,6 +181,16 @@ pub struct ProfileRun {
     pub ops: Vec<OpCost>,
     /// Per layer kind, `latency_s[tp_index][batch_index]` (what every layer of that kind got).
     pub kinds: Vec<(LayerKind, Vec<Vec<f64>>)>,
+    /// The speed correction applied.
+    pub speed: SpeedCorrection,
+    /// The speed probe's own times in this run, at the machine's typical speed during it
+    /// (empty when no probe was measured).
+    pub probe_s: Vec<f64>,
+    /// The probe times the profile was scaled to ([`ProfileOptions::probe_reference_s`], else
+    /// [`ProfileRun::probe_s`]).
+    pub probe_reference_s: Vec<f64>,
+    /// Per group of operators measured together, the speed each round found.
+    pub groups: Vec<GroupSpeed>,
 }
 
 impl ProfileRun {
@@ -211,6 +231,30 @@ enum Coster {
 
 /// Profiles `spec` on `device`.
 pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Result<ProfileRun> {
+    // Without a correction the probe is not measured: the method as it was before it.
+    let probe = opts.speed != SpeedCorrection::None;
+    let mut all = profile_with(spec, device, opts, probe)?;
+    let at = all.iter().position(|r| r.speed == opts.speed).unwrap_or(0);
+    Ok(all.swap_remove(at))
+}
+
+/// Profiles `spec` on `device` once and assembles the profile under every [`SpeedCorrection`]
+/// (in [`SpeedCorrection::ALL`]'s order) from the same samples, for side-by-side comparisons;
+/// the speed probe is measured whatever `opts.speed` says.
+pub fn profile_variants(
+    spec: &ModelSpec,
+    device: &Device,
+    opts: &ProfileOptions,
+) -> Result<Vec<ProfileRun>> {
+    profile_with(spec, device, opts, true)
+}
+
+fn profile_with(
+    spec: &ModelSpec,
+    device: &Device,
+    opts: &ProfileOptions,
+    probe: bool,
+) -> Result<Vec<ProfileRun>> {
     if opts.repeats == 0 {
         return Err(ProfilerError::Option("repeats must be at least 1".into()));
     }
@@ -225,12 +269,17 @@ pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Resu
             .num_threads(n)
             .build()
             .map_err(|e| ProfilerError::Option(format!("cannot start {n} threads: {e}")))?
-            .install(|| profile_here(spec, device, opts)),
-        None => profile_here(spec, device, opts),
+            .install(|| profile_here(spec, device, opts, probe)),
+        None => profile_here(spec, device, opts, probe),
     }
 }
 
-fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Result<ProfileRun> {
+fn profile_here(
+    spec: &ModelSpec,
+    device: &Device,
+    opts: &ProfileOptions,
+    probe: bool,
+) -> Result<Vec<ProfileRun>> {
     if let Some(l) = &opts.link {
         if !(l.bus_gb_per_s.is_finite()
             && l.bus_gb_per_s > 0.0
@@ -285,11 +334,35 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
         .enumerate()
         .map(|(i, op)| (op.clone(), i))
         .collect();
-    let costs = cost_ops(&coster, &distinct, spec, opts)?;
+    let costed = cost_ops(&coster, &distinct, spec, opts, probe)?;
     drop(pinned);
-    for c in &costs {
+    for c in &costed.variants[opts.speed as usize] {
         tracing::debug!(op = %c.op, median_s = c.median_s, iqr = c.iqr_ratio(), "costed");
     }
+    SpeedCorrection::ALL
+        .into_iter()
+        .map(|speed| {
+            assemble(
+                spec, device, &coster, &link, opts, &kinds, &memo, &costed, speed,
+            )
+        })
+        .collect()
+}
+
+/// The profile of `spec` from the costs under `speed`.
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    spec: &ModelSpec,
+    device: &Device,
+    coster: &Coster,
+    link: &LinkModel,
+    opts: &ProfileOptions,
+    kinds: &[LayerKind],
+    memo: &BTreeMap<Op, usize>,
+    costed: &Costed,
+    speed: SpeedCorrection,
+) -> Result<ProfileRun> {
+    let costs = costed.variants[speed as usize].clone();
     let kind_latency: Vec<(LayerKind, Vec<Vec<f64>>)> = kinds
         .iter()
         .map(|&kind| {
@@ -351,7 +424,7 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
         })
         .collect();
 
-    let source = source_of(spec, device, &coster, &link, opts, &costs);
+    let source = source_of(spec, device, coster, link, opts, &costs, costed, speed);
     let profile = Profile {
         batch_sizes: spec.batch_sizes.clone(),
         configs: Vec::new(),
@@ -369,6 +442,10 @@ fn profile_here(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Res
         profile,
         ops: costs,
         kinds: kind_latency,
+        speed,
+        probe_s: costed.probe_s.clone(),
+        probe_reference_s: costed.probe_reference_s.clone(),
+        groups: costed.groups.clone(),
     })
 }
 
@@ -398,14 +475,25 @@ pub fn distinct_ops(spec: &ModelSpec) -> Vec<Op> {
     distinct
 }
 
-fn measure_options(opts: &ProfileOptions) -> MeasureOptions {
+fn measure_options(opts: &ProfileOptions, probe: bool) -> MeasureOptions {
     MeasureOptions {
         warmup: opts.warmup,
         repeats: opts.repeats,
         max_repeats: opts.max_repeats,
         epochs: opts.epochs,
+        probe,
+        probe_reference_s: opts.probe_reference_s.clone(),
         ..MeasureOptions::default()
     }
+}
+
+/// Every operator's cost under each [`SpeedCorrection`] (the same samples; only `median_s`
+/// differs), and what the speed correction found.
+struct Costed {
+    variants: Vec<Vec<OpCost>>,
+    probe_s: Vec<f64>,
+    probe_reference_s: Vec<f64>,
+    groups: Vec<GroupSpeed>,
 }
 
 fn cost_ops(
@@ -413,45 +501,109 @@ fn cost_ops(
     ops: &[Op],
     spec: &ModelSpec,
     opts: &ProfileOptions,
-) -> Result<Vec<OpCost>> {
+    probe: bool,
+) -> Result<Costed> {
     Ok(match coster {
-        Coster::Measured(timer) => measure_ops(timer.as_ref(), ops, &measure_options(opts))?
-            .into_iter()
-            .zip(ops)
-            .map(|(m, op)| OpCost {
-                op: op.clone(),
-                median_s: m.median_s(),
-                min_s: m.samples.min_s(),
-                max_s: m.samples.max_s(),
-                q1_s: m.samples.quantile_s(0.25),
-                q3_s: m.samples.quantile_s(0.75),
-                repeats: m.samples.0.len(),
-                warmup_samples: m.warmup_samples,
-                settled: m.settled,
-                runs_per_sample: m.runs_per_sample,
-                ci_half_width: m.samples.median_ci_half_width(),
-            })
-            .collect(),
-        Coster::Analytic(g) => ops
-            .iter()
-            .map(|op| {
-                let t = g.op_s(op, spec.dtype);
-                OpCost {
-                    op: op.clone(),
-                    median_s: t,
-                    min_s: t,
-                    max_s: t,
-                    q1_s: t,
-                    q3_s: t,
-                    repeats: 0,
-                    warmup_samples: 0,
-                    settled: true,
-                    runs_per_sample: 0,
-                    ci_half_width: 0.0,
-                }
-            })
-            .collect(),
+        Coster::Measured(timer) => {
+            let m = measure(timer.as_ref(), ops, &measure_options(opts, probe))?;
+            let variants = SpeedCorrection::ALL
+                .into_iter()
+                .map(|c| {
+                    m.ops
+                        .iter()
+                        .zip(ops)
+                        .map(|(m, op)| OpCost {
+                            op: op.clone(),
+                            median_s: m.estimate_s(c),
+                            min_s: m.samples.min_s(),
+                            max_s: m.samples.max_s(),
+                            q1_s: m.samples.quantile_s(0.25),
+                            q3_s: m.samples.quantile_s(0.75),
+                            repeats: m.samples.0.len(),
+                            warmup_samples: m.warmup_samples,
+                            settled: m.settled,
+                            runs_per_sample: m.runs_per_sample,
+                            ci_half_width: m.samples.median_ci_half_width(),
+                        })
+                        .collect()
+                })
+                .collect();
+            Costed {
+                variants,
+                probe_s: m
+                    .groups
+                    .first()
+                    .map(|g| g.probe_s.clone())
+                    .unwrap_or_default(),
+                probe_reference_s: m.probe_reference_s,
+                groups: m.groups,
+            }
+        }
+        Coster::Analytic(g) => {
+            let costs: Vec<OpCost> = ops
+                .iter()
+                .map(|op| {
+                    let t = g.op_s(op, spec.dtype);
+                    OpCost {
+                        op: op.clone(),
+                        median_s: t,
+                        min_s: t,
+                        max_s: t,
+                        q1_s: t,
+                        q3_s: t,
+                        repeats: 0,
+                        warmup_samples: 0,
+                        settled: true,
+                        runs_per_sample: 0,
+                        ci_half_width: 0.0,
+                    }
+                })
+                .collect();
+            Costed {
+                variants: vec![costs; SpeedCorrection::ALL.len()],
+                probe_s: Vec::new(),
+                probe_reference_s: Vec::new(),
+                groups: Vec::new(),
+            }
+        }
     })
+}
+
+/// What `speed` did, for `source.method`.
+fn speed_note(speed: SpeedCorrection, costed: &Costed) -> String {
+    let factors: Vec<f64> = costed
+        .groups
+        .iter()
+        .flat_map(|g| g.round_factors.iter().copied())
+        .collect();
+    let lo = factors.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = factors.iter().copied().fold(0.0, f64::max);
+    let us = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{:.3}", t * 1e6))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let rounds = format!(
+        "speed correction by rounds: each sample divided by its round's speed factor (median over the round's operators of sample / the operator's level in the rounds that sampled every operator; a round of fewer than {} operators takes the previous factor), each epoch's median taken of the normalised samples, the median of those scaled by the median factor of the full rounds ({} rounds, factors {lo:.3}-{hi:.3})",
+        crate::measure::MIN_ROUND_OPERATORS,
+        factors.len()
+    );
+    match speed {
+        SpeedCorrection::None => "no speed correction (medians of the raw samples)".into(),
+        SpeedCorrection::Rounds => rounds,
+        SpeedCorrection::Probe => format!(
+            "{rounds}; then scaled to the speed probe ({}, measured in every round) at reference times {} us per run (this run's own {} us; scale {:.4})",
+            crate::measure::speed_probe()
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            us(&costed.probe_reference_s),
+            us(&costed.probe_s),
+            costed.groups.first().map_or(1.0, |g| g.probe_scale)
+        ),
+    }
 }
 
 fn source_of(
@@ -461,6 +613,8 @@ fn source_of(
     link: &LinkModel,
     opts: &ProfileOptions,
     costs: &[OpCost],
+    costed: &Costed,
+    speed: SpeedCorrection,
 ) -> ProfileSource {
     let blocks = spec.layers;
     let repeat_note = format!(
@@ -473,11 +627,11 @@ fn source_of(
             let max_of = |f: fn(&OpCost) -> f64| costs.iter().map(f).fold(0.0, f64::max);
             let unsettled = costs.iter().filter(|c| !c.settled).count();
             let epochs = opts.epochs.max(1);
-            let per_epoch = measure_options(opts).per_epoch();
+            let per_epoch = measure_options(opts, false).per_epoch();
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each) of each epoch's median, {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} %; layer latency = sum of its operators' medians; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: median over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each) of each epoch's median, {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} % (raw samples); {}; layer latency = sum of its operators' latencies; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     costs.iter().map(|c| c.repeats).min().unwrap_or(0),
                     costs.iter().map(|c| c.repeats).max().unwrap_or(0),
@@ -490,6 +644,7 @@ fn source_of(
                     costs.len(),
                     max_of(OpCost::iqr_ratio) * 100.0,
                     max_of(OpCost::spread) * 100.0,
+                    speed_note(speed, costed),
                     link.describe()
                 ),
                 t.software(),
@@ -508,6 +663,9 @@ fn source_of(
             vec![("cost-model".to_string(), "plexserve-roofline-v1".to_string())],
         ),
     };
+    if matches!(coster, Coster::Measured(_)) {
+        software.push(("speed-correction".into(), speed.name().into()));
+    }
     software.insert(
         0,
         (

@@ -6,8 +6,9 @@
 //! the machine was while measuring.
 
 use crate::error::{ProfilerError, Result};
+use crate::measure::SpeedCorrection;
 use crate::ops::{LayerKind, Op};
-use crate::profile::{profile, Device, ProfileOptions, ProfileRun};
+use crate::profile::{profile, profile_variants, Device, ProfileOptions, ProfileRun};
 use crate::spec::ModelSpec;
 
 /// One profile entry (a layer kind at one tp degree and batch size) across the runs.
@@ -258,19 +259,60 @@ pub fn compare_runs(runs: &[ProfileRun]) -> Result<RepeatabilityReport> {
 }
 
 /// Profiles `spec` on `device` `runs` times (at least 2) with the same options and compares.
+/// With [`SpeedCorrection::Probe`] and no reference given, the later runs are scaled to the
+/// first run's probe times: the probe is calibrated once, on the first run.
 pub fn repeatability(
     spec: &ModelSpec,
     device: &Device,
     opts: &ProfileOptions,
     runs: usize,
 ) -> Result<(RepeatabilityReport, Vec<ProfileRun>)> {
+    let mut all = repeatability_variants(spec, device, opts, runs, false)?;
+    let at = all
+        .iter()
+        .position(|(c, _, _)| *c == opts.speed)
+        .unwrap_or(0);
+    let (_, report, profiles) = all.swap_remove(at);
+    Ok((report, profiles))
+}
+
+/// [`repeatability`] under every [`SpeedCorrection`] from the same runs (`all`: the speed
+/// probe measured and every correction assembled; else only `opts.speed`, measured as
+/// [`profile`] would), in [`SpeedCorrection::ALL`]'s order.
+pub fn repeatability_variants(
+    spec: &ModelSpec,
+    device: &Device,
+    opts: &ProfileOptions,
+    runs: usize,
+    all: bool,
+) -> Result<Vec<(SpeedCorrection, RepeatabilityReport, Vec<ProfileRun>)>> {
     if runs < 2 {
         return Err(ProfilerError::Option(format!(
             "a repeatability check needs at least 2 runs, got {runs}"
         )));
     }
-    let profiles = (0..runs)
-        .map(|_| profile(spec, device, opts))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((compare_runs(&profiles)?, profiles))
+    let mut opts = opts.clone();
+    // Per run, its profiles (one per correction, or just `opts.speed`'s).
+    let mut per_run: Vec<Vec<ProfileRun>> = Vec::new();
+    for _ in 0..runs {
+        let variants = if all {
+            profile_variants(spec, device, &opts)?
+        } else {
+            vec![profile(spec, device, &opts)?]
+        };
+        if opts.probe_reference_s.is_none() {
+            opts.probe_reference_s = variants
+                .first()
+                .map(|r| r.probe_reference_s.clone())
+                .filter(|p| !p.is_empty());
+        }
+        per_run.push(variants);
+    }
+    let variants = per_run[0].len();
+    (0..variants)
+        .map(|v| {
+            let profiles: Vec<ProfileRun> = per_run.iter().map(|r| r[v].clone()).collect();
+            Ok((profiles[0].speed, compare_runs(&profiles)?, profiles))
+        })
+        .collect()
 }

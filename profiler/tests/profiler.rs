@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use plexserve_profiler::measure::speed_probe;
 use plexserve_profiler::{
     layer_ops, profile, CpuClock, Device, LayerKind, ModelSpec, Op, ProfileOptions, ProfilerError,
+    SpeedCorrection,
 };
 use plexserve_solver::{single_device_latency_s, ProfileFile};
 
@@ -369,6 +371,10 @@ fn repeatability_report_finds_the_entry_that_moved() {
     assert!(plexserve_profiler::compare_runs(&[a]).is_err());
 }
 
+fn src_speed(run: &plexserve_profiler::ProfileRun) -> &str {
+    &run.profile.source.as_ref().unwrap().software["speed-correction"]
+}
+
 /// A repeatability check on the CPU computes and reports every statistic; wall times are not
 /// asserted, because CI machines are shared.
 #[test]
@@ -381,6 +387,10 @@ fn cpu_repeatability_check_reports_complete_statistics() {
     let (report, runs) = plexserve_profiler::repeatability(&spec, &Device::Cpu, &opts, 2).unwrap();
     assert_eq!(report.runs, 2);
     assert_eq!(runs.len(), 2);
+    // The probe is calibrated on the first run: both runs are scaled to its probe times.
+    assert_eq!(runs[0].probe_reference_s, runs[0].probe_s);
+    assert_eq!(runs[1].probe_reference_s, runs[0].probe_s);
+    assert_eq!(runs[0].groups[0].probe_scale, 1.0);
     assert_eq!(report.ops.len(), runs[0].ops.len());
     assert!(report.layers.iter().all(|l| l.latency_s.len() == 2
         && l.latency_s.iter().all(|&t| t > 0.0)
@@ -402,11 +412,39 @@ fn cpu_repeatability_check_reports_complete_statistics() {
             assert!(c.ci_half_width.is_finite() && c.ci_half_width >= 0.0);
             assert!(c.warmup_samples >= opts.warmup, "{}", c.op);
             assert!(c.runs_per_sample >= 1);
-            // The median is the epochs' medians' median, within the samples' range but not
-            // necessarily between the quartiles of all samples pooled.
+            // The latency is the epochs' medians' median of the samples divided by their
+            // rounds' speed factors, times the typical factor and the probe's scale: within the
+            // samples' range stretched by those factors, not necessarily between the quartiles
+            // of all samples pooled (min, max and quartiles are of the raw samples).
             assert!(c.min_s <= c.q1_s && c.q1_s <= c.q3_s && c.q3_s <= c.max_s);
-            assert!(c.min_s <= c.median_s && c.median_s <= c.max_s);
+            let g = &run.groups[0];
+            let lo = g
+                .round_factors
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min);
+            let hi = g.round_factors.iter().copied().fold(0.0, f64::max);
+            let scale = g.median_factor * g.probe_scale;
+            assert!(
+                c.min_s * scale / hi <= c.median_s * (1.0 + 1e-12)
+                    && c.median_s <= c.max_s * scale / lo * (1.0 + 1e-12),
+                "{}: {} not in [{}, {}] stretched by {lo}-{hi}, scale {scale}",
+                c.op,
+                c.median_s,
+                c.min_s,
+                c.max_s
+            );
         }
+        // Corrected for the machine's speed by default, with the probe measured in every
+        // round; the stamp says so.
+        assert_eq!(run.speed, SpeedCorrection::Probe);
+        assert_eq!(src_speed(run), "probe");
+        assert_eq!(run.probe_s.len(), speed_probe().len());
+        assert!(run.probe_s.iter().all(|&t| t > 0.0));
+        assert!(run.groups[0]
+            .round_factors
+            .iter()
+            .all(|f| f.is_finite() && *f > 0.0));
         let src = run.profile.source.as_ref().unwrap();
         assert_eq!(src.software["rayon-threads"], "1");
         assert!(src.method.contains("in rounds"), "{}", src.method);
