@@ -397,6 +397,32 @@ fn tp_transformation_merges_splits_and_conserves() {
 }
 
 #[test]
+fn a_long_request_that_reaches_a_splitting_engine_is_served_not_stranded() {
+    // LLaMA-2-7B-128k-like (MHA, TP1 holds ≈ 112 k tokens, each long request ≈ 131 k) on the
+    // conversation trace at 2.75×: under the adaptive policy a long request reached a TP2
+    // engine while it was splitting (a staggered split keeps serving until it ends), was handed
+    // to a TP1 member that cannot hold it, and the run then spun on its periodic timers forever.
+    // Now the split hands such a request back to the long-request scheduler (which merges for
+    // it), and a request stranded any other way ends the run as `stuck` instead of hanging it
+    // (`place_and_simulate` asserts 0 stuck, and conservation).
+    for scale in [2.75, 2.8125] {
+        let mut inst = LlmInstance::load(Path::new(
+            "../instances/llm/azure-conv-llama2-7b-128k-long.json",
+        ))
+        .unwrap();
+        inst.workload.scale_rate(scale);
+        let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        for p in ["tp-dynamic:tp=4", "tp-dynamic:tp=4,policy=long"] {
+            let r = place_and_simulate(&inst, &trace, p);
+            assert_eq!(
+                r.dropped, 0,
+                "×{scale} {p}: every request fits a TP2 engine"
+            );
+        }
+    }
+}
+
+#[test]
 fn transformation_cost_model_follows_the_note() {
     // Qwen2.5-32B weights ≈ 65.5 GB; a split regathers 3/4 of them per GPU: ≈ 0.16 s over NVLink at
     // 300 GB/s, ≈ 2 s from host at 25 GB/s (§3.6).

@@ -207,6 +207,11 @@ const EV_SPLIT_CHECK: u32 = 4;
 const EV_DECIDE: u32 = 5;
 const EV_PENDING: u32 = 6;
 
+/// Whether an event kind is work in flight rather than a periodic timer.
+fn is_live(kind: u32) -> bool {
+    matches!(kind, EV_PREFILL | EV_DECODE | EV_READY | EV_SPLIT_CHECK)
+}
+
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -346,6 +351,12 @@ struct Run<'s, 'a> {
     /// Long requests waiting for a merge (transformation-aware scheduler), FCFS.
     pending: VecDeque<u32>,
     pending_tick: bool,
+    /// Events in the heap that are work in flight (iterations, transformations, split
+    /// checks), as opposed to the periodic timers (rebalance, adaptive decisions, pending
+    /// retries), which recur while requests remain even when nothing can move.
+    live_events: u32,
+    /// When the current stretch with nothing in flight began (None: something is).
+    stall_from: Option<f64>,
     /// Short requests' arrivals (time, prompt tokens) per LLM over the longest burst window,
     /// with their token sum: the burst-aware merge timing's view of the offered load.
     recent_short: Vec<VecDeque<(f64, u32)>>,
@@ -563,6 +574,8 @@ impl<'s, 'a> Run<'s, 'a> {
             chunk: vec![0; n_req],
             pending: VecDeque::new(),
             pending_tick: false,
+            live_events: 0,
+            stall_from: None,
             recent_short: vec![VecDeque::new(); inst.llms.len()],
             recent_short_tokens: vec![0; inst.llms.len()],
             out: Outcomes {
@@ -601,6 +614,21 @@ impl<'s, 'a> Run<'s, 'a> {
         r
     }
 
+    /// With no work in flight and no arrivals left, whether the timers have run for more than
+    /// `stall_s` past the last deadline a pending long request waits for (a merge forced by
+    /// its deadline is the last thing that could still move it). The stall's clock starts at
+    /// the first call after something was last in flight.
+    fn stalled_since(&mut self, stall_s: f64) -> bool {
+        let wake = self
+            .pending
+            .iter()
+            .map(|&r| self.deadline[r as usize])
+            .filter(|d| d.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let since = *self.stall_from.get_or_insert(self.now);
+        self.now > since.max(wake) + stall_s
+    }
+
     fn rebuild_by_llm(&mut self) {
         self.by_llm = vec![Vec::new(); self.sim.inst.llms.len()];
         for (i, e) in self.engines.iter().enumerate() {
@@ -612,6 +640,7 @@ impl<'s, 'a> Run<'s, 'a> {
 
     fn push(&mut self, t: f64, kind: u32, a: u32) {
         self.seq += 1;
+        self.live_events += is_live(kind) as u32;
         self.heap
             .push(Reverse((t.max(0.0).to_bits(), self.seq, kind, a)));
     }
@@ -621,6 +650,12 @@ impl<'s, 'a> Run<'s, 'a> {
         let cfg = &self.sim.inst.sim;
         let horizon = cfg.horizon_s.unwrap_or(f64::INFINITY);
         let mut next = 0usize;
+        // How long the periodic timers may run with nothing in flight before the remaining
+        // requests are declared stuck: longer than any policy waits on its own clock.
+        let stall_s = self.groups.iter().fold(cfg.rebalance_s, |a, g| {
+            let k = &g.knobs;
+            a.max(k.decide_s + k.min_dwell_s + k.hysteresis_s + k.mix_window_s + k.burst_window_s)
+        }) + 1.0;
         if cfg.policy == BatchPolicy::Adbs && !trace.is_empty() {
             self.push(trace.arrival_s[0] + cfg.rebalance_s, EV_REBALANCE, 0);
         }
@@ -656,6 +691,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     break;
                 };
                 self.now = f64::from_bits(tb);
+                self.live_events -= is_live(kind) as u32;
                 match kind {
                     EV_PREFILL => self.prefill_done(a as usize),
                     EV_DECODE => self.decode_done(a as usize),
@@ -684,6 +720,11 @@ impl<'s, 'a> Run<'s, 'a> {
                 }
             }
             if self.remaining == 0 && next >= trace.len() {
+                break;
+            }
+            if self.live_events > 0 || next < trace.len() {
+                self.stall_from = None;
+            } else if self.stalled_since(stall_s) {
                 break;
             }
         }
@@ -892,6 +933,13 @@ impl<'s, 'a> Run<'s, 'a> {
         let mut consider = |this: &Self, e: usize, ready_in: f64| {
             let eng = &this.engines[e];
             if eng.capacity_tokens <= cap_min || eng.capacity_tokens < total {
+                return;
+            }
+            // A merged engine that is splitting (staggered: it serves until the split ends)
+            // hands its requests to members that cannot hold this one.
+            if eng.merged_of != u32::MAX
+                && this.groups[eng.merged_of as usize].state == GState::Splitting
+            {
                 return;
             }
             let u = eng.unit as usize;
@@ -2260,7 +2308,25 @@ impl<'s, 'a> Run<'s, 'a> {
             unit.pool_free = unit.pool_total;
             unit.parts_free = self.sim.inst.sim.sm_parts as i32;
         }
-        let place = |this: &mut Self, r: usize, keep_kv: bool| {
+        let member_cap = self.engines[self.units[members[0]].engines[0] as usize].capacity_tokens;
+        let trace = self.sim.trace;
+        let mut rerouted = false;
+        let mut place = |this: &mut Self, r: usize, keep_kv: bool| {
+            // A request the members cannot hold (a long one that reached the engine while it
+            // was splitting) goes back to the long-request scheduler, which merges for it;
+            // on a member it would wait forever.
+            if (trace.prompt[r] + trace.output[r]) as u64 > member_cap {
+                if keep_kv {
+                    this.out.preemptions[r] += 1;
+                    this.stats.preemptions += 1;
+                }
+                this.blocks[r] = 0;
+                this.pre_done[r] = 0;
+                this.status[r] = ST_QUEUED;
+                this.pending.push_back(r as u32);
+                rerouted = true;
+                return;
+            }
             // The member with the most free KV keeps the request's pages; else recompute.
             let u = *members
                 .iter()
@@ -2331,6 +2397,9 @@ impl<'s, 'a> Run<'s, 'a> {
         for c in self.groups[g].children.clone() {
             let t = self.now + self.groups[c as usize].knobs.hysteresis_s;
             self.push(t, EV_SPLIT_CHECK, c);
+        }
+        if rerouted {
+            self.serve_pending();
         }
     }
 }
