@@ -21,6 +21,10 @@ use plexserve_profiler::{
     SpeedCorrection,
 };
 
+/// Per speed correction: (entry latency, run-to-run difference) per entry, and the forward
+/// pass's difference per pair.
+type Tally = (SpeedCorrection, Vec<(f64, f64)>, Vec<f64>);
+
 fn main() {
     let mut pairs = 1;
     // Also print every entry: `entry SPEC KIND tp TP b BATCH MIN_MS DIFF RUN1_MS RUN2_MS`.
@@ -70,10 +74,12 @@ fn main() {
     if specs.is_empty() {
         usage("no spec given");
     }
+    // Over all specs, per correction: entries and forward-pass differences.
+    let mut overall: Vec<Tally> = Vec::new();
     for spec in &specs {
         // Per correction: (entry latency, run-to-run difference) over all pairs, and the forward
         // pass's difference per pair.
-        let mut all: Vec<(SpeedCorrection, Vec<(f64, f64)>, Vec<f64>)> = Vec::new();
+        let mut all: Vec<Tally> = Vec::new();
         for pair in 0..pairs {
             let start = Instant::now();
             let variants = repeatability_variants(spec, &Device::Cpu, &opts, 2, all_speeds)
@@ -114,11 +120,14 @@ fn main() {
                     })
                     .collect();
                 println!(
-                    "{} pair {} [{}]: {:.2} s per run, {} to {} samples per operator; forward pass {:.2} % apart; entries median {:.2} %, max {:.2} %; run2/run1 common mode {:+.2} %{}; round factors p10-p90 {}; worst op {} {:.1} %",
+                    "{} pair {} [{}]: {:.2} s per run, {} operators + {} probe, {} rounds, {} to {} samples per operator; forward pass {:.2} % apart; entries median {:.2} %, max {:.2} %; run2/run1 common mode {:+.2} %{}; round factors p10-p90 {}; worst op {} {:.1} %",
                     spec.name,
                     pair + 1,
                     speed.name(),
                     per_run,
+                    runs[0].ops.len(),
+                    runs[0].probe_s.len(),
+                    runs[0].groups.iter().map(|g| g.round_factors.len()).sum::<usize>(),
                     samples.iter().min().unwrap_or(&0),
                     samples.iter().max().unwrap_or(&0),
                     report.model_diff() * 100.0,
@@ -174,25 +183,44 @@ fn main() {
             }
         }
         for (speed, entries, forward) in all {
-            let n = entries.len();
-            let within = entries.iter().filter(|(_, d)| *d <= 0.05).count();
-            for c in size_classes(entries) {
-                if !c.diffs.is_empty() {
-                    println!("{} [{}] {c}", spec.name, speed.name());
+            summary(&spec.name, speed, &entries, &forward);
+            match overall.iter_mut().find(|(s, _, _)| *s == speed) {
+                Some((_, e, f)) => {
+                    e.extend(entries);
+                    f.extend(forward);
                 }
+                None => overall.push((speed, entries, forward)),
             }
-            println!(
-                "{} [{}] all: {within} of {n} entries within 5 %; forward pass apart per pair: {}",
-                spec.name,
-                speed.name(),
-                forward
-                    .iter()
-                    .map(|d| format!("{:.2} %", d * 100.0))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
         }
     }
+    if specs.len() > 1 {
+        for (speed, entries, forward) in overall {
+            summary("all specs", speed, &entries, &forward);
+        }
+    }
+}
+
+/// Per size class, then all entries and the forward pass per pair.
+fn summary(name: &str, speed: SpeedCorrection, entries: &[(f64, f64)], forward: &[f64]) {
+    let within = entries.iter().filter(|(_, d)| *d <= 0.05).count();
+    for c in size_classes(entries.iter().copied()) {
+        if !c.diffs.is_empty() {
+            println!("{name} [{}] {c}", speed.name());
+        }
+    }
+    let f = Samples(forward.to_vec());
+    println!(
+        "{name} [{}] all: {within} of {} entries within 5 %; forward pass apart: median {:.2} %, max {:.2} % ({})",
+        speed.name(),
+        entries.len(),
+        f.median_s() * 100.0,
+        f.max_s() * 100.0,
+        forward
+            .iter()
+            .map(|d| format!("{:.2}", d * 100.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
 }
 
 fn usage(message: &str) -> ! {

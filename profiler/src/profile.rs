@@ -326,14 +326,8 @@ fn profile_here(
         ),
     };
 
-    let kinds = layer_kinds(spec);
     // All distinct operators are costed together so that measured ones can be interleaved.
     let distinct = distinct_ops(spec);
-    let memo: BTreeMap<Op, usize> = distinct
-        .iter()
-        .enumerate()
-        .map(|(i, op)| (op.clone(), i))
-        .collect();
     let costed = cost_ops(&coster, &distinct, spec, opts, probe)?;
     drop(pinned);
     for c in &costed.variants[opts.speed as usize] {
@@ -341,28 +335,23 @@ fn profile_here(
     }
     SpeedCorrection::ALL
         .into_iter()
-        .map(|speed| {
-            assemble(
-                spec, device, &coster, &link, opts, &kinds, &memo, &costed, speed,
-            )
-        })
+        .map(|speed| assemble(spec, device, &coster, &link, opts, &costed, speed))
         .collect()
 }
 
 /// The profile of `spec` from the costs under `speed`.
-#[allow(clippy::too_many_arguments)]
 fn assemble(
     spec: &ModelSpec,
     device: &Device,
     coster: &Coster,
     link: &LinkModel,
     opts: &ProfileOptions,
-    kinds: &[LayerKind],
-    memo: &BTreeMap<Op, usize>,
     costed: &Costed,
     speed: SpeedCorrection,
 ) -> Result<ProfileRun> {
     let costs = costed.variants[speed as usize].clone();
+    let kinds = layer_kinds(spec);
+    let memo: BTreeMap<&Op, usize> = costs.iter().enumerate().map(|(i, c)| (&c.op, i)).collect();
     let kind_latency: Vec<(LayerKind, Vec<Vec<f64>>)> = kinds
         .iter()
         .map(|&kind| {
@@ -424,7 +413,7 @@ fn assemble(
         })
         .collect();
 
-    let source = source_of(spec, device, coster, link, opts, &costs, costed, speed);
+    let source = source_of(spec, device, coster, link, opts, costed, speed);
     let profile = Profile {
         batch_sizes: spec.batch_sizes.clone(),
         configs: Vec::new(),
@@ -612,10 +601,10 @@ fn source_of(
     coster: &Coster,
     link: &LinkModel,
     opts: &ProfileOptions,
-    costs: &[OpCost],
     costed: &Costed,
     speed: SpeedCorrection,
 ) -> ProfileSource {
+    let costs = &costed.variants[speed as usize];
     let blocks = spec.layers;
     let repeat_note = format!(
         "identical layers costed once and repeated ({blocks} transformer blocks, {} distinct operators)",
