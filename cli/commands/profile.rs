@@ -153,9 +153,10 @@ fn print_repeatability(spec: &ModelSpec, run: &ProfileRun, r: &RepeatabilityRepo
         println!("device    {}", src.device);
     }
     println!(
-        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds, pooled over {} placement epochs)",
+        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds, over {} placement epochs; speed correction: {})",
         r.runs,
-        ProfileOptions::default().epochs
+        ProfileOptions::default().epochs,
+        run.speed.name()
     );
     print!("{:<10} {:>3} {:>5}", "layer", "tp", "batch");
     for i in 0..r.runs {
