@@ -150,7 +150,7 @@ impl SpeedCorrection {
 
 /// The speed probe: eight fixed small operators of the kinds profiles are made of — four GEMMs
 /// of different shapes, LayerNorm, bias + GeLU, causal attention and an embedding gather — all
-/// cache-resident, a few to ~100 us per run on a CPU core. Their own times stay the same from profile
+/// cache-resident, 8 us to 0.7 ms per run on a CPU core (one 2 ms sample each per round). Their own times stay the same from profile
 /// to profile, so a change in them is the machine's. Several, because a single operator's time
 /// moves by itself from one preparation to the next (buffer placement: up to ~10 % on the
 /// session-6 VM), and the median over eight is not moved by one or two of them.
