@@ -298,8 +298,11 @@ pub fn round_factors(measured: &[Measured], rounds: usize) -> Vec<f64> {
         factors = ratios
             .into_iter()
             .map(|r| {
-                if r.len() >= MIN_ROUND_OPERATORS {
-                    last = Samples(r).median_s();
+                let n = r.len();
+                let f = Samples(r).median_s();
+                // A zero factor (most samples below the clock's resolution) would divide by 0.
+                if n >= MIN_ROUND_OPERATORS && f > 0.0 && f.is_finite() {
+                    last = f;
                 }
                 last
             })
