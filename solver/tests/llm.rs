@@ -4,6 +4,8 @@ use std::path::Path;
 
 use plexserve_solver::llm::placer::node_patterns;
 use plexserve_solver::llm::*;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn toy_instance(requests: &str, policy: &str, extra_llm: bool) -> LlmInstance {
     // One toy LLM: 2 GB of weights, 512 B of KV per token, so a token-block of 32 tokens is exactly
@@ -559,6 +561,11 @@ fn adaptive_dynamic_tp_tracks_the_best_static_degree_on_both_azure_traces() {
 /// ≈ 2.93 M, since split weights free most of each GPU) serving one toy LLM with a linear cost
 /// model, and the given request list (JSON objects, comma-separated).
 fn toy_node(devices: u32, requests: &str) -> (LlmInstance, LlmTrace) {
+    toy_node_with(devices, requests, "")
+}
+
+/// `toy_node` with extra `simulator` fields (a JSON fragment starting with a comma, or empty).
+fn toy_node_with(devices: u32, requests: &str, simulator: &str) -> (LlmInstance, LlmTrace) {
     let text = format!(
         r#"{{
       "schema": "plexserve/llm-instance/v1",
@@ -570,7 +577,7 @@ fn toy_node(devices: u32, requests: &str) -> (LlmInstance, LlmTrace) {
       "cost_model": {{ "kind": "linear", "prefill_base_s": 0.1, "prefill_per_token_s": 0.001,
                       "decode_base_s": 0.01, "decode_per_seq_s": 0.001 }},
       "workload": {{ "kind": "requests", "requests": [ {requests} ] }},
-      "simulator": {{ "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs" }}
+      "simulator": {{ "memory_utilization": 1.0, "activation_reserve_gb": 0, "policy": "fcfs"{simulator} }}
     }}"#
     );
     let inst = LlmInstance::from_json(Path::new("toy.json"), &text).unwrap();
@@ -1012,5 +1019,70 @@ fn auto_base_is_tp2_on_conversations_tp1_on_code_and_base2_serves_like_static_tp
             assert_eq!(auto.stats.merges, 0, "{name}");
             assert_eq!(auto.outcomes.finish_s, st.outcomes.finish_s, "{name}");
         }
+    }
+}
+
+/// Every transformation policy the TP placers offer, plus the static configurations they are
+/// compared with (all hold every request of the random mixes below: TP2 holds ≈ 1.95 M tokens).
+const TP_CONFIGS: &[&str] = &[
+    "tp-static:tp=2",
+    "tp-hybrid:tp=2,big=1",
+    "tp-dynamic:tp=2",
+    "tp-dynamic:tp=4",
+    "tp-dynamic:tp=4,staggered=false",
+    "tp-dynamic:tp=4,hysteresis_s=0,min_dwell_s=0,decide_s=0.25",
+    "tp-dynamic:tp=4,policy=long",
+    "tp-dynamic:tp=4,policy=long,slack_fraction=0.01",
+    "tp-dynamic:tp=4,policy=long,base=2",
+    "tp-dynamic:tp=4,policy=long,base=auto",
+    "tp-dynamic:tp=4,policy=long,base=2,merge=prefill,prefill_above=1000",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/llm.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Random mixes of short and long requests (longer than TP1's 4 096 tokens of KV), in bursts
+    /// or spread out, on four or eight toy GPUs, with and without chunked long prefills, under every
+    /// transformation policy: the run ends (a request stranded by a routing or transformation
+    /// bug is reported `stuck`, which this rejects), every request finishes (each fits a TP2
+    /// engine), and KV is never overcommitted. The splitting-engine race fixed in session 7
+    /// (a long request handed to a TP1 member by a split) is the kind of bug this hunts.
+    #[test]
+    fn tp_policies_finish_every_request_on_random_mixes(
+        reqs in prop::collection::vec(
+            (0.0f64..1.0, prop_oneof![4 => 10u32..1_500, 1 => 4_200u32..12_000], 1u32..60),
+            1..48,
+        ),
+        span_s in prop_oneof![Just(2.0f64), Just(20.0), Just(120.0)],
+        chunked in any::<bool>(),
+        devices in prop_oneof![Just(4u32), Just(8)],
+        config in 0usize..TP_CONFIGS.len(),
+    ) {
+        let mut reqs = reqs;
+        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let list: Vec<String> = reqs
+            .iter()
+            .map(|&(t, p, o)| {
+                format!(
+                    r#"{{"t_s": {:.4}, "llm": "a", "prompt_tokens": {p}, "output_tokens": {o}}}"#,
+                    t * span_s
+                )
+            })
+            .collect();
+        let sim = if chunked {
+            r#", "prefill_chunk_tokens": 512, "chunk_above_tokens": 2048"#
+        } else {
+            ""
+        };
+        let (inst, trace) = toy_node_with(devices, &list.join(","), sim);
+        let rep = place_and_simulate(&inst, &trace, TP_CONFIGS[config]);
+        prop_assert_eq!(rep.dropped, 0, "{}: {:?}", TP_CONFIGS[config], rep);
+        prop_assert_eq!(rep.finished, reqs.len() as u64);
     }
 }
