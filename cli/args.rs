@@ -139,6 +139,10 @@ pub enum Command {
         /// Profile RUNS times and report how far apart the runs' per-layer medians are.
         #[arg(long, value_name = "RUNS")]
         repeatability: Option<usize>,
+        /// Scale the profile to another run's machine speed: that profile's
+        /// source.software.speed-probe-us (the speed probe's 8 times, comma-separated).
+        #[arg(long = "probe-reference-us", value_name = "US,US,...")]
+        probe_reference_us: Option<String>,
     },
     /// Build an instance file from profile files: copies of every profiled model on a cluster,
     /// with gamma arrivals, ready for `solve`, `simulate`, `serve` and `replay`.

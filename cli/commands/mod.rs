@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             dtype,
             threads,
             repeatability,
+            probe_reference_us,
         } => profile::run(&profile::ProfileArgs {
             device: &device,
             model: &model,
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             dtype: dtype.as_deref(),
             threads,
             repeatability,
+            probe_reference_us: probe_reference_us.as_deref(),
         }),
         Command::Instance(args) => instance::run(&args),
         Command::Doctor { json } => doctor::run(json),

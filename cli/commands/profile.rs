@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use plexserve_kernels::Dtype;
 use plexserve_profiler::{
-    profile, repeatability, Device, LinkModel, ModelSpec, ProfileOptions, ProfileRun,
-    ProfilerError, RepeatabilityReport,
+    parse_probe_us, probe_us_text, profile, repeatability, Device, LinkModel, ModelSpec,
+    ProfileOptions, ProfileRun, ProfilerError, RepeatabilityReport,
 };
 
 use crate::Exit;
@@ -27,6 +27,8 @@ pub struct ProfileArgs<'a> {
     pub threads: Option<usize>,
     /// Profile this many times and report how far apart the runs are.
     pub repeatability: Option<usize>,
+    /// Another profile's speed-probe times (`source.software.speed-probe-us`) to scale to.
+    pub probe_reference_us: Option<&'a str>,
 }
 
 /// A bad spec, an unknown or absent device, or a bad option is the user's (exit 2).
@@ -66,12 +68,27 @@ pub fn run(a: &ProfileArgs) -> Result<(), Exit> {
         dtype: dtype.unwrap_or(spec.dtype),
         ..spec
     };
+    let probe_reference_s = match a.probe_reference_us {
+        None => None,
+        Some(_) if matches!(device, Device::Analytic(_)) => {
+            return Err(Exit {
+                code: 2,
+                message: "--probe-reference-us: an analytic device measures nothing to scale"
+                    .into(),
+            })
+        }
+        Some(s) => Some(parse_probe_us(s).map_err(|e| Exit {
+            code: 2,
+            message: format!("--probe-reference-us: {e}"),
+        })?),
+    };
     let opts = ProfileOptions {
         warmup: a.warmup,
         repeats: a.repeats,
         link,
         dtype,
         threads: a.threads,
+        probe_reference_s,
         ..ProfileOptions::default()
     };
     let (run, report) = match a.repeatability {
@@ -138,6 +155,15 @@ pub fn run(a: &ProfileArgs) -> Result<(), Exit> {
         "weights   {weight:.3} GiB per device at tp {}",
         spec.tp_degrees[0]
     );
+    if !run.probe_s.is_empty() {
+        // Stamped as source.software.speed-probe-us too: a later run given these with
+        // --probe-reference-us is expressed at this run's machine speed.
+        println!(
+            "probe     {} us (scaled to {} us; --probe-reference-us takes these)",
+            probe_us_text(&run.probe_s),
+            probe_us_text(&run.probe_reference_s)
+        );
+    }
     match a.output {
         Some(p) => println!("written   {}", p.display()),
         None => println!("(not written: give -o PROFILE, or --json for the profile on stdout)"),

@@ -38,7 +38,8 @@ pub use link::LinkModel;
 pub use measure::SpeedCorrection;
 pub use ops::{activation_elements, layer_ops, layer_parameters, layer_sequence, LayerKind, Op};
 pub use profile::{
-    distinct_ops, profile, profile_variants, Device, OpCost, ProfileOptions, ProfileRun,
+    distinct_ops, parse_probe_us, probe_us_text, profile, profile_variants, Device, OpCost,
+    ProfileOptions, ProfileRun,
 };
 pub use repeatability::{
     compare_runs, repeatability, repeatability_variants, size_classes, RepeatabilityReport,

@@ -28,13 +28,13 @@
 //!    operators are then dropped and prepared afresh (new buffers, allocated behind a stagger so
 //!    they land at other heap offsets) for the next epoch, which reuses the first epoch's runs
 //!    per sample, warms up with one sample instead of waiting to settle, and takes its share of
-//!    the samples. The kept latency is the median of the epochs' medians
-//!    ([`Measured::median_s`]): each operator is measured in several buffer placements and
+//!    the samples. The kept latency combines the epochs' medians ([`combine_epochs`]: their
+//!    median for three epochs, a trimmed mean for more; [`Measured::median_s`]): each operator is measured in several buffer placements and
 //!    several stretches of time seconds apart, and one unlucky placement (cache-set conflicts,
 //!    4 KiB aliasing between an operator's buffers) or one slow stretch of the machine is
 //!    outvoted.
 //!
-//! The kept statistic is the median (of the epochs' medians); the interquartile range, min/max and the confidence
+//! The kept statistic is the median (combined over the epochs); the interquartile range, min/max and the confidence
 //! interval's half-width are reported with it.
 
 use crate::error::Result;
@@ -110,11 +110,12 @@ impl MeasureOptions {
 /// rounds (every operator once per round), so a round's samples share the machine's speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpeedCorrection {
-    /// None: the median of each placement epoch's raw samples, then the median of those.
+    /// None: the median of each placement epoch's raw samples, then those combined
+    /// ([`combine_epochs`]).
     None,
     /// Every sample is divided by its round's speed factor — the median, over the operators
     /// sampled in that round, of sample / that operator's provisional level ([`round_factors`]) —
-    /// and the latency is the median of the epochs' medians of the normalised samples, times the
+    /// and the latency is the epochs' medians of the normalised samples combined, times the
     /// median factor of the rounds that sampled every operator (so it stays a time at the
     /// group's typical speed). Removes
     /// drift *within* a run, not a run that is slower throughout.
@@ -214,7 +215,8 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// The operator's latency: the median of the epochs' medians (one epoch: of its samples).
+    /// The operator's latency: the epochs' medians combined ([`combine_epochs`]; one epoch: the
+    /// median of its samples).
     /// Not the median of all samples: an epoch whose placement was unlucky (say its buffers
     /// 4 KiB-aliased) is also the noisy one that gets extra rounds, and could then hold most of
     /// the pooled samples; as one of three medians it is outvoted.
@@ -228,14 +230,14 @@ impl Measured {
     }
 }
 
-/// The median of the epochs' medians of `samples` (`epoch_samples[e]` consecutive samples per
-/// epoch; one epoch or none given: the median of all).
+/// The combined latency of the epochs' medians of `samples` (`epoch_samples[e]` consecutive
+/// samples per epoch; one epoch or none given: the median of all), see [`combine_epochs`].
 fn median_of_epochs(samples: &[f64], epoch_samples: &[usize]) -> f64 {
     if epoch_samples.len() <= 1 {
         return Samples(samples.to_vec()).median_s();
     }
     let mut at = 0;
-    let medians = epoch_samples
+    let medians: Vec<f64> = epoch_samples
         .iter()
         .map(|&n| {
             let m = Samples(samples[at..at + n].to_vec()).median_s();
@@ -243,7 +245,28 @@ fn median_of_epochs(samples: &[f64], epoch_samples: &[usize]) -> f64 {
             m
         })
         .collect();
-    Samples(medians).median_s()
+    combine_epochs(&medians)
+}
+
+/// Combines the placement epochs' medians: the mean of those left after dropping the
+/// `max(1, n / 4)` lowest and as many highest (n >= 3; fewer: their mean). Three epochs: the
+/// middle one, the median. With more epochs this is a trimmed mean, not the median, because
+/// an operator's time can sit at one of two levels a few per cent apart depending on where its
+/// buffers land (tiny-gpt's LM head: 5-11 %, docs/profiler.md, "Session 7"): the median of the
+/// epochs then *is* one of the two levels, whichever holds the majority of this run's
+/// preparations, and two runs differ by the whole gap whenever their majorities differ. The
+/// mean of the middle epochs moves by a fraction of the gap per epoch that changed level, while
+/// the trimmed ends still discard one wild epoch (a 7x outlier of one preparation).
+pub fn combine_epochs(medians: &[f64]) -> f64 {
+    let mut m = medians.to_vec();
+    m.sort_by(f64::total_cmp);
+    let n = m.len();
+    let drop = if n >= 3 { (n / 4).max(1) } else { 0 };
+    let kept = &m[drop..n - drop];
+    if kept.is_empty() {
+        return 0.0;
+    }
+    kept.iter().sum::<f64>() / kept.len() as f64
 }
 
 /// What the speed correction of one group of operators found.
@@ -1073,6 +1096,31 @@ mod tests {
         correct_speed(&mut ops, 0, 4, None);
         // Operator 0's lone slow sample is divided by the factor of round 2 (1), not by itself.
         assert!(ops[0].estimate_s(SpeedCorrection::Rounds) >= 1.0);
+    }
+
+    #[test]
+    fn epochs_combine_by_a_trimmed_mean() {
+        // Three epochs: the median, so one wild epoch does not count at all.
+        assert_eq!(combine_epochs(&[1.0, 7.0, 1.1]), 1.1);
+        assert_eq!(combine_epochs(&[2.0, 4.0]), 3.0);
+        assert_eq!(combine_epochs(&[2.0]), 2.0);
+        // Seven epochs at two levels (1.0 and 1.1) in different majorities: the median jumps
+        // by the whole gap, the mean of the middle five by a fifth of it per epoch that moved,
+        // and the wild epoch is still dropped.
+        let run = |slow: usize| {
+            let mut m = vec![1.0; 7];
+            m[..slow].fill(1.1);
+            m
+        };
+        let (a, b) = (combine_epochs(&run(3)), combine_epochs(&run(4)));
+        assert!((b - a - 0.02).abs() < 1e-12, "{a} {b}");
+        assert!(Samples(run(4)).median_s() - Samples(run(3)).median_s() > 0.099);
+        let wild = |t: f64| {
+            let mut m = run(3);
+            m[6] = t;
+            combine_epochs(&m)
+        };
+        assert!((wild(7.0) - wild(1.1)).abs() < 1e-12);
     }
 
     #[test]

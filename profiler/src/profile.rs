@@ -264,6 +264,14 @@ fn profile_with(
     if opts.threads == Some(0) {
         return Err(ProfilerError::Option("threads must be at least 1".into()));
     }
+    if let Some(r) = &opts.probe_reference_s {
+        check_probe_reference(r)?;
+        if !probe {
+            return Err(ProfilerError::Option(
+                "a speed-probe reference needs the probe speed correction".into(),
+            ));
+        }
+    }
     match opts.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -558,6 +566,51 @@ fn cost_ops(
     })
 }
 
+/// The speed probe's times as `source.software.speed-probe-us` holds them and
+/// `--probe-reference-us` takes them: microseconds per run, one per
+/// [`crate::measure::speed_probe`] operator, comma-separated.
+pub fn probe_us_text(probe_s: &[f64]) -> String {
+    probe_s
+        .iter()
+        .map(|t| format!("{:.3}", t * 1e6))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads [`probe_us_text`]'s format back into seconds per run (for
+/// [`ProfileOptions::probe_reference_s`]): exactly one positive, finite number per probe
+/// operator, so a reference from another probe (or a typo) is refused rather than scaling the
+/// profile by a median over mismatched operators.
+pub fn parse_probe_us(text: &str) -> Result<Vec<f64>> {
+    let want = crate::measure::speed_probe().len();
+    let bad = |why: String| {
+        ProfilerError::Option(format!(
+            "probe reference \"{text}\": {why}; expected {want} comma-separated positive numbers, microseconds per run of the speed probe's operators, as in a profile's source.software.speed-probe-us"
+        ))
+    };
+    let values = text
+        .split(',')
+        .map(|v| match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(x * 1e-6),
+            _ => Err(bad(format!("\"{}\" is not a positive number", v.trim()))),
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    check_probe_reference(&values).map_err(|_| bad(format!("{} values", values.len())))?;
+    Ok(values)
+}
+
+/// A probe reference must hold one positive, finite time per probe operator.
+fn check_probe_reference(r: &[f64]) -> Result<()> {
+    let want = crate::measure::speed_probe().len();
+    if r.len() != want || !r.iter().all(|t| t.is_finite() && *t > 0.0) {
+        return Err(ProfilerError::Option(format!(
+            "the speed-probe reference must hold {want} positive times, one per probe operator (got {})",
+            r.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What `speed` did, for `source.method`.
 fn speed_note(speed: SpeedCorrection, costed: &Costed) -> String {
     let factors: Vec<f64> = costed
@@ -574,7 +627,7 @@ fn speed_note(speed: SpeedCorrection, costed: &Costed) -> String {
             .join(" / ")
     };
     let rounds = format!(
-        "speed correction by rounds: each sample divided by its round's speed factor (median over the round's operators of sample / the operator's level in the rounds that sampled every operator; a round of fewer than {} operators takes the previous factor), each epoch's median taken of the normalised samples, the median of those scaled by the median factor of the full rounds ({} rounds, factors {lo:.3}-{hi:.3})",
+        "speed correction by rounds: each sample divided by its round's speed factor (median over the round's operators of sample / the operator's level in the rounds that sampled every operator; a round of fewer than {} operators takes the previous factor), each epoch's median taken of the normalised samples, those combined (median of three epochs; beyond, a trimmed mean) and scaled by the median factor of the full rounds ({} rounds, factors {lo:.3}-{hi:.3})",
         crate::measure::MIN_ROUND_OPERATORS,
         factors.len()
     );
@@ -620,7 +673,7 @@ fn source_of(
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: median over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each) of each epoch's median, {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} % (raw samples); {}; layer latency = sum of its operators' latencies; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: combined over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each) of each epoch's median (the median of three; with more epochs the mean of those left after dropping the max(1, n/4) lowest and as many highest), {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} % (raw samples); {}; layer latency = sum of its operators' latencies; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     costs.iter().map(|c| c.repeats).min().unwrap_or(0),
                     costs.iter().map(|c| c.repeats).max().unwrap_or(0),
@@ -654,6 +707,11 @@ fn source_of(
     };
     if matches!(coster, Coster::Measured(_)) {
         software.push(("speed-correction".into(), speed.name().into()));
+        // This run's own probe times, so that a later run can be expressed at this run's
+        // machine speed (`--probe-reference-us`); a standalone run has no other use for them.
+        if !costed.probe_s.is_empty() {
+            software.push(("speed-probe-us".into(), probe_us_text(&costed.probe_s)));
+        }
     }
     software.insert(
         0,

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use plexserve_profiler::measure::speed_probe;
 use plexserve_profiler::{
-    layer_ops, profile, CpuClock, Device, LayerKind, ModelSpec, Op, ProfileOptions, ProfilerError,
-    SpeedCorrection,
+    layer_ops, parse_probe_us, profile, CpuClock, Device, LayerKind, ModelSpec, Op, ProfileOptions,
+    ProfilerError, SpeedCorrection,
 };
 use plexserve_solver::{single_device_latency_s, ProfileFile};
 
@@ -481,6 +481,73 @@ fn cpu_repeatability_check_reports_complete_statistics() {
             assert_eq!(pin, "none");
         }
     }
+    // Each run stamps its own probe times in the format a later run takes as its reference
+    // (microseconds, 3 decimals); a run given the first run's stamp is scaled to exactly those.
+    for run in &runs {
+        let stamp = &run.profile.source.as_ref().unwrap().software["speed-probe-us"];
+        let back = parse_probe_us(stamp).unwrap();
+        assert_eq!(back.len(), run.probe_s.len());
+        for (b, p) in back.iter().zip(&run.probe_s) {
+            assert!((b - p).abs() <= 0.6e-9, "{stamp}: {b} vs {p}");
+        }
+    }
+    let reference =
+        parse_probe_us(&runs[0].profile.source.as_ref().unwrap().software["speed-probe-us"])
+            .unwrap();
+    let later = profile(
+        &spec,
+        &Device::Cpu,
+        &ProfileOptions {
+            probe_reference_s: Some(reference.clone()),
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(later.probe_reference_s, reference);
+    assert!(later
+        .profile
+        .source
+        .as_ref()
+        .unwrap()
+        .method
+        .contains(&format!(
+            "at reference times {} us",
+            reference
+                .iter()
+                .map(|t| format!("{:.3}", t * 1e6))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )));
+    // A reference of the wrong length or with a non-positive time, or one without the probe
+    // correction, is refused before anything is measured.
+    for (reference, speed) in [
+        (vec![1e-5; 3], SpeedCorrection::Probe),
+        ([vec![1e-5; 7], vec![0.0]].concat(), SpeedCorrection::Probe),
+        (vec![1e-5; 8], SpeedCorrection::None),
+    ] {
+        let bad = ProfileOptions {
+            probe_reference_s: Some(reference),
+            speed,
+            ..quick()
+        };
+        assert!(profile(&spec, &Device::Cpu, &bad)
+            .unwrap_err()
+            .is_input_error());
+    }
+    for text in [
+        "",
+        "1,2,3",
+        "1,2,3,4,5,6,7,x",
+        "1,2,3,4,5,6,7,-8",
+        "1,2,3,4,5,6,7,8,9",
+    ] {
+        let e = parse_probe_us(text).unwrap_err();
+        assert!(
+            e.is_input_error() && e.to_string().contains("expected 8"),
+            "{e}"
+        );
+    }
+    assert!((parse_probe_us(" 1, 2,3,4,5,6,7,8.5").unwrap()[7] / 8.5e-6 - 1.0).abs() < 1e-12);
     assert!(report.model_diff().is_finite() && report.max_iqr_ratio().is_finite());
     assert!(plexserve_profiler::repeatability(&spec, &Device::Cpu, &opts, 1).is_err());
     let zero = ProfileOptions {

@@ -314,3 +314,36 @@ fn instance_from_bad_profiles_or_numbers() {
         );
     }
 }
+
+/// `plexserve profile --probe-reference-us` takes exactly the speed probe's eight positive
+/// times (a profile's `source.software.speed-probe-us`) and only for a measured device; anything
+/// else is refused before measuring, exit 2, naming the flag.
+#[test]
+fn profile_probe_reference_is_validated() {
+    let spec = root().join("instances/specs/tiny-gpt.json");
+    let cases = [
+        ("cpu", "1,2,3", "3 values"),
+        ("cpu", "1,2,3,4,5,6,7,x", "\"x\" is not a positive number"),
+        ("cpu", "0,1,1,1,1,1,1,1", "\"0\" is not a positive number"),
+        ("cpu", "", "expected 8 comma-separated positive numbers"),
+        ("analytic:v100-16gb", "1,1,1,1,1,1,1,1", "analytic device"),
+    ];
+    for (device, value, needle) in cases {
+        let out = plexserve([
+            "profile".as_ref(),
+            "--device".as_ref(),
+            device.as_ref(),
+            "--model".as_ref(),
+            spec.as_os_str(),
+            "--probe-reference-us".as_ref(),
+            std::ffi::OsStr::new(value),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        assert!(
+            err.contains("--probe-reference-us") && err.contains(needle),
+            "{needle:?} not in {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
