@@ -1086,3 +1086,52 @@ proptest! {
         prop_assert_eq!(rep.finished, reqs.len() as u64);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/llm.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Two toy LLMs colocated on one GPU (MuxServe's spatial-temporal multiplexing) under random
+    /// loads — prompts and outputs from tiny to more than the KV pool holds, in bursts or spread
+    /// out — with every batch policy and SM split: every request finishes or is dropped with a
+    /// reason (none stuck), KV is never overcommitted, and a request is dropped as too long
+    /// only if it exceeds the whole pool.
+    #[test]
+    fn colocated_llms_conserve_requests_on_random_loads(
+        reqs in prop::collection::vec((0.0f64..1.0, any::<bool>(), 1u32..4_500, 1u32..1_500), 1..40),
+        span_s in prop_oneof![Just(0.5f64), Just(5.0), Just(60.0)],
+        policy in prop_oneof![Just("fcfs"), Just("adbs"), Just("static_quota")],
+        sm in prop_oneof![Just((100u32, 100u32)), Just((80, 40)), Just((60, 60)), Just((50, 100))],
+    ) {
+        let mut reqs = reqs;
+        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let list: Vec<String> = reqs
+            .iter()
+            .map(|&(t, b, p, o)| {
+                format!(
+                    r#"{{"t_s": {:.4}, "llm": "{}", "prompt_tokens": {p}, "output_tokens": {o}}}"#,
+                    t * span_s,
+                    if b { "b" } else { "a" }
+                )
+            })
+            .collect();
+        let inst = toy_instance(&list.join(","), policy, true);
+        let trace = inst.workload.generate(inst.base_dir(), 1).unwrap();
+        let dep = one_unit(&inst, sm.0, sm.1);
+        let res = LlmSim::new(&inst, &trace, &dep).run(&RunOptions::default());
+        let rep = LlmSimReport::new(&inst, &trace, &res);
+        prop_assert_eq!(rep.finished + rep.dropped, rep.requests);
+        prop_assert_eq!(rep.stuck, 0, "{:?}", rep);
+        prop_assert!(res.stats.kv_peak_fraction <= 1.0 + 1e-12);
+        for (r, &(_, _, p, o)) in reqs.iter().enumerate() {
+            if res.outcomes.dropped[r] == Some(DropReason::TooLong) {
+                prop_assert!(p + o > 4096, "request {} ({p} + {o} tokens) dropped as too long", r);
+            }
+        }
+    }
+}
