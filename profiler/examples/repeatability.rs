@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! MATMUL_NUM_THREADS=1 cargo run --release -p plexserve-profiler --example repeatability -- \
-//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--epochs N] [--no-pin]
+//!     [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--epochs N] [--short-epochs N] [--no-pin]
 //!     [--speed none|rounds|probe | --all-speeds] [--raw] SPEC.json...
 //! ```
 //!
@@ -49,6 +49,7 @@ fn main() {
             "--repeats" => opts.repeats = number("--repeats"),
             "--global-pool" => opts.threads = None,
             "--epochs" => opts.epochs = number("--epochs"),
+            "--short-epochs" => opts.short_epochs = number("--short-epochs"),
             "--no-pin" => opts.pin_cpu = false,
             "--raw" => raw = true,
             "--all-speeds" => all_speeds = true,
@@ -224,6 +225,6 @@ fn summary(name: &str, speed: SpeedCorrection, entries: &[(f64, f64)], forward: 
 }
 
 fn usage(message: &str) -> ! {
-    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--epochs N] [--no-pin] [--speed none|rounds|probe | --all-speeds] [--raw] SPEC.json...");
+    eprintln!("error: {message}\nusage: repeatability [--pairs N] [--threads N | --global-pool] [--repeats N] [--clock wall|thread] [--epochs N] [--short-epochs N] [--no-pin] [--speed none|rounds|probe | --all-speeds] [--raw] SPEC.json...");
     std::process::exit(2)
 }

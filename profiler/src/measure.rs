@@ -53,7 +53,8 @@ pub struct MeasureOptions {
     pub warmup: usize,
     /// Least measured samples per operator (rounds over all operators).
     pub repeats: usize,
-    /// Most measured samples per operator (at least `repeats` are always taken).
+    /// Most measured samples per operator (at least `repeats` are always taken; short
+    /// operators over more epochs take at least [`MIN_SHORT_EPOCH_SAMPLES`] per epoch).
     pub max_repeats: usize,
     /// Further rounds are taken for an operator until its median's 95 % confidence interval is
     /// within ± this fraction of the median.
@@ -64,6 +65,14 @@ pub struct MeasureOptions {
     /// addresses), each preparation measured with its share of the repeats, and the samples of
     /// all epochs pooled, so one placement of the buffers cannot decide an operator's median.
     pub epochs: usize,
+    /// Placement epochs of *short* operators (at most [`SHORT_OPERATOR_S`] per run, so their
+    /// samples hold many runs; the speed probe's too), when more than `epochs`: the later
+    /// preparations hold only them. Such an operator can sit at one of two levels 5-11 % apart
+    /// depending on where its buffers land (docs/profiler.md, "Session 7"); with three epochs
+    /// the majority of three preparations decides which, with more the trimmed mean of the
+    /// epochs ([`combine_epochs`]) moves by a fraction of the gap per preparation that
+    /// changed level. Preparing them is cheap (small buffers), unlike a large GEMM's weights.
+    pub short_epochs: usize,
     /// Measure the [`speed_probe`] operators in every round too, so that a group's times can be
     /// scaled to the probe's reference time ([`SpeedCorrection::Probe`]).
     pub probe: bool,
@@ -81,6 +90,7 @@ impl Default for MeasureOptions {
             ci_target: 0.01,
             settle_tolerance: 0.05,
             epochs: 1,
+            short_epochs: 1,
             probe: false,
             probe_reference_s: None,
         }
@@ -92,16 +102,46 @@ impl MeasureOptions {
     /// epochs together take at least `repeats`) and of the most (rounded down, so together they
     /// take at most `max_repeats` unless that is below the least).
     pub fn per_epoch(&self) -> MeasureOptions {
-        let epochs = self.epochs.max(1);
+        self.share(self.epochs)
+    }
+
+    /// [`MeasureOptions::per_epoch`] for short operators, measured over
+    /// [`MeasureOptions::short_epochs`] epochs (if more than `epochs`): beyond `epochs`
+    /// epochs each takes at least [`MIN_SHORT_EPOCH_SAMPLES`], so that every epoch has a median
+    /// of its own rather than one sample.
+    pub fn per_short_epoch(&self) -> MeasureOptions {
+        let epochs = self.all_epochs();
+        let mut share = self.share(epochs);
+        if epochs > self.epochs.max(1) {
+            share.repeats = share.repeats.max(MIN_SHORT_EPOCH_SAMPLES);
+            share.max_repeats = share.max_repeats.max(share.repeats);
+        }
+        share
+    }
+
+    /// How many preparations a group gets: the larger of the two epoch counts.
+    pub fn all_epochs(&self) -> usize {
+        self.epochs.max(self.short_epochs).max(1)
+    }
+
+    fn share(&self, epochs: usize) -> MeasureOptions {
+        let epochs = epochs.max(1);
         let repeats = self.repeats.div_ceil(epochs);
         MeasureOptions {
             repeats,
             max_repeats: (self.max_repeats / epochs).max(repeats),
             epochs: 1,
+            short_epochs: 1,
             ..self.clone()
         }
     }
 }
+
+/// Operators at most this long per run are short: they take
+/// [`MeasureOptions::short_epochs`] placement epochs.
+pub const SHORT_OPERATOR_S: f64 = 1e-4;
+/// Least samples per epoch of a short operator measured over more epochs than the others.
+pub const MIN_SHORT_EPOCH_SAMPLES: usize = 2;
 
 /// How an operator's latency is corrected for the machine's speed changing while it measures.
 ///
@@ -417,6 +457,8 @@ pub fn settled(previous_s: f64, current_s: f64, tolerance: f64) -> bool {
 
 struct Slot<'s> {
     op: &'s mut dyn PreparedOp,
+    /// Its share of the samples in this epoch (least, most): short operators' differ.
+    share: (usize, usize),
     runs: usize,
     warmup_samples: usize,
     settled: bool,
@@ -435,7 +477,7 @@ impl Slot<'_> {
     }
 
     fn precise(&self, opts: &MeasureOptions) -> bool {
-        self.samples.len() >= opts.max_repeats.max(opts.repeats)
+        self.samples.len() >= self.share.1.max(self.share.0)
             || Samples(self.samples.clone()).median_ci_half_width() <= opts.ci_target
     }
 }
@@ -543,26 +585,42 @@ fn measure_group<T: Timer + ?Sized>(
     probes: usize,
     opts: &MeasureOptions,
 ) -> Result<(Vec<Measured>, usize)> {
-    let per_epoch = opts.per_epoch();
+    let shares = Shares {
+        long: opts.per_epoch(),
+        short: opts.per_short_epoch(),
+        short_runs: runs_for(timer.min_sample_s(), SHORT_OPERATOR_S),
+    };
     let mut pooled: Vec<Measured> = Vec::new();
     let mut rounds = 0;
-    for epoch in 0..opts.epochs.max(1) {
+    for epoch in 0..opts.all_epochs() {
+        // The first `epochs` preparations hold every operator, later ones only the short ones
+        // (known by their runs per sample) and the probe, which is in every round.
+        let part: Vec<usize> = (0..ops.len())
+            .filter(|&i| {
+                epoch < opts.epochs.max(1)
+                    || i >= ops.len() - probes
+                    || pooled[i].runs_per_sample >= shares.short_runs
+            })
+            .collect();
         // Held while the epoch's buffers are allocated, so they start at a different heap offset
         // than the previous epoch's (whose freed blocks would otherwise be handed back as they
         // were).
         let stagger = vec![0u8; epoch * EPOCH_STAGGER_BYTES];
-        let mut prepared = ops
+        let mut prepared = part
             .iter()
-            .map(|op| timer.prepare(op))
+            .map(|&i| timer.prepare(&ops[i]))
             .collect::<Result<Vec<_>>>()?;
-        let calibrated = (epoch > 0).then_some(&pooled[..]);
+        let calibrated: Vec<Measured> = part
+            .iter()
+            .filter_map(|&i| pooled.get(i).cloned())
+            .collect();
         let (measured, taken) = measure_epoch(
             timer.min_sample_s(),
             &mut prepared,
-            &per_epoch,
-            calibrated,
+            &shares,
+            (epoch > 0).then_some(&calibrated[..]),
             rounds,
-            ops.len() - probes,
+            part.len() - probes,
         )?;
         rounds += taken;
         drop(prepared);
@@ -570,7 +628,8 @@ fn measure_group<T: Timer + ?Sized>(
         if pooled.is_empty() {
             pooled = measured;
         } else {
-            for (p, m) in pooled.iter_mut().zip(measured) {
+            for (&i, m) in part.iter().zip(measured) {
+                let p = &mut pooled[i];
                 p.samples.0.extend(m.samples.0);
                 p.rounds.extend(m.rounds);
                 p.epoch_samples.extend(m.epoch_samples);
@@ -583,6 +642,14 @@ fn measure_group<T: Timer + ?Sized>(
         m.estimates_s = [m.median_s(); 3];
     }
     Ok((pooled, rounds))
+}
+
+/// Each epoch's share of the samples: `long` for most operators, `short` for those whose
+/// samples hold at least `short_runs` runs ([`SHORT_OPERATOR_S`] or less per run).
+struct Shares {
+    long: MeasureOptions,
+    short: MeasureOptions,
+    short_runs: usize,
 }
 
 /// Bytes between the heap offsets of consecutive epochs' buffers: a page and a cache line, so
@@ -599,7 +666,12 @@ pub fn measure_prepared(
     opts: &MeasureOptions,
 ) -> Result<Vec<Measured>> {
     let n = prepared.len();
-    let (mut measured, _) = measure_epoch(min_sample_s, prepared, opts, None, 0, n)?;
+    let shares = Shares {
+        long: opts.clone(),
+        short: opts.clone(),
+        short_runs: usize::MAX,
+    };
+    let (mut measured, _) = measure_epoch(min_sample_s, prepared, &shares, None, 0, n)?;
     for m in &mut measured {
         m.estimates_s = [m.median_s(); 3];
     }
@@ -615,11 +687,12 @@ pub fn measure_prepared(
 fn measure_epoch(
     min_sample: f64,
     prepared: &mut [Box<dyn PreparedOp + '_>],
-    opts: &MeasureOptions,
+    shares: &Shares,
     calibrated: Option<&[Measured]>,
     first_round: usize,
     probes_from: usize,
 ) -> Result<(Vec<Measured>, usize)> {
+    let opts = &shares.long;
     let mut slots: Vec<Slot<'_>> = Vec::with_capacity(prepared.len());
     for (i, prepared) in prepared.iter_mut().enumerate() {
         // The first run pays for first touches; it calibrates roughly and warms.
@@ -627,11 +700,12 @@ fn measure_epoch(
         let earlier = calibrated.and_then(|c| c.get(i));
         slots.push(Slot {
             op: &mut **prepared,
+            share: (opts.repeats, opts.max_repeats),
             runs: earlier.map_or_else(|| runs_for(min_sample, first), |m| m.runs_per_sample),
             warmup_samples: 0,
             settled: earlier.is_some_and(|m| m.settled),
-            samples: Vec::with_capacity(opts.max_repeats.max(opts.repeats)),
-            rounds: Vec::with_capacity(opts.max_repeats.max(opts.repeats)),
+            samples: Vec::new(),
+            rounds: Vec::new(),
         });
     }
     if calibrated.is_some() {
@@ -659,15 +733,29 @@ fn measure_epoch(
             slot.runs = runs_for(min_sample, s);
         }
     }
-    let all: Vec<usize> = (0..slots.len()).collect();
+    for slot in &mut slots {
+        if slot.runs >= shares.short_runs {
+            slot.share = (shares.short.repeats, shares.short.max_repeats);
+        }
+    }
+    // As many fixed rounds as the largest share; an operator with a smaller one sits out the
+    // last ones, the probe is in all.
+    let fixed = slots[..probes_from]
+        .iter()
+        .map(|s| s.share.0)
+        .max()
+        .unwrap_or(opts.repeats);
     let mut fixed_s = 0.0;
-    for r in 0..opts.repeats {
-        fixed_s += round(&mut slots, &all, r, first_round + r, probes_from)?;
+    for r in 0..fixed {
+        let which: Vec<usize> = (0..slots.len())
+            .filter(|&i| i >= probes_from || slots[i].share.0 > r)
+            .collect();
+        fixed_s += round(&mut slots, &which, r, first_round + r, probes_from)?;
     }
     // Extra rounds are budgeted in the timer's clock, not the wall's, so the stopping point
     // depends on the measurements only.
     let mut extra_s = 0.0;
-    let mut r = opts.repeats;
+    let mut r = fixed;
     loop {
         let mut open: Vec<usize> = (0..probes_from)
             .filter(|&i| !slots[i].precise(opts))
@@ -934,6 +1022,39 @@ mod tests {
             assert!(p.max_repeats >= p.repeats);
             assert!(p.max_repeats * epochs <= max_repeats.max(p.repeats * epochs));
         }
+    }
+
+    #[test]
+    fn short_operators_take_more_epochs_with_their_own_share() {
+        // Operator 0 folds 100 runs into a sample (short), operator 1 four (long).
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let timer = Scripted {
+            per_run_s: vec![1e-5, 3e-4],
+            noise: vec![0.0; 2],
+            log: log.clone(),
+        };
+        let opts = MeasureOptions {
+            repeats: 7,
+            max_repeats: 31,
+            epochs: 3,
+            short_epochs: 7,
+            ..MeasureOptions::default()
+        };
+        let short = opts.per_short_epoch();
+        assert_eq!((short.repeats, short.max_repeats), (2, 4));
+        let m = measure_ops(&timer, &ops(2), &opts).unwrap();
+        assert_eq!(m[0].epoch_samples, vec![2; 7]);
+        assert_eq!(m[1].epoch_samples, vec![3; 3]);
+        assert!(m.iter().all(|x| x.samples.0.len() == x.rounds.len()));
+        // Operator 1 is prepared three times, operator 0 seven.
+        let prepared = |op: usize| log.borrow().iter().filter(|&&x| x == 1000 + op).count();
+        assert_eq!((prepared(0), prepared(1)), (7, 3));
+        // The short share applies only beyond `epochs`; without more short epochs nothing changes.
+        let same = MeasureOptions {
+            short_epochs: 3,
+            ..opts.clone()
+        };
+        assert_eq!(same.per_short_epoch(), same.per_epoch());
     }
 
     /// Samples of operators with true times `true_s` (the last two being the probe's), taken

@@ -99,6 +99,9 @@ pub struct ProfileOptions {
     /// Placement epochs: every operator is prepared afresh this many times (new buffers) and
     /// its samples pooled over them (see [`MeasureOptions::epochs`]).
     pub epochs: usize,
+    /// Placement epochs of short operators (0.1 ms or less per run) and the speed probe, when
+    /// more than `epochs` (see [`MeasureOptions::short_epochs`]).
+    pub short_epochs: usize,
     /// Hold the measuring thread on one CPU while it measures, when all work runs on it (the
     /// thread CPU clock); see [`Pinned`].
     pub pin_cpu: bool,
@@ -124,6 +127,7 @@ impl Default for ProfileOptions {
             threads: None,
             cpu_clock: None,
             epochs: 3,
+            short_epochs: 7,
             pin_cpu: true,
             speed: SpeedCorrection::Probe,
             probe_reference_s: None,
@@ -478,6 +482,7 @@ fn measure_options(opts: &ProfileOptions, probe: bool) -> MeasureOptions {
         repeats: opts.repeats,
         max_repeats: opts.max_repeats,
         epochs: opts.epochs,
+        short_epochs: opts.short_epochs,
         probe,
         probe_reference_s: opts.probe_reference_s.clone(),
         ..MeasureOptions::default()
@@ -669,11 +674,24 @@ fn source_of(
             let max_of = |f: fn(&OpCost) -> f64| costs.iter().map(f).fold(0.0, f64::max);
             let unsettled = costs.iter().filter(|c| !c.settled).count();
             let epochs = opts.epochs.max(1);
-            let per_epoch = measure_options(opts, false).per_epoch();
+            let measure = measure_options(opts, false);
+            let per_epoch = measure.per_epoch();
+            let short = measure.per_short_epoch();
+            let short_note = if measure.all_epochs() > epochs {
+                format!(
+                    ", {} for operators of {} ms or less per run and the speed probe (the later preparations hold only those; at least {}, up to {} samples per epoch)",
+                    measure.all_epochs(),
+                    crate::measure::SHORT_OPERATOR_S * 1e3,
+                    short.repeats,
+                    short.max_repeats
+                )
+            } else {
+                String::new()
+            };
             (
                 t.device(),
                 format!(
-                    "measured per operator with {}: combined over {epochs} placement epoch(s) (the operators prepared afresh, with new buffers, for each) of each epoch's median (the median of three; with more epochs the mean of those left after dropping the max(1, n/4) lowest and as many highest), {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} % (raw samples); {}; layer latency = sum of its operators' latencies; {repeat_note}; {}; {weights_note}",
+                    "measured per operator with {}: combined over {epochs} placement epoch(s){short_note} (the operators prepared afresh, with new buffers, for each) of each epoch's median (the median of three; with more epochs the mean of those left after dropping the max(1, n/4) lowest and as many highest), {}-{} samples per operator in all, taken in each epoch in rounds across operators (at least {}; more, up to {}, while the epoch's median's 95 % confidence interval is wider than +-{} % and its extra rounds have taken less time than its first ones; largest half-width over all samples {:.1} %), each sample back-to-back runs lasting at least {} ms (after one untimed run when it holds several), after warm-up until two consecutive samples agree within 5 % (later epochs: one warm-up sample; at least {} samples; {unsettled} of {} operators hit the warm-up cap); largest IQR/median {:.1} %, largest (max-min)/median {:.1} % (raw samples); {}; layer latency = sum of its operators' latencies; {repeat_note}; {}; {weights_note}",
                     t.method(),
                     costs.iter().map(|c| c.repeats).min().unwrap_or(0),
                     costs.iter().map(|c| c.repeats).max().unwrap_or(0),
