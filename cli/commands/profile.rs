@@ -179,9 +179,11 @@ fn print_repeatability(spec: &ModelSpec, run: &ProfileRun, r: &RepeatabilityRepo
         println!("device    {}", src.device);
     }
     println!(
-        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds, over {} placement epochs; speed correction: {})",
+        "runs      {} (each: every operator warmed up until settled, median of samples taken in rounds, over {} placement epochs, {} for operators of {} ms or less per run; speed correction: {})",
         r.runs,
         ProfileOptions::default().epochs,
+        ProfileOptions::default().short_epochs,
+        plexserve_profiler::measure::SHORT_OPERATOR_S * 1e3,
         run.speed.name()
     );
     print!("{:<10} {:>3} {:>5}", "layer", "tp", "batch");
