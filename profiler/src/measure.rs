@@ -952,8 +952,9 @@ mod tests {
         assert!((13..=15).contains(&n), "{n}");
     }
 
-    #[test]
-    fn epochs_prepare_afresh_and_pool_their_shares_of_the_samples() {
+    /// Two exact operators, a short one (10 µs per run) and a long one (0.3 ms), asked for 7 to
+    /// 31 samples over 3 epochs; the log records preparations and calls.
+    fn two_exact_ops() -> (Scripted, Rc<RefCell<Vec<usize>>>, MeasureOptions) {
         let log = Rc::new(RefCell::new(Vec::new()));
         let timer = Scripted {
             per_run_s: vec![1e-5, 3e-4],
@@ -966,6 +967,12 @@ mod tests {
             epochs: 3,
             ..MeasureOptions::default()
         };
+        (timer, log, opts)
+    }
+
+    #[test]
+    fn epochs_prepare_afresh_and_pool_their_shares_of_the_samples() {
+        let (timer, log, opts) = two_exact_ops();
         let per = opts.per_epoch();
         assert_eq!((per.repeats, per.max_repeats, per.epochs), (3, 10, 1));
         let m = measure_ops(&timer, &ops(2), &opts).unwrap();
@@ -1027,18 +1034,10 @@ mod tests {
     #[test]
     fn short_operators_take_more_epochs_with_their_own_share() {
         // Operator 0 folds 100 runs into a sample (short), operator 1 four (long).
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let timer = Scripted {
-            per_run_s: vec![1e-5, 3e-4],
-            noise: vec![0.0; 2],
-            log: log.clone(),
-        };
+        let (timer, log, opts) = two_exact_ops();
         let opts = MeasureOptions {
-            repeats: 7,
-            max_repeats: 31,
-            epochs: 3,
             short_epochs: 7,
-            ..MeasureOptions::default()
+            ..opts
         };
         let short = opts.per_short_epoch();
         assert_eq!((short.repeats, short.max_repeats), (2, 4));

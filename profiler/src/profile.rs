@@ -347,20 +347,36 @@ fn profile_here(
     }
     SpeedCorrection::ALL
         .into_iter()
-        .map(|speed| assemble(spec, device, &coster, &link, opts, &costed, speed))
+        .map(|speed| {
+            let parts = Parts {
+                spec,
+                device,
+                coster: &coster,
+                link: &link,
+                opts,
+                costed: &costed,
+            };
+            assemble(parts, speed)
+        })
         .collect()
 }
 
+/// What a profile is assembled from, whichever speed correction its costs take.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    spec: &'a ModelSpec,
+    device: &'a Device,
+    coster: &'a Coster,
+    link: &'a LinkModel,
+    opts: &'a ProfileOptions,
+    costed: &'a Costed,
+}
+
 /// The profile of `spec` from the costs under `speed`.
-fn assemble(
-    spec: &ModelSpec,
-    device: &Device,
-    coster: &Coster,
-    link: &LinkModel,
-    opts: &ProfileOptions,
-    costed: &Costed,
-    speed: SpeedCorrection,
-) -> Result<ProfileRun> {
+fn assemble(parts: Parts, speed: SpeedCorrection) -> Result<ProfileRun> {
+    let Parts {
+        spec, link, costed, ..
+    } = parts;
     let costs = costed.variants[speed as usize].clone();
     let kinds = layer_kinds(spec);
     let memo: BTreeMap<&Op, usize> = costs.iter().enumerate().map(|(i, c)| (&c.op, i)).collect();
@@ -425,7 +441,7 @@ fn assemble(
         })
         .collect();
 
-    let source = source_of(spec, device, coster, link, opts, costed, speed);
+    let source = source_of(parts, speed);
     let profile = Profile {
         batch_sizes: spec.batch_sizes.clone(),
         configs: Vec::new(),
@@ -653,15 +669,15 @@ fn speed_note(speed: SpeedCorrection, costed: &Costed) -> String {
     }
 }
 
-fn source_of(
-    spec: &ModelSpec,
-    device: &Device,
-    coster: &Coster,
-    link: &LinkModel,
-    opts: &ProfileOptions,
-    costed: &Costed,
-    speed: SpeedCorrection,
-) -> ProfileSource {
+fn source_of(parts: Parts, speed: SpeedCorrection) -> ProfileSource {
+    let Parts {
+        spec,
+        device,
+        coster,
+        link,
+        opts,
+        costed,
+    } = parts;
     let costs = &costed.variants[speed as usize];
     let blocks = spec.layers;
     let repeat_note = format!(

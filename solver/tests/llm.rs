@@ -1085,16 +1085,6 @@ proptest! {
         prop_assert_eq!(rep.dropped, 0, "{}: {:?}", TP_CONFIGS[config], rep);
         prop_assert_eq!(rep.finished, reqs.len() as u64);
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 2000,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/llm.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
 
     /// Two toy LLMs colocated on one GPU (MuxServe's spatial-temporal multiplexing) under random
     /// loads — prompts and outputs from tiny to more than the KV pool holds, in bursts or spread
