@@ -4,6 +4,8 @@
 mod common;
 #[path = "suite/compare.rs"]
 mod compare;
+#[path = "suite/llm.rs"]
+mod llm;
 #[path = "suite/malformed.rs"]
 mod malformed;
 #[path = "suite/pipeline.rs"]

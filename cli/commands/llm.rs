@@ -60,7 +60,9 @@ pub enum LlmCommand {
         goodput_resolution: f64,
     },
     /// TP overhead of the instance's first LLM by degree (1, 2, 4, 8): the ring all-reduce
-    /// cost per layer from the α-β link model, step times and per-GPU efficiency vs TP1 (TSV).
+    /// cost per layer from the α-β link model, step times and per-GPU efficiency vs TP1 at
+    /// equal batch, and KV-bound decode (each engine's KV full of 1 k-token contexts): tokens
+    /// of KV per engine and per-GPU decode throughput vs TP1 (TSV).
     TpOverhead {
         instance: PathBuf,
         #[arg(short = 'o', long = "output")]
@@ -286,8 +288,21 @@ fn tp_overhead(path: &Path, out: Option<&Path>) -> Result<(), Exit> {
         c1.decode_s(dec_b, dec_ctx, 1.0),
         c1.prefill_s(pre_t, pre_t * pre_t, 1.0),
     );
+    // KV-bound decode: as many 1 k-token contexts as the engine's KV holds (the regime where
+    // TP-N's larger KV per GPU can outweigh its lower per-GPU efficiency at equal batch).
+    let kv_tokens = |tp: u32| {
+        inst.kv_pool_bytes_per_gpu(tp, &[0]).max(0.0) * tp as f64 / spec.kv_bytes_per_token()
+    };
+    let kv_bound_tok_s_per_gpu = |tp: u32| {
+        let batch = (kv_tokens(tp) / 1024.0).floor();
+        if batch < 1.0 {
+            return 0.0;
+        }
+        batch / (tp as f64 * inst.step_cost(0, tp).decode_s(batch, batch * 1024.0, 1.0))
+    };
+    let kv1 = kv_bound_tok_s_per_gpu(1);
     let mut tsv = String::from(
-        "tp\tallreduce_decode_b32_us\tallreduce_prefill_2048_us\tcomm_per_layer_decode_us\tcomm_per_layer_prefill_us\tdecode_step_b32_ctx1k_ms\tprefill_2048_ms\tdecode_per_gpu_eff\tprefill_per_gpu_eff\n",
+        "tp\tallreduce_decode_b32_us\tallreduce_prefill_2048_us\tcomm_per_layer_decode_us\tcomm_per_layer_prefill_us\tdecode_step_b32_ctx1k_ms\tprefill_2048_ms\tdecode_per_gpu_eff\tprefill_per_gpu_eff\tkv_tokens_per_engine\tkv_bound_decode_per_gpu_vs_tp1\n",
     );
     for tp in [1u32, 2, 4, 8] {
         if tp > inst.devices_per_node {
@@ -302,7 +317,7 @@ fn tp_overhead(path: &Path, out: Option<&Path>) -> Result<(), Exit> {
         let ar_p = k.allreduce_s(&inst.gpu, tp, msg(pre_t));
         let _ = writeln!(
             tsv,
-            "{tp}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.1}\t{:.3}\t{:.3}",
+            "{tp}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.1}\t{:.3}\t{:.3}\t{:.0}\t{}",
             ar_d * 1e6,
             ar_p * 1e6,
             2.0 * ar_d * 1e6,
@@ -310,7 +325,13 @@ fn tp_overhead(path: &Path, out: Option<&Path>) -> Result<(), Exit> {
             d * 1e3,
             p * 1e3,
             d1 / (tp as f64 * d),
-            p1 / (tp as f64 * p)
+            p1 / (tp as f64 * p),
+            kv_tokens(tp),
+            if kv1 > 0.0 {
+                format!("{:.3}", kv_bound_tok_s_per_gpu(tp) / kv1)
+            } else {
+                "inf".into()
+            }
         );
     }
     match out {
