@@ -247,8 +247,6 @@ pub struct Measured {
     pub settled: bool,
     /// Back-to-back runs per sample.
     pub runs_per_sample: usize,
-    /// The median of each placement epoch's own samples, in epoch order.
-    pub epoch_medians: Vec<f64>,
     /// The latency under each [`SpeedCorrection`] (indexed by it as `usize`); all equal to
     /// [`Measured::median_s`] until [`correct_speed`] has run.
     pub estimates_s: [f64; 3],
@@ -264,6 +262,11 @@ impl Measured {
         median_of_epochs(&self.samples.0, &self.epoch_samples)
     }
 
+    /// The median of each placement epoch's own samples, in epoch order.
+    pub fn epoch_medians(&self) -> Vec<f64> {
+        epoch_medians(&self.samples.0, &self.epoch_samples)
+    }
+
     /// The latency under `correction`.
     pub fn estimate_s(&self, correction: SpeedCorrection) -> f64 {
         self.estimates_s[correction as usize]
@@ -276,16 +279,20 @@ fn median_of_epochs(samples: &[f64], epoch_samples: &[usize]) -> f64 {
     if epoch_samples.len() <= 1 {
         return Samples(samples.to_vec()).median_s();
     }
+    combine_epochs(&epoch_medians(samples, epoch_samples))
+}
+
+/// The median of each epoch's `epoch_samples[e]` consecutive samples.
+fn epoch_medians(samples: &[f64], epoch_samples: &[usize]) -> Vec<f64> {
     let mut at = 0;
-    let medians: Vec<f64> = epoch_samples
+    epoch_samples
         .iter()
         .map(|&n| {
             let m = Samples(samples[at..at + n].to_vec()).median_s();
             at += n;
             m
         })
-        .collect();
-    combine_epochs(&medians)
+        .collect()
 }
 
 /// Combines the placement epochs' medians: the mean of those left after dropping the
@@ -633,7 +640,6 @@ fn measure_group<T: Timer + ?Sized>(
                 p.samples.0.extend(m.samples.0);
                 p.rounds.extend(m.rounds);
                 p.epoch_samples.extend(m.epoch_samples);
-                p.epoch_medians.extend(m.epoch_medians);
                 p.warmup_samples += m.warmup_samples;
             }
         }
@@ -671,10 +677,8 @@ pub fn measure_prepared(
         short: opts.clone(),
         short_runs: usize::MAX,
     };
-    let (mut measured, _) = measure_epoch(min_sample_s, prepared, &shares, None, 0, n)?;
-    for m in &mut measured {
-        m.estimates_s = [m.median_s(); 3];
-    }
+    // One epoch: `measure_epoch` already sets every estimate to the median.
+    let (measured, _) = measure_epoch(min_sample_s, prepared, &shares, None, 0, n)?;
     Ok(measured)
 }
 
@@ -773,7 +777,6 @@ fn measure_epoch(
         .map(|s| {
             let median = Samples(s.samples.clone()).median_s();
             Measured {
-                epoch_medians: vec![median],
                 epoch_samples: vec![s.samples.len()],
                 rounds: s.rounds,
                 samples: Samples(s.samples),
@@ -985,7 +988,7 @@ mod tests {
             // buffers.
             assert_eq!(mi.warmup_samples, [2, 3][i] + 2, "{i}");
             assert!((mi.samples.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
-            assert_eq!(mi.epoch_medians.len(), 3);
+            assert_eq!(mi.epoch_medians().len(), 3);
             assert!((mi.median_s() / timer.per_run_s[i] - 1.0).abs() < 1e-12);
         }
         // The kept median is the middle epoch's: one epoch, however many samples it holds,
@@ -997,7 +1000,6 @@ mod tests {
             warmup_samples: 0,
             settled: true,
             runs_per_sample: 1,
-            epoch_medians: vec![7.0, 1.0, 1.1],
             estimates_s: [0.0; 3],
         };
         assert_eq!(lopsided.samples.median_s(), 7.0);
@@ -1077,7 +1079,6 @@ mod tests {
                 warmup_samples: 0,
                 settled: true,
                 runs_per_sample: 1,
-                epoch_medians: Vec::new(),
                 estimates_s: [0.0; 3],
             })
             .collect();

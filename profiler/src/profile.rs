@@ -235,11 +235,8 @@ enum Coster {
 
 /// Profiles `spec` on `device`.
 pub fn profile(spec: &ModelSpec, device: &Device, opts: &ProfileOptions) -> Result<ProfileRun> {
-    // Without a correction the probe is not measured: the method as it was before it.
-    let probe = opts.speed != SpeedCorrection::None;
-    let mut all = profile_with(spec, device, opts, probe)?;
-    let at = all.iter().position(|r| r.speed == opts.speed).unwrap_or(0);
-    Ok(all.swap_remove(at))
+    let mut one = profile_with(spec, device, opts, &[opts.speed])?;
+    Ok(one.remove(0))
 }
 
 /// Profiles `spec` on `device` once and assembles the profile under every [`SpeedCorrection`]
@@ -250,15 +247,19 @@ pub fn profile_variants(
     device: &Device,
     opts: &ProfileOptions,
 ) -> Result<Vec<ProfileRun>> {
-    profile_with(spec, device, opts, true)
+    profile_with(spec, device, opts, &SpeedCorrection::ALL)
 }
 
+/// Profiles `spec` and assembles the profile under each of `speeds`, in that order. The speed
+/// probe is measured when any of them needs it (without a correction it is not: the method as
+/// it was before it).
 fn profile_with(
     spec: &ModelSpec,
     device: &Device,
     opts: &ProfileOptions,
-    probe: bool,
+    speeds: &[SpeedCorrection],
 ) -> Result<Vec<ProfileRun>> {
+    let probe = speeds.iter().any(|&s| s != SpeedCorrection::None);
     if opts.repeats == 0 {
         return Err(ProfilerError::Option("repeats must be at least 1".into()));
     }
@@ -281,8 +282,8 @@ fn profile_with(
             .num_threads(n)
             .build()
             .map_err(|e| ProfilerError::Option(format!("cannot start {n} threads: {e}")))?
-            .install(|| profile_here(spec, device, opts, probe)),
-        None => profile_here(spec, device, opts, probe),
+            .install(|| profile_here(spec, device, opts, probe, speeds)),
+        None => profile_here(spec, device, opts, probe, speeds),
     }
 }
 
@@ -291,6 +292,7 @@ fn profile_here(
     device: &Device,
     opts: &ProfileOptions,
     probe: bool,
+    speeds: &[SpeedCorrection],
 ) -> Result<Vec<ProfileRun>> {
     if let Some(l) = &opts.link {
         if !(l.bus_gb_per_s.is_finite()
@@ -345,9 +347,9 @@ fn profile_here(
     for c in &costed.variants[opts.speed as usize] {
         tracing::debug!(op = %c.op, median_s = c.median_s, iqr = c.iqr_ratio(), "costed");
     }
-    SpeedCorrection::ALL
-        .into_iter()
-        .map(|speed| {
+    speeds
+        .iter()
+        .map(|&speed| {
             let parts = Parts {
                 spec,
                 device,
@@ -478,11 +480,12 @@ fn layer_kinds(spec: &ModelSpec) -> Vec<LayerKind> {
 /// order first met (tp, then layer kind, then batch): what a profile measures.
 pub fn distinct_ops(spec: &ModelSpec) -> Vec<Op> {
     let mut distinct: Vec<Op> = Vec::new();
+    let mut seen: std::collections::BTreeSet<Op> = std::collections::BTreeSet::new();
     for &tp in &spec.tp_degrees {
         for kind in layer_kinds(spec) {
             for &b in &spec.batch_sizes {
                 for op in layer_ops(spec, kind, tp as usize, b as usize) {
-                    if !op.is_communication() && !distinct.contains(&op) {
+                    if !op.is_communication() && seen.insert(op.clone()) {
                         distinct.push(op);
                     }
                 }
@@ -591,11 +594,16 @@ fn cost_ops(
 /// `--probe-reference-us` takes them: microseconds per run, one per
 /// [`crate::measure::speed_probe`] operator, comma-separated.
 pub fn probe_us_text(probe_s: &[f64]) -> String {
-    probe_s
+    us_list(probe_s, ",")
+}
+
+/// Seconds as microseconds (3 decimals), joined by `sep`.
+fn us_list(seconds: &[f64], sep: &str) -> String {
+    seconds
         .iter()
         .map(|t| format!("{:.3}", t * 1e6))
         .collect::<Vec<_>>()
-        .join(",")
+        .join(sep)
 }
 
 /// Reads [`probe_us_text`]'s format back into seconds per run (for
@@ -641,12 +649,7 @@ fn speed_note(speed: SpeedCorrection, costed: &Costed) -> String {
         .collect();
     let lo = factors.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = factors.iter().copied().fold(0.0, f64::max);
-    let us = |v: &[f64]| {
-        v.iter()
-            .map(|t| format!("{:.3}", t * 1e6))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
+    let us = |v: &[f64]| us_list(v, " / ");
     let rounds = format!(
         "speed correction by rounds: each sample divided by its round's speed factor (median over the round's operators of sample / the operator's level in the rounds that sampled every operator; a round of fewer than {} operators takes the previous factor), each epoch's median taken of the normalised samples, those combined (median of three epochs; beyond, a trimmed mean) and scaled by the median factor of the full rounds ({} rounds, factors {lo:.3}-{hi:.3})",
         crate::measure::MIN_ROUND_OPERATORS,
