@@ -2236,22 +2236,23 @@ impl<'s, 'a> Run<'s, 'a> {
     /// footprint (prompt plus the larger of the predicted output and what it has generated)
     /// exceeds `long_fraction` of a member's KV capacity.
     fn needs_merged(&self, g: usize) -> bool {
-        let grp = &self.groups[g];
-        let trace = self.sim.trace;
-        let m = grp.llm as usize;
-        let eng = &self.engines[grp.merged_engine as usize];
-        let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
-        let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
-        let pred = self.sim.pred_out[m][0];
+        let eng = &self.engines[self.groups[g].merged_engine as usize];
         eng.waiting
             .iter()
             .chain(&eng.running)
             .chain(&eng.pre_batch)
             .chain(&eng.dec_batch)
-            .any(|&r| {
-                let r = r as usize;
-                (trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
-            })
+            .any(|&r| self.too_long_for_members(g, r as usize))
+    }
+
+    /// Whether request `r`'s footprint (prompt plus the larger of the predicted output and what
+    /// it has generated) exceeds `long_fraction` of a member engine's KV capacity in group `g`.
+    fn too_long_for_members(&self, g: usize, r: usize) -> bool {
+        let grp = &self.groups[g];
+        let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
+        let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
+        let pred = self.sim.pred_out[grp.llm as usize][0];
+        (self.sim.trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
     }
 
     /// Whether engine `e` holds long requests that keep its group merged: any long request,
@@ -2266,11 +2267,7 @@ impl<'s, 'a> Run<'s, 'a> {
         if !self.prefill_engine(e) {
             return true;
         }
-        let grp = &self.groups[eng.merged_of as usize];
-        let trace = self.sim.trace;
-        let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
-        let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
-        let pred = self.sim.pred_out[grp.llm as usize][0];
+        let g = eng.merged_of as usize;
         let prefilling = eng
             .waiting
             .iter()
@@ -2279,7 +2276,7 @@ impl<'s, 'a> Run<'s, 'a> {
         prefilling
             || eng.running.iter().chain(&eng.dec_batch).any(|&r| {
                 let r = r as usize;
-                self.long[r] && (trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
+                self.long[r] && self.too_long_for_members(g, r)
             })
     }
 

@@ -205,6 +205,11 @@ fn auto_base(inst: &LlmInstance, trace: &LlmTrace, tp: u32) -> Result<u32> {
     Ok(b)
 }
 
+/// Whether `d` is a TP degree below `tp`: a power of two (1 included) less than `tp`.
+fn degree_below(d: u32, tp: u32) -> bool {
+    d.is_power_of_two() && d < tp
+}
+
 pub struct TpStatic;
 
 impl LlmPlacer for TpStatic {
@@ -248,7 +253,7 @@ impl LlmPlacer for TpHybrid {
         let big = opts.number("big", 1.0)?.max(0.0) as u32;
         let tp = degree(opts, inst, 4.0)?;
         let rest = opts.number("rest", 1.0)? as u32;
-        if rest == 0 || !rest.is_power_of_two() || rest >= tp {
+        if !degree_below(rest, tp) {
             return Err(SolverError::Option(format!(
                 "option rest: expected a power of two below tp = {tp}, found {rest}"
             )));
@@ -366,7 +371,7 @@ impl LlmPlacer for TpDynamic {
             Some("auto") => auto_base(inst, trace, tp)?,
             Some(_) => {
                 let b = opts.number("base", 1.0)? as u32;
-                if b == 0 || !b.is_power_of_two() || b >= tp || (!stepwise && b > 1) {
+                if !degree_below(b, tp) || (!stepwise && b > 1) {
                     return Err(SolverError::Option(format!(
                         "option base: expected auto or a power of two below tp = {tp} (above 1 only stepwise), found {b}"
                     )));
