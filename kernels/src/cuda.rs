@@ -33,32 +33,7 @@ use crate::Dtype;
 /// Whether this build carries the CUDA backend.
 pub const COMPILED: bool = true;
 
-/// Largest head dimension of the attention kernel (32 lanes × 8 registers).
-pub const MAX_HEAD_DIM: usize = 256;
-
-/// The NVRTC sources, in the order they are concatenated into one program.
-const SOURCES: [(&str, &str); 5] = [
-    ("dtype.cuh", include_str!("nvrtc/dtype.cuh")),
-    ("elementwise.cu", include_str!("nvrtc/elementwise.cu")),
-    ("rows.cu", include_str!("nvrtc/rows.cu")),
-    ("attention.cu", include_str!("nvrtc/attention.cu")),
-    ("moe.cu", include_str!("nvrtc/moe.cu")),
-];
-
-/// Kernel families; each exists as `<family>_f32`, `<family>_f16` and `<family>_bf16`.
-pub const KERNEL_FAMILIES: [&str; 11] = [
-    "bias_gelu",
-    "silu_mul",
-    "from_f32",
-    "layer_norm",
-    "rms_norm",
-    "softmax_rows",
-    "attention",
-    "kv_append",
-    "moe_route",
-    "moe_gather",
-    "moe_scatter",
-];
+pub use crate::program::{kernel_source, KERNEL_FAMILIES, MAX_HEAD_DIM};
 
 /// Threads per block of the row-wise kernels (`ROW_THREADS` in rows.cu).
 const ROW_THREADS: u32 = 256;
@@ -68,14 +43,6 @@ const ELEMENTWISE_THREADS: u32 = 256;
 const MAX_GRID_BLOCKS: u64 = 1 << 16;
 /// CUDA's limit on the second and third grid dimensions.
 const MAX_GRID_YZ: usize = 65_535;
-
-/// The whole NVRTC program: the element-type prelude and every kernel family.
-pub fn kernel_source() -> String {
-    SOURCES
-        .iter()
-        .map(|(name, text)| format!("// ---- {name} ----\n{text}\n"))
-        .collect()
-}
 
 /// One GPU as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,37 +13,7 @@ use crate::Dtype;
 /// Whether this build carries the CUDA backend.
 pub const COMPILED: bool = false;
 
-/// Largest head dimension of the attention kernel.
-pub const MAX_HEAD_DIM: usize = 256;
-
-/// Kernel families of the CUDA backend (each as `_f32`, `_f16`, `_bf16`).
-pub const KERNEL_FAMILIES: [&str; 11] = [
-    "bias_gelu",
-    "silu_mul",
-    "from_f32",
-    "layer_norm",
-    "rms_norm",
-    "softmax_rows",
-    "attention",
-    "kv_append",
-    "moe_route",
-    "moe_gather",
-    "moe_scatter",
-];
-
-/// The NVRTC program of the CUDA backend (the same text in every build).
-pub fn kernel_source() -> String {
-    [
-        ("dtype.cuh", include_str!("nvrtc/dtype.cuh")),
-        ("elementwise.cu", include_str!("nvrtc/elementwise.cu")),
-        ("rows.cu", include_str!("nvrtc/rows.cu")),
-        ("attention.cu", include_str!("nvrtc/attention.cu")),
-        ("moe.cu", include_str!("nvrtc/moe.cu")),
-    ]
-    .iter()
-    .map(|(name, text)| format!("// ---- {name} ----\n{text}\n"))
-    .collect()
-}
+pub use crate::program::{kernel_source, KERNEL_FAMILIES, MAX_HEAD_DIM};
 
 /// Compiling the kernels needs the CUDA backend: always [`KernelError::NotCompiled`] here.
 pub fn compile_kernels(_compute_capability: (i32, i32)) -> Result<Vec<u8>> {

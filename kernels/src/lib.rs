@@ -31,6 +31,7 @@ mod cpu;
 #[cfg_attr(not(feature = "cuda"), path = "cuda_disabled.rs")]
 pub mod cuda;
 mod error;
+mod program;
 pub mod reference;
 
 pub use cpu::{
