@@ -1,6 +1,7 @@
 //! Simulated versus measured attainment: the same instance, plan and arrivals through the
 //! simulator and through a real server (loopback HTTP, open-loop replay).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,10 +9,8 @@ use plexserve_solver::{
     single_device_latency_s, Group, Instance, Placement, Schedule, SimReport, Simulator, Trace,
 };
 
-use crate::clock::RealClock;
 use crate::error::{ExecutorError, Result};
-use crate::executor::{Executor, ExecutorOptions};
-use crate::http::{bind, serve, HttpOptions};
+use crate::http::{serve, HttpOptions};
 use crate::metrics::{StageCounts, StageTimeRatios};
 use crate::replay::{replay, ReplayOptions, ReplayReport};
 use crate::runner::{CpuRunner, LayerRunner, LayerSpec, StageCalibration, StageRunner};
@@ -66,17 +65,8 @@ pub async fn simulate_and_measure(
     runner: Arc<dyn StageRunner>,
 ) -> Result<FidelityRun> {
     let (sim, _) = Simulator::new(inst, trace).report(schedule);
-    let listener = bind("127.0.0.1:0".parse().expect("literal address")).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ExecutorError::io("cannot read the bound address", e))?;
-    let exec = Arc::new(Executor::start(
-        inst,
-        schedule,
-        runner,
-        Arc::new(RealClock::new()),
-        &ExecutorOptions::default(),
-    )?);
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (listener, addr, exec) = crate::deploy(inst, schedule, runner, loopback).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,

@@ -86,22 +86,8 @@ pub fn serve_blocking(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let runner = build_runner(kind, inst, schedule)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ExecutorError::io("cannot start the async runtime", e))?;
-    rt.block_on(async {
-        let listener = bind(listen).await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ExecutorError::io("cannot read the bound address", e))?;
-        let exec = Arc::new(Executor::start(
-            inst,
-            schedule,
-            runner,
-            Arc::new(RealClock::new()),
-            &ExecutorOptions::default(),
-        )?);
+    runtime()?.block_on(async {
+        let (listener, addr, exec) = deploy(inst, schedule, runner, listen).await?;
         on_ready(addr);
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
@@ -125,9 +111,35 @@ pub fn replay_blocking(
     target: &str,
     opts: &ReplayOptions,
 ) -> Result<(ReplayReport, Vec<RequestRecord>)> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(replay(inst, trace, target, opts))
+}
+
+/// Binds `listen` and starts the executor of `schedule` with `runner` on the real clock: the
+/// deployment `plexserve serve` and the fidelity check share. Returns the listener, the address
+/// it is bound to (port 0 picks one) and the executor.
+pub(crate) async fn deploy(
+    inst: &Instance,
+    schedule: &Schedule,
+    runner: Arc<dyn StageRunner>,
+    listen: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr, Arc<Executor>)> {
+    let listener = bind(listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ExecutorError::io("cannot read the bound address", e))?;
+    let exec = Arc::new(Executor::start(
+        inst,
+        schedule,
+        runner,
+        Arc::new(RealClock::new()),
+        &ExecutorOptions::default(),
+    )?);
+    Ok((listener, addr, exec))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| ExecutorError::io("cannot start the async runtime", e))?;
-    rt.block_on(replay(inst, trace, target, opts))
+        .map_err(|e| ExecutorError::io("cannot start the async runtime", e))
 }

@@ -34,6 +34,27 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// Admit when the projected completion meets the deadline, else reject with the projection.
+    #[inline(always)]
+    fn verdict(meets: bool, group: usize, replica: usize, start_s: f64, finish_s: f64) -> Self {
+        if meets {
+            Decision::Admit {
+                group,
+                replica,
+                start_s,
+                finish_s,
+            }
+        } else {
+            Decision::Reject {
+                group,
+                replica,
+                projected_finish_s: finish_s,
+            }
+        }
+    }
+}
+
 /// Admission and dispatch over one placement: per-stage FIFO clocks, earliest-last-stage (or
 /// SLO-aware) replica choice, rejection at arrival when the deadline cannot be met.
 #[derive(Debug)]
@@ -112,20 +133,11 @@ impl<'a> Controller<'a> {
             let start = t.max(self.clocks[base]);
             let x = start + c.lat[lat0];
             let finish = x + self.overhead_s;
-            if finish - t <= slo {
+            let meets = finish - t <= slo;
+            if meets {
                 self.clocks[base] = x;
-                return Decision::Admit {
-                    group,
-                    replica: r,
-                    start_s: start,
-                    finish_s: finish,
-                };
             }
-            return Decision::Reject {
-                group,
-                replica: r,
-                projected_finish_s: finish,
-            };
+            return Decision::verdict(meets, group, r, start, finish);
         }
         const STACK: usize = 16;
         if pp <= STACK {
@@ -140,38 +152,19 @@ impl<'a> Controller<'a> {
                 *end = x;
             }
             let finish = x + self.overhead_s;
-            if finish - t <= slo {
+            let meets = finish - t <= slo;
+            if meets {
                 self.clocks[base..base + pp].copy_from_slice(&stage_end[..pp]);
-                return Decision::Admit {
-                    group,
-                    replica: r,
-                    start_s: start,
-                    finish_s: finish,
-                };
             }
-            return Decision::Reject {
-                group,
-                replica: r,
-                projected_finish_s: finish,
-            };
+            return Decision::verdict(meets, group, r, start, finish);
         }
         let (start, fin) = project(c, self.clocks, r, t);
         let finish = fin + self.overhead_s;
-        if finish - t <= slo {
+        let meets = finish - t <= slo;
+        if meets {
             commit(c, self.clocks, r, t);
-            Decision::Admit {
-                group,
-                replica: r,
-                start_s: start,
-                finish_s: finish,
-            }
-        } else {
-            Decision::Reject {
-                group,
-                replica: r,
-                projected_finish_s: finish,
-            }
         }
+        Decision::verdict(meets, group, r, start, finish)
     }
 
     /// The decision [`Controller::admit`] would take, without changing any state.
@@ -213,20 +206,7 @@ impl<'a> Controller<'a> {
         let group = c.rep_group[r] as usize;
         let finish = fin + self.overhead_s;
         // Equality counts as good (alpaserve-semantics.md §1.1).
-        if finish - t <= self.slo_s[m] {
-            Decision::Admit {
-                group,
-                replica: r,
-                start_s: start,
-                finish_s: finish,
-            }
-        } else {
-            Decision::Reject {
-                group,
-                replica: r,
-                projected_finish_s: finish,
-            }
-        }
+        Decision::verdict(finish - t <= self.slo_s[m], group, r, start, finish)
     }
 
     /// Reconciles the projection with a measurement: stage `stage` of `group` is known to be busy
