@@ -9,7 +9,6 @@ use crate::llm::instance::LlmInstance;
 use crate::llm::plan::{Deployment, EngineSpec, UnitSpec};
 use crate::llm::workload::LlmTrace;
 use crate::placer::PlaceOptions;
-use crate::plan::SolveStatus;
 
 /// Smallest mesh (power of two ≥ min TP) that holds the LLM's weights with at least 10 % of its
 /// memory left for KV.
@@ -117,13 +116,7 @@ impl LlmPlacer for Spatial {
         check_params(opts, self.name(), &["by_load"])?;
         let t0 = Instant::now();
         let dep = spatial_deployment(inst, trace, opts.flag("by_load")?)?;
-        Ok(LlmSolved {
-            deployment: dep,
-            status: SolveStatus::Heuristic,
-            evaluations: 0,
-            time_s: t0.elapsed().as_secs_f64(),
-            objective: None,
-        })
+        Ok(LlmSolved::heuristic(dep, 0, t0))
     }
 }
 
@@ -151,12 +144,6 @@ impl LlmPlacer for Temporal {
                 e.decode_sm_pct = 90;
             }
         }
-        Ok(LlmSolved {
-            deployment: dep,
-            status: SolveStatus::Heuristic,
-            evaluations: evals,
-            time_s: t0.elapsed().as_secs_f64(),
-            objective: None,
-        })
+        Ok(LlmSolved::heuristic(dep, evals, t0))
     }
 }

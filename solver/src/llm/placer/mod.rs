@@ -26,6 +26,19 @@ pub struct LlmSolved {
     pub objective: Option<f64>,
 }
 
+impl LlmSolved {
+    /// A heuristic's answer: `evaluations` simulator runs, timed from `t0`, no objective.
+    pub fn heuristic(deployment: Deployment, evaluations: u64, t0: std::time::Instant) -> Self {
+        LlmSolved {
+            deployment,
+            status: SolveStatus::Heuristic,
+            evaluations,
+            time_s: t0.elapsed().as_secs_f64(),
+            objective: None,
+        }
+    }
+}
+
 /// An LLM placement algorithm.
 pub trait LlmPlacer: Sync + Send {
     fn name(&self) -> &'static str;

@@ -19,7 +19,6 @@ use crate::llm::instance::LlmInstance;
 use crate::llm::plan::{Deployment, EngineSpec, UnitSpec};
 use crate::llm::workload::LlmTrace;
 use crate::placer::PlaceOptions;
-use crate::plan::SolveStatus;
 
 /// MuxServe's memory constants, GB (decimal): activation reserve per LLM, per-placement overhead.
 const ACT_GB: f64 = 6.0;
@@ -485,11 +484,8 @@ impl LlmPlacer for MuxServe {
         let t0 = Instant::now();
         let (dep, j, evals) = muxserve_place(inst, trace, opts.flag("faithful")?)?;
         Ok(LlmSolved {
-            deployment: dep,
-            status: SolveStatus::Heuristic,
-            evaluations: evals,
-            time_s: t0.elapsed().as_secs_f64(),
             objective: Some(j),
+            ..LlmSolved::heuristic(dep, evals, t0)
         })
     }
 }

@@ -12,7 +12,6 @@ use crate::llm::plan::{
 };
 use crate::llm::workload::LlmTrace;
 use crate::placer::PlaceOptions;
-use crate::plan::SolveStatus;
 
 fn single_llm(inst: &LlmInstance, placer: &str) -> Result<()> {
     if inst.llms.len() != 1 {
@@ -47,16 +46,6 @@ fn engine() -> EngineSpec {
         prefill_sm_pct: 100,
         decode_sm_pct: 100,
         quota: None,
-    }
-}
-
-fn solved(dep: Deployment, t0: Instant) -> LlmSolved {
-    LlmSolved {
-        deployment: dep,
-        status: SolveStatus::Heuristic,
-        evaluations: 0,
-        time_s: t0.elapsed().as_secs_f64(),
-        objective: None,
     }
 }
 
@@ -228,7 +217,11 @@ impl LlmPlacer for TpStatic {
         check_params(opts, self.name(), &["tp"])?;
         single_llm(inst, self.name())?;
         let t0 = Instant::now();
-        Ok(solved(static_tp(inst, degree(opts, inst, 1.0)?), t0))
+        Ok(LlmSolved::heuristic(
+            static_tp(inst, degree(opts, inst, 1.0)?),
+            0,
+            t0,
+        ))
     }
 }
 
@@ -258,7 +251,7 @@ impl LlmPlacer for TpHybrid {
                 "option rest: expected a power of two below tp = {tp}, found {rest}"
             )));
         }
-        Ok(solved(hybrid_tp(inst, tp, big, rest), t0))
+        Ok(LlmSolved::heuristic(hybrid_tp(inst, tp, big, rest), 0, t0))
     }
 }
 
@@ -416,6 +409,10 @@ impl LlmPlacer for TpDynamic {
             merge_prefill_above,
             ..knobs
         };
-        Ok(solved(dynamic_tp(inst, tp, &knobs, stepwise), t0))
+        Ok(LlmSolved::heuristic(
+            dynamic_tp(inst, tp, &knobs, stepwise),
+            0,
+            t0,
+        ))
     }
 }
