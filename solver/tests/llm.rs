@@ -293,6 +293,52 @@ fn bad_input_is_an_error_value() {
     assert!(e.to_string().contains("workload.requests[0].llm"), "{e}");
 }
 
+/// A rate or duration with a few zeros too many is refused with the expected size, when the
+/// file is read and again when a sweep scales the rate, instead of exhausting memory.
+#[test]
+fn a_workload_too_large_to_generate_is_refused() {
+    let path = Path::new("../instances/llm/tiny-two-7b.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        edit(&mut v);
+        LlmInstance::from_json(Path::new("big.json"), &v.to_string())
+    };
+    let e = with(&|v| v["workload"]["base_rate"] = 1e19.into()).unwrap_err();
+    assert!(e.is_input_error(), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("big.json") && msg.contains("workload"),
+        "{msg}"
+    );
+    assert!(msg.contains("4.061e20 requests"), "names the size: {msg}");
+    let e = with(&|v| v["workload"]["duration_s"] = 1e12.into()).unwrap_err();
+    assert!(e.to_string().contains("requests"), "{e}");
+    let chat = |windows: u64| {
+        with(&|v| {
+            v["workload"] =
+                serde_json::json!({"kind": "chatlmsys", "compression": 500, "windows": windows})
+        })
+    };
+    assert!(chat(24).is_ok());
+    let e = chat(4_000_000_000).unwrap_err();
+    assert!(e.to_string().contains("workload.windows"), "{e}");
+
+    // The expected size is the generator's: the tiny instance's draw is within 10 % of it.
+    let mut inst = LlmInstance::load(path).unwrap();
+    let n = inst.llms.len();
+    let expected = inst.workload.expected_requests(n).unwrap();
+    let drawn = inst.workload.generate(inst.base_dir(), n).unwrap().len() as f64;
+    assert!(
+        (drawn / expected - 1.0).abs() < 0.1,
+        "{drawn} vs {expected}"
+    );
+    // A sweep that scales the rate past the limit is refused at generation.
+    inst.workload.scale_rate(1e18);
+    let e = inst.workload.generate(inst.base_dir(), n).unwrap_err();
+    assert!(e.to_string().contains("at most"), "{e}");
+}
+
 fn synthetic(alpha: f64, scale: f64) -> (LlmInstance, LlmTrace) {
     let text = std::fs::read_to_string("../instances/llm/muxserve-synthetic.json").unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();

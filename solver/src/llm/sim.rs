@@ -125,6 +125,10 @@ struct Engine {
     /// Long requests routed here and not yet finished (short requests avoid such engines
     /// unless long prefills are chunked).
     long_count: u32,
+    /// Requests routed here whose prompts are prefilled in chunks, not yet finished: the
+    /// prefill scheduler searches the queue for them only when there are some (an overloaded
+    /// engine's queue holds thousands of short requests).
+    chunked_count: u32,
     /// Chunked long prefills wait until this time while short requests decode here.
     chunk_hold_until: f64,
     /// Start of the running prefill iteration.
@@ -360,6 +364,8 @@ struct Run<'s, 'a> {
     /// Short requests' arrivals (time, prompt tokens) per LLM over the longest burst window,
     /// with their token sum: the burst-aware merge timing's view of the offered load.
     recent_short: Vec<VecDeque<(f64, u32)>>,
+    /// Mean (prompt, output) tokens per LLM over the trace (the dynamic SM quotas' sequence size).
+    mean_lens: Vec<(f64, f64)>,
     recent_short_tokens: Vec<u64>,
     out: Outcomes,
     stats: SimStats,
@@ -433,6 +439,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 active: true,
                 load_tokens: 0.0,
                 long_count: 0,
+                chunked_count: 0,
                 chunk_hold_until: 0.0,
                 pre_started: 0.0,
                 group: u32::MAX,
@@ -577,6 +584,7 @@ impl<'s, 'a> Run<'s, 'a> {
             live_events: 0,
             stall_from: None,
             recent_short: vec![VecDeque::new(); inst.llms.len()],
+            mean_lens: lens,
             recent_short_tokens: vec![0; inst.llms.len()],
             out: Outcomes {
                 first_token_s: vec![nan; n_req],
@@ -872,11 +880,13 @@ impl<'s, 'a> Run<'s, 'a> {
     /// Queues request `r` on engine `e`.
     fn assign(&mut self, r: usize, e: usize) {
         let long = self.long[r];
+        let chunked = self.is_chunked(r) as u32;
         let w = self.load_weight(r);
         self.status[r] = ST_QUEUED;
         self.out.engine[r] = e as u32;
         let eng = &mut self.engines[e];
         eng.waiting.push_back(r as u32);
+        eng.chunked_count += chunked;
         eng.load_tokens += w;
         eng.assigned += 1;
         if long {
@@ -1210,8 +1220,10 @@ impl<'s, 'a> Run<'s, 'a> {
     /// Called when request r leaves engine e for good (finish or drop).
     fn release(&mut self, e: usize, r: usize) {
         let w = self.load_weight(r);
+        let chunked = self.is_chunked(r) as u32;
         let eng = &mut self.engines[e];
         eng.load_tokens -= w;
+        eng.chunked_count = eng.chunked_count.saturating_sub(chunked);
         if self.long[r] {
             eng.long_count = eng.long_count.saturating_sub(1);
             if eng.merged_of != u32::MAX && !self.holds_long_work(e) {
@@ -1318,7 +1330,15 @@ impl<'s, 'a> Run<'s, 'a> {
             return self.launch_prefill_chunked(e, slow);
         }
         // Long requests whose deferral has not expired wait while short requests decode here.
-        let shorts_decoding = {
+        debug_assert!(
+            self.engines[e].long_count > 0
+                || !self.engines[e]
+                    .waiting
+                    .iter()
+                    .any(|&q| self.long[q as usize]),
+            "long_count missed a queued long request"
+        );
+        let shorts_decoding = self.engines[e].long_count > 0 && {
             let eng = &self.engines[e];
             eng.waiting
                 .iter()
@@ -1412,7 +1432,12 @@ impl<'s, 'a> Run<'s, 'a> {
         loop {
             let eng = &self.engines[e];
             // A long request at risk of missing its deadline leads the batch, hold or not.
-            let urgent = if eng.pre_batch.is_empty() && !new_blocked {
+            let any_chunked = eng.chunked_count > 0;
+            debug_assert!(
+                any_chunked || !eng.waiting.iter().any(|&q| self.is_chunked(q as usize)),
+                "chunked_count missed a queued chunked prefill"
+            );
+            let urgent = if any_chunked && eng.pre_batch.is_empty() && !new_blocked {
                 eng.waiting
                     .iter()
                     .position(|&q| self.is_chunked(q as usize) && self.urgent(e, q as usize))
@@ -1427,7 +1452,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     .position(|&q| !self.is_chunked(q as usize))
             };
             let pos = urgent.or(short).or_else(|| {
-                if !chunks_allowed {
+                if !(any_chunked && chunks_allowed) {
                     return None;
                 }
                 eng.waiting.iter().position(|&q| {
@@ -1759,8 +1784,7 @@ impl<'s, 'a> Run<'s, 'a> {
             let seq_hb = |eng: &Engine, lens: (f64, f64)| {
                 ((lens.0 + lens.1) / bt).ceil().max(1.0) * eng.hb_per_block as f64
             };
-            let n_llm = self.sim.inst.llms.len();
-            let mean_lens = self.mean_lens(n_llm);
+            let mean_lens = self.mean_lens.clone();
             let mut donated = 0.0;
             let mut wants: Vec<(usize, f64)> = Vec::new();
             for &e in &ids {
@@ -1808,10 +1832,6 @@ impl<'s, 'a> Run<'s, 'a> {
         for u in 0..self.units.len() {
             self.tick(u);
         }
-    }
-
-    fn mean_lens(&self, n: usize) -> Vec<(f64, f64)> {
-        self.sim.trace.mean_lengths(n)
     }
 
     // ---------------------------------------------------------------- TP transformation
@@ -1986,14 +2006,14 @@ impl<'s, 'a> Run<'s, 'a> {
         for &u in &self.groups[g].members.clone() {
             let e = self.units[u as usize].engines[0] as usize;
             self.engines[e].long_count = 0;
+            self.engines[e].chunked_count = 0;
         }
-        let long_here = running
-            .iter()
-            .chain(waiting.iter())
-            .filter(|&&r| self.long[r as usize])
-            .count() as u32;
+        let here = || running.iter().chain(waiting.iter()).map(|&r| r as usize);
+        let long_here = here().filter(|&r| self.long[r]).count() as u32;
+        let chunked_here = here().filter(|&r| self.is_chunked(r)).count() as u32;
         let eng = &mut self.engines[me];
         eng.long_count = long_here;
+        eng.chunked_count = chunked_here;
         eng.running = running;
         eng.waiting = waiting.into();
         eng.active = true;
@@ -2335,10 +2355,12 @@ impl<'s, 'a> Run<'s, 'a> {
             this.engines[e].load_tokens += w;
             this.out.engine[r] = e as u32;
             let long = this.long[r] as u32;
+            let chunked = this.is_chunked(r) as u32;
             if keep_kv && need <= this.units[u].pool_free {
                 this.units[u].pool_free -= need;
                 this.engines[e].running.push(r as u32);
                 this.engines[e].long_count += long;
+                this.engines[e].chunked_count += chunked;
             } else {
                 if keep_kv {
                     this.out.preemptions[r] += 1;
@@ -2363,6 +2385,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 }
                 this.engines[e2].waiting.push_back(r as u32);
                 this.engines[e2].long_count += long;
+                this.engines[e2].chunked_count += chunked;
             }
         };
         for &r in &running {
@@ -2375,6 +2398,7 @@ impl<'s, 'a> Run<'s, 'a> {
         eng.active = false;
         eng.load_tokens = 0.0;
         eng.long_count = 0;
+        eng.chunked_count = 0;
         let unit = &mut self.units[mu];
         unit.active = false;
         unit.draining = false;

@@ -19,7 +19,7 @@ use rand_distr::{Distribution, LogNormal};
 use serde::Deserialize;
 
 use crate::error::{read_file, Result, SolverError};
-use crate::workload::gamma_arrivals;
+use crate::workload::{gamma_arrivals, MAX_REQUESTS};
 
 /// A time-sorted request stream with lengths, as parallel columns indexed by request id.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -303,6 +303,9 @@ pub struct ChatLmsys {
     pub lengths: Lengths,
 }
 
+/// Most rate windows of a ChatLMSYS-shaped trace (one per 0.4 s of the 12-hour day).
+const MAX_WINDOWS: u32 = 100_000;
+
 fn default_window() -> f64 {
     43200.0
 }
@@ -408,7 +411,10 @@ impl LlmWorkload {
                     ));
                 }
                 p.lengths.validate(file, "workload.lengths")?;
-                Ok(LlmWorkload::PowerLaw(p))
+                let w = LlmWorkload::PowerLaw(p);
+                w.check_size(llms.len())
+                    .map_err(|e| SolverError::invalid(file, "workload", e))?;
+                Ok(w)
             }
             "azure_llm" => {
                 let a: AzureLlm = crate::workload::parse_at(file, "workload", &obj)?;
@@ -471,8 +477,21 @@ impl LlmWorkload {
                         "expected at least 1 window",
                     ));
                 }
+                if c.windows > MAX_WINDOWS {
+                    return Err(SolverError::invalid(
+                        file,
+                        "workload.windows",
+                        format!(
+                            "expected at most {MAX_WINDOWS} windows, found {}",
+                            c.windows
+                        ),
+                    ));
+                }
                 c.lengths.validate(file, "workload.lengths")?;
-                Ok(LlmWorkload::ChatLmsys(c))
+                let w = LlmWorkload::ChatLmsys(c);
+                w.check_size(llms.len())
+                    .map_err(|e| SolverError::invalid(file, "workload", e))?;
+                Ok(w)
             }
             other => Err(SolverError::invalid(
                 file,
@@ -512,8 +531,38 @@ impl LlmWorkload {
         }
     }
 
-    /// Generates the request stream for `n` LLMs. `base_dir` anchors relative paths.
+    /// Expected number of requests for `n` LLMs, for the generated kinds (`None` for a request
+    /// list or a trace file, whose size is what it is).
+    pub fn expected_requests(&self, n: usize) -> Option<f64> {
+        let popularity = |alpha: f64| (1..=n).map(|i| (i as f64).powf(-alpha)).sum::<f64>();
+        match self {
+            LlmWorkload::Requests(_) | LlmWorkload::AzureLlm(_) => None,
+            LlmWorkload::PowerLaw(p) => {
+                Some(p.base_rate * p.rate_scale * popularity(p.alpha) * p.duration_s)
+            }
+            // The rate grows with the compression and the span shrinks with it: the count is
+            // the uncompressed window's (the drift factors have mean 1).
+            LlmWorkload::ChatLmsys(c) => {
+                Some(c.top_rate_per_compression * popularity(c.alpha) * c.window_s)
+            }
+        }
+    }
+
+    /// Refuses a generated workload of more than [`MAX_REQUESTS`] requests (a rate or duration
+    /// typed with a few zeros too many would otherwise exhaust memory), naming its size.
+    fn check_size(&self, n: usize) -> std::result::Result<(), String> {
+        match self.expected_requests(n) {
+            Some(e) if !(e.is_finite() && e <= MAX_REQUESTS as f64) => Err(format!(
+                "the workload gives about {e:.3e} requests; at most {MAX_REQUESTS} are supported"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Generates the request stream for `n` LLMs. `base_dir` anchors relative paths. Checks the
+    /// size again, since a sweep may have scaled the rate since the file was read.
     pub fn generate(&self, base_dir: &Path, n: usize) -> Result<LlmTrace> {
+        self.check_size(n).map_err(SolverError::Option)?;
         match self {
             LlmWorkload::Requests(t) => Ok(t.clone()),
             LlmWorkload::PowerLaw(p) => Ok(power_law(p, n)),
