@@ -6,12 +6,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use plexserve_solver::llm::*;
 use plexserve_solver::PlaceOptions;
 
-fn load() -> (LlmInstance, LlmTrace) {
-    let inst = LlmInstance::load(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../instances/llm/muxserve-synthetic.json"
-    )))
-    .unwrap();
+/// An instance of `instances/llm/` with its rate scaled by `rate_scale`, and its trace.
+fn load(name: &str, rate_scale: f64) -> (LlmInstance, LlmTrace) {
+    let path = format!("{}/../instances/llm/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut inst = LlmInstance::load(Path::new(&path)).unwrap();
+    inst.workload.scale_rate(rate_scale);
     let trace = inst
         .workload
         .generate(inst.base_dir(), inst.llms.len())
@@ -19,20 +18,28 @@ fn load() -> (LlmInstance, LlmTrace) {
     (inst, trace)
 }
 
-fn bench(c: &mut Criterion) {
-    let (inst, trace) = load();
+/// Benchmarks one simulator run of `inst` under MuxServe's placement, per iteration.
+fn bench_sim(c: &mut Criterion, id: &str, inst: &LlmInstance, trace: &LlmTrace, samples: usize) {
     let (p, o) = llm_placer("muxserve", &PlaceOptions::default()).unwrap();
-    let dep = p.place(&inst, &trace, &o).unwrap().deployment;
-    let sim = LlmSim::new(&inst, &trace, &dep);
+    let dep = p.place(inst, trace, &o).unwrap().deployment;
+    let sim = LlmSim::new(inst, trace, &dep);
     let iters = sim.run(&RunOptions::default()).stats.iterations;
     let mut g = c.benchmark_group("llm_sim");
     g.throughput(Throughput::Elements(iters));
-    g.sample_size(20);
-    g.bench_function("muxserve_synthetic_19llm_32gpu", |b| {
+    g.sample_size(samples);
+    g.bench_function(id, |b| {
         b.iter(|| sim.run(&RunOptions::default()).stats.iterations)
     });
     g.finish();
-    overloaded(c);
+}
+
+fn bench(c: &mut Criterion) {
+    let (inst, trace) = load("muxserve-synthetic.json", 1.0);
+    bench_sim(c, "muxserve_synthetic_19llm_32gpu", &inst, &trace, 20);
+    // Two LLMs on two GPUs at 512× their rate: queues of tens of thousands of requests per
+    // engine. An iteration must not cost more as the queue grows (it once scanned the queue).
+    let (small, small_trace) = load("tiny-two-7b.json", 512.0);
+    bench_sim(c, "overloaded_2llm_2gpu_x512", &small, &small_trace, 10);
     let mut g = c.benchmark_group("llm_placer_32gpu_19llm");
     g.sample_size(10);
     for name in ["muxserve", "spatial", "plexserve-llm:max_evals=10"] {
@@ -41,32 +48,6 @@ fn bench(c: &mut Criterion) {
             b.iter(|| p.place(&inst, &trace, &o).unwrap().evaluations)
         });
     }
-    g.finish();
-}
-
-/// Two LLMs on two GPUs at 512× their rate: queues of tens of thousands of requests per engine.
-/// An iteration must not cost more as the queue grows (it once scanned the whole queue).
-fn overloaded(c: &mut Criterion) {
-    let mut inst = LlmInstance::load(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../instances/llm/tiny-two-7b.json"
-    )))
-    .unwrap();
-    inst.workload.scale_rate(512.0);
-    let trace = inst
-        .workload
-        .generate(inst.base_dir(), inst.llms.len())
-        .unwrap();
-    let (p, o) = llm_placer("muxserve", &PlaceOptions::default()).unwrap();
-    let dep = p.place(&inst, &trace, &o).unwrap().deployment;
-    let sim = LlmSim::new(&inst, &trace, &dep);
-    let iters = sim.run(&RunOptions::default()).stats.iterations;
-    let mut g = c.benchmark_group("llm_sim");
-    g.throughput(Throughput::Elements(iters));
-    g.sample_size(10);
-    g.bench_function("overloaded_2llm_2gpu_x512", |b| {
-        b.iter(|| sim.run(&RunOptions::default()).stats.iterations)
-    });
     g.finish();
 }
 
