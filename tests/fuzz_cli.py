@@ -45,7 +45,7 @@ TARGETS = {
   "llm-solve": ("instances/llm/tiny-two-7b.json", lambda f, d: ["llm", "solve", f, "--placer", rng.choice(["muxserve", "spatial", "temporal", "plexserve-llm", "tp-static", "tp-dynamic:tp=2"]), "-o", d + "/p.json"]),
   "llm-tpo": ("instances/llm/tiny-two-7b.json", lambda f, d: ["llm", "tp-overhead", f]),
   "profile": ("instances/specs/tiny-gpt.json", lambda f, d: ["profile", "--model", f, "--device", rng.choice(["analytic:a100-80gb", "analytic:v100-16gb"]), "-o", d + "/p.json"]),
-  "partition": ("instances/layers/toy-transformer.profile.json", lambda f, d: ["partition", f, "--model", "toy-transformer", "--devices", "4", "--memory-budget-gib", "16"]),
+  "partition": ("instances/layers/toy-transformer.profile.json", lambda f, d: ["partition", f, "--model", "toy-12l", "--devices", "4", "--memory-budget-gib", "16"]),
   "instance": ("instances/layers/toy-transformer.profile.json", lambda f, d: ["instance", "--profile", f, "--devices", "4", "--memory-budget-gib", "16", "--total-rate", "5", "--duration-s", "5"]),
 }
 

@@ -394,21 +394,26 @@ fn non_negative(file: &Path, json_path: &str, v: f64) -> Result<()> {
     }
 }
 
+/// The largest cluster plexserve places: far beyond any instance in the papers, small enough that
+/// a device count typed with a few digits too many is an error, not an exhausted machine.
+pub const MAX_DEVICES: u32 = 65_536;
+
+/// Checks a cluster's `devices` and `devices_per_node` (JSON path `at`): 1 … [`MAX_DEVICES`].
+pub fn validate_device_counts(file: &Path, at: &str, devices: u32, per_node: u32) -> Result<()> {
+    for (key, n) in [("devices", devices), ("devices_per_node", per_node)] {
+        if !(1..=MAX_DEVICES).contains(&n) {
+            return Err(SolverError::invalid(
+                file,
+                format!("{at}.{key}"),
+                format!("expected 1 to {MAX_DEVICES} devices, found {n}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_cluster(file: &Path, c: &Cluster) -> Result<()> {
-    if c.devices == 0 {
-        return Err(SolverError::invalid(
-            file,
-            "cluster.devices",
-            "expected at least one device",
-        ));
-    }
-    if c.devices_per_node == 0 {
-        return Err(SolverError::invalid(
-            file,
-            "cluster.devices_per_node",
-            "expected at least one device per node",
-        ));
-    }
+    validate_device_counts(file, "cluster", c.devices, c.devices_per_node)?;
     if let Some(bw) = c.link_gib_per_s {
         positive(file, "cluster.link_gib_per_s", bw)?;
     }

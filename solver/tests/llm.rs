@@ -372,6 +372,54 @@ fn place_and_simulate(inst: &LlmInstance, trace: &LlmTrace, placer: &str) -> Llm
     rep
 }
 
+/// MuxServe's mesh-group enumeration is pruned to the mesh budget (one mesh per LLM): 128 GPUs
+/// once enumerated 2 · 10⁶ multisets (1 GB), 256 GPUs 3.5 · 10⁸ (out of memory). Now 128 GPUs
+/// place as before, 256 GPUs (more nodes than LLMs) are refused with the reason, and
+/// plexserve-llm, which adds replicas, starts from the spatial seed there and uses the GPUs.
+#[test]
+fn muxserve_scales_to_large_clusters_and_says_when_it_cannot_use_them() {
+    let at = |devices: u32, per_node: u32| {
+        let text = std::fs::read_to_string("../instances/llm/muxserve-synthetic.json").unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["cluster"]["devices"] = devices.into();
+        v["cluster"]["devices_per_node"] = per_node.into();
+        let inst = LlmInstance::from_json(
+            Path::new("../instances/llm/muxserve-synthetic.json"),
+            &v.to_string(),
+        )
+        .unwrap();
+        let trace = inst
+            .workload
+            .generate(inst.base_dir(), inst.llms.len())
+            .unwrap();
+        (inst, trace)
+    };
+    let place = |inst: &LlmInstance, trace: &LlmTrace, name: &str| {
+        let (p, o) = llm_placer(name, &plexserve_solver::PlaceOptions::default()).unwrap();
+        p.place(inst, trace, &o)
+    };
+    // 32 GPUs in one node of 32 or in a node larger than the cluster: the same candidates.
+    let (a, ta) = at(32, 32);
+    let (b, tb) = at(32, 1 << 16);
+    assert_eq!(
+        place(&a, &ta, "muxserve").unwrap().deployment,
+        place(&b, &tb, "muxserve").unwrap().deployment
+    );
+    let (big, trace) = at(128, 8);
+    let s = place(&big, &trace, "muxserve").unwrap();
+    let used: usize = s.deployment.units.iter().map(|u| u.devices.len()).sum();
+    assert!(used > 64 && used <= 128, "{used}");
+    let (huge, trace) = at(256, 8);
+    let e = place(&huge, &trace, "muxserve").unwrap_err();
+    assert!(
+        e.to_string().contains("32 nodes are more than the 19 LLMs"),
+        "{e}"
+    );
+    let s = place(&huge, &trace, "plexserve-llm:max_evals=3").unwrap();
+    let used: usize = s.deployment.units.iter().map(|u| u.devices.len()).sum();
+    assert!(used > 128, "{used}");
+}
+
 #[test]
 fn muxserve_grid_ordering() {
     // MuxServe's α × rate-scale grid, reduced to its corners.

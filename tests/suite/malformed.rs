@@ -81,6 +81,14 @@ fn negative_rate() {
 }
 
 #[test]
+fn too_many_devices() {
+    rejects(
+        &GOOD.replace(r#""devices": 2"#, r#""devices": 8388608"#),
+        &["cluster.devices", "1 to 65536 devices, found 8388608"],
+    );
+}
+
+#[test]
 fn no_models() {
     let text = GOOD
         .replace(

@@ -194,12 +194,12 @@ impl LlmInstance {
                 format!("expected \"{LLM_INSTANCE_SCHEMA}\", found \"{}\"", f.schema),
             ));
         }
-        if f.cluster.devices == 0 || f.cluster.devices_per_node == 0 {
-            return Err(bad(
-                "cluster".into(),
-                "expected devices ≥ 1 and devices_per_node ≥ 1".into(),
-            ));
-        }
+        crate::instance::validate_device_counts(
+            path,
+            "cluster",
+            f.cluster.devices,
+            f.cluster.devices_per_node,
+        )?;
         let gpu = match &f.cluster.gpu {
             GpuRef::Preset(n) => GpuSpec::preset(n).ok_or_else(|| {
                 bad(

@@ -355,41 +355,77 @@ fn greedy(est: &Estimator, meshes: &[u32], faithful: bool) -> Option<(f64, Vec<V
     Some((j, sets))
 }
 
-/// Candidate mesh groups: multisets of per-node patterns (C(P + N − 1, N) for N full nodes).
-fn candidates(inst: &LlmInstance) -> Vec<Vec<u32>> {
-    let per = inst.devices_per_node;
-    let full = inst.devices / per;
-    let rest = inst.devices % per;
+/// Candidate mesh groups: multisets of per-node patterns (C(P + N − 1, N) for N full nodes, in
+/// lexicographic order of the non-decreasing pattern indices, the partial node's pattern
+/// innermost), keeping those of at most `max_meshes` meshes. Branches that cannot stay within
+/// `max_meshes` are never entered: a large cluster has astronomically many multisets (128 GPUs
+/// in 8-GPU nodes: 2 · 10⁶, 256: 3.5 · 10⁸) but few within the mesh budget.
+fn candidates(inst: &LlmInstance, max_meshes: usize) -> Vec<Vec<u32>> {
+    // A node cannot hold more GPUs than the cluster has.
+    let per = inst.devices_per_node.min(inst.devices);
     let pats = node_patterns(per);
-    let mut out = Vec::new();
-    let mut idx = vec![0usize; full as usize];
-    let tail: Vec<Vec<u32>> = if rest > 0 {
-        node_patterns(rest)
-    } else {
-        vec![Vec::new()]
+    let tail: Vec<Vec<u32>> = match inst.devices % per {
+        0 => vec![Vec::new()],
+        rest => node_patterns(rest),
     };
-    loop {
-        for t in &tail {
-            let mut sizes: Vec<u32> = idx.iter().flat_map(|&k| pats[k].iter().copied()).collect();
-            sizes.extend(t.iter().copied());
-            out.push(sizes);
-        }
-        // Next non-decreasing index vector (multisets).
-        let mut k = idx.len();
-        loop {
-            if k == 0 {
-                return out;
-            }
-            k -= 1;
-            if idx[k] + 1 < pats.len() {
-                let v = idx[k] + 1;
-                for j in idx.iter_mut().skip(k) {
-                    *j = v;
+    // Fewest meshes any pattern from index k on has (patterns are not ordered by length).
+    let mut fewest_from = vec![usize::MAX; pats.len() + 1];
+    for k in (0..pats.len()).rev() {
+        fewest_from[k] = fewest_from[k + 1].min(pats[k].len());
+    }
+    let fewest_tail = tail.iter().map(Vec::len).min().unwrap_or(0);
+    struct Walk<'p> {
+        pats: &'p [Vec<u32>],
+        tail: &'p [Vec<u32>],
+        fewest_from: &'p [usize],
+        fewest_tail: usize,
+        max_meshes: usize,
+        chosen: Vec<u32>,
+        out: Vec<Vec<u32>>,
+    }
+    impl Walk<'_> {
+        /// Chooses the patterns of `nodes_left` more nodes, from index `from` on.
+        fn nodes(&mut self, from: usize, nodes_left: usize) {
+            if nodes_left == 0 {
+                for t in self.tail {
+                    if self.chosen.len() + t.len() <= self.max_meshes {
+                        let mut sizes = self.chosen.clone();
+                        sizes.extend_from_slice(t);
+                        self.out.push(sizes);
+                    }
                 }
-                break;
+                return;
+            }
+            for k in from..self.pats.len() {
+                let p = &self.pats[k];
+                let least = self.chosen.len()
+                    + p.len()
+                    + (nodes_left - 1) * self.fewest_from[k]
+                    + self.fewest_tail;
+                if least > self.max_meshes {
+                    continue;
+                }
+                self.chosen.extend_from_slice(p);
+                self.nodes(k, nodes_left - 1);
+                self.chosen.truncate(self.chosen.len() - p.len());
             }
         }
     }
+    let mut walk = Walk {
+        pats: &pats,
+        tail: &tail,
+        fewest_from: &fewest_from,
+        fewest_tail,
+        max_meshes,
+        chosen: Vec::new(),
+        out: Vec::new(),
+    };
+    // More full nodes than meshes allowed: no candidate (each node holds at least one mesh).
+    let full = (inst.devices / per) as usize;
+    if full <= max_meshes {
+        walk.nodes(0, full);
+    }
+    walk.out
 }
 
 /// Runs MuxServe's placement; also used by the temporal baseline and as a search seed.
@@ -401,9 +437,9 @@ pub fn muxserve_place(
     let est = Estimator::new(inst, trace, faithful);
     let n = inst.llms.len();
     let max_min_tp = inst.llms.iter().map(|l| l.spec.min_tp).max().unwrap_or(1);
-    let cands: Vec<Vec<u32>> = candidates(inst)
+    let cands: Vec<Vec<u32>> = candidates(inst, n.max(1))
         .into_iter()
-        .filter(|c| c.iter().copied().max().unwrap_or(0) >= max_min_tp && c.len() <= n.max(1))
+        .filter(|c| c.iter().copied().max().unwrap_or(0) >= max_min_tp)
         .collect();
     let evals = cands.len() as u64;
     let results: Vec<Option<(f64, Vec<Vec<u32>>)>> = cands
@@ -419,7 +455,14 @@ pub fn muxserve_place(
         }
     }
     let (j, i) = best.ok_or_else(|| {
-        SolverError::Infeasible("MuxServe found no mesh group that holds every LLM".into())
+        let nodes = inst.devices / inst.devices_per_node.min(inst.devices);
+        SolverError::Infeasible(if nodes as usize > n.max(1) {
+            format!(
+                "MuxServe places each LLM once and every node holds a mesh: {nodes} nodes are more than the {n} LLMs (spatial and plexserve-llm use them all)"
+            )
+        } else {
+            "MuxServe found no mesh group that holds every LLM".into()
+        })
     })?;
     let sets = results[i].as_ref().map(|r| r.1.clone()).unwrap_or_default();
     let sizes = &cands[i];

@@ -208,20 +208,27 @@ impl LlmPlacer for PlexserveLlm {
             }
             None => trace,
         };
-        let (seed, _, _) = muxserve_place(inst, trace, false)?;
-        let mut evals = 1u64;
-        let mut best = seed;
-        let mut best_rep = simulate(inst, tr, &best);
-        let mut best_score = Score::of(&best_rep);
-        if let Ok(sp) = spatial_deployment(inst, trace, true) {
-            let r = simulate(inst, tr, &sp);
+        // Seeds: MuxServe's placement and the spatial baseline, the better one (MuxServe on a
+        // tie). Either may be infeasible: MuxServe on a cluster with more nodes than LLMs (it
+        // places each LLM once), so the search can still start from the other.
+        let mux = muxserve_place(inst, trace, false).map(|(d, _, _)| d);
+        let spatial = spatial_deployment(inst, trace, true);
+        let mut evals = 0u64;
+        let mut seeded: Option<(Deployment, LlmSimReport, Score)> = None;
+        for seed in [mux.as_ref().ok(), spatial.as_ref().ok()]
+            .into_iter()
+            .flatten()
+        {
+            let r = simulate(inst, tr, seed);
             evals += 1;
-            if Score::of(&r).improves_on(&best_score) {
-                best = sp;
-                best_score = Score::of(&r);
-                best_rep = r;
+            let s = Score::of(&r);
+            if seeded.as_ref().is_none_or(|b| s.improves_on(&b.2)) {
+                seeded = Some((seed.clone(), r, s));
             }
         }
+        let Some((mut best, mut best_rep, mut best_score)) = seeded else {
+            return Err(mux.err().or(spatial.err()).expect("no seed means an error"));
+        };
         let mut status = SolveStatus::Heuristic;
         'outer: while evals < max_evals {
             let mut improved: Option<(Deployment, LlmSimReport, Score)> = None;
