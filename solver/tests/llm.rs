@@ -314,6 +314,9 @@ fn a_workload_too_large_to_generate_is_refused() {
     assert!(msg.contains("4.061e20 requests"), "names the size: {msg}");
     let e = with(&|v| v["workload"]["duration_s"] = 1e12.into()).unwrap_err();
     assert!(e.to_string().contains("requests"), "{e}");
+    // Gamma gaps with cv 10⁶ underflow to zero: arrivals would run away to the cap.
+    let e = with(&|v| v["workload"]["cv"] = 1e6.into()).unwrap_err();
+    assert!(e.to_string().contains("workload.cv"), "{e}");
     let chat = |windows: u64| {
         with(&|v| {
             v["workload"] =

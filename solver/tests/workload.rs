@@ -700,6 +700,42 @@ fn malformed_workload_fields_name_their_json_path() {
     }
 }
 
+/// A cv far beyond the papers' (where most Gamma gaps underflow to zero and arrivals run away)
+/// is refused wherever it enters: a stream, `total_rate`, a sweep's `cv_scale`, a trace
+/// replay's `cv_scale` on its fitted windows.
+#[test]
+fn a_cv_beyond_64_is_refused_wherever_it_enters() {
+    let gamma = |cv: &str| {
+        format!(
+            r#"{{"kind": "gamma", "duration_s": 10, "streams": [{{"model": "m0", "rate": 1, "cv": {cv}}}]}}"#
+        )
+    };
+    let (path, msg) = error_at(1, &gamma("1048576"));
+    assert_eq!(path, "workload.streams[0].cv");
+    assert!(msg.contains("(0, 64]"), "{msg}");
+    let (path, _) = error_at(
+        1,
+        r#"{"kind": "gamma", "duration_s": 10, "total_rate": 1, "cv": 65}"#,
+    );
+    assert_eq!(path, "workload.cv");
+    let inst = load(1, &gamma("64")).unwrap();
+    assert!(inst.workload.try_scaled(1.0, 1.0).is_ok());
+    let e = inst.workload.try_scaled(1.0, 2.0).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cv_scale 2 makes the largest cv 128"),
+        "{e}"
+    );
+
+    let replay = load(2, &maf1_workload("0.0.0", "0.1.0", 60, "")).unwrap();
+    assert!(replay.workload.generate(replay.base_dir()).is_ok());
+    let wild = replay.workload.scaled(1.0, 1000.0);
+    match wild.generate(replay.base_dir()) {
+        Err(SolverError::Invalid { json_path, .. }) => assert_eq!(json_path, "workload.cv_scale"),
+        other => panic!("expected a cv_scale error, got {other:?}"),
+    }
+}
+
 #[test]
 fn missing_and_malformed_trace_files_are_errors_that_name_them() {
     // A missing file: the error names the instance field that points at it.

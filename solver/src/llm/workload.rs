@@ -402,7 +402,8 @@ impl LlmWorkload {
                 positive(file, "workload.duration_s", p.duration_s)?;
                 positive(file, "workload.rate_scale", p.rate_scale)?;
                 positive(file, "workload.base_rate", p.base_rate)?;
-                positive(file, "workload.cv", p.cv)?;
+                crate::workload::check_cv(p.cv)
+                    .map_err(|e| SolverError::invalid(file, "workload.cv", e))?;
                 if !(p.alpha.is_finite() && p.alpha >= 0.0) {
                     return Err(SolverError::invalid(
                         file,

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::csv::LineReader;
 use super::fit::fit_gamma_mle;
 use super::gamma::gamma_arrivals;
-use super::{parse_at, Trace, MAX_REQUESTS};
+use super::{check_cv, parse_at, Trace, MAX_REQUESTS};
 use crate::error::{Result, SolverError};
 
 const DAY_S: u64 = 86_400;
@@ -435,6 +435,21 @@ impl AzureWorkload {
                     self.rate_scale
                 ),
             ));
+        }
+        let fitted = (table.windows.iter().flatten())
+            .filter_map(|w| w.process.map(|(_, cv)| cv))
+            .fold(0.0, f64::max);
+        if fitted > 0.0 {
+            check_cv(fitted * self.cv_scale).map_err(|e| {
+                SolverError::invalid(
+                    &self.instance_file,
+                    "workload.cv_scale",
+                    format!(
+                        "cv_scale {} on the largest fitted cv {fitted}: {e}",
+                        self.cv_scale
+                    ),
+                )
+            })?;
         }
         let mut seed = self.seed;
         let mut per_model = Vec::with_capacity(table.windows.len());

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
 use serde::Deserialize;
 
-use super::{parse_at, Trace, MAX_REQUESTS};
+use super::{check_cv, parse_at, Trace, MAX_REQUESTS};
 use crate::error::{Result, SolverError};
 
 /// One model's stream.
@@ -110,12 +110,7 @@ impl GammaWorkload {
                             ),
                         ));
                     }
-                    if !(s.cv.is_finite() && s.cv > 0.0) {
-                        return Err(bad(
-                            &format!("streams[{i}].cv"),
-                            format!("expected a positive cv, found {}", s.cv),
-                        ));
-                    }
+                    check_cv(s.cv).map_err(|e| bad(&format!("streams[{i}].cv"), e))?;
                     if out.iter().any(|o: &GammaStream| o.model == m) {
                         return Err(bad(
                             &format!("streams[{i}].model"),
@@ -139,9 +134,7 @@ impl GammaWorkload {
                 }
                 let cv =
                     f.cv.ok_or_else(|| bad("cv", "total_rate needs a cv (1 is Poisson)".into()))?;
-                if !(cv.is_finite() && cv > 0.0) {
-                    return Err(bad("cv", format!("expected a positive cv, found {cv}")));
-                }
+                check_cv(cv).map_err(|e| bad("cv", e))?;
                 let alpha = match f.rate_distribution.as_deref() {
                     Some("power_law") => f.alpha.unwrap_or(0.5),
                     Some("uniform") | None => {

@@ -47,6 +47,20 @@ pub use gamma::{gamma_arrivals, power_law_rates, GammaStream, GammaWorkload};
 /// merge buffer); larger requests are refused with an error instead of exhausting memory.
 pub const MAX_REQUESTS: usize = 100_000_000;
 
+/// Largest coefficient of variation of Gamma inter-arrival times (the papers sweep 1 … 8; fitted
+/// trace windows stay below 2). Far beyond it the gaps' shape 1/cv² makes most gaps underflow to
+/// zero, and a window's arrivals run away to [`MAX_REQUESTS`].
+pub const MAX_CV: f64 = 64.0;
+
+/// `Err(message)` unless `cv` is in (0, [`MAX_CV`]].
+pub(crate) fn check_cv(cv: f64) -> std::result::Result<(), String> {
+    if cv > 0.0 && cv <= MAX_CV {
+        Ok(())
+    } else {
+        Err(format!("expected a cv in (0, {MAX_CV}], found {cv}"))
+    }
+}
+
 /// A time-sorted stream of requests, stored as parallel columns indexed by request id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trace {
@@ -268,6 +282,14 @@ impl WorkloadSpec {
             return Err(SolverError::Option(format!(
                 "cv_scale: expected a positive finite factor, found {cv_scale}"
             )));
+        }
+        if let WorkloadSpec::Gamma(g) = self {
+            let top = g.streams.iter().map(|s| s.cv).fold(0.0, f64::max) * cv_scale;
+            check_cv(top).map_err(|e| {
+                SolverError::Option(format!(
+                    "cv_scale {cv_scale} makes the largest cv {top}: {e}"
+                ))
+            })?;
         }
         let identity = (rate_scale - 1.0).abs() < 1e-12 && (cv_scale - 1.0).abs() < 1e-12;
         if matches!(self, WorkloadSpec::Requests(_)) && !identity {
