@@ -137,10 +137,12 @@ impl GpuModel {
     }
 
     fn gemm_s(&self, m: usize, k: usize, n: usize, count: usize, dtype: Dtype) -> f64 {
-        let d = m.min(k).min(n) as f64;
+        // Sizes in f64: a paper-scale prefill's m·k·n·count exceeds 2⁶⁴.
+        let (m, k, n, count) = (m as f64, k as f64, n as f64, count as f64);
+        let d = m.min(k).min(n);
         let efficiency = GEMM_EFFICIENCY * d / (d + GEMM_HALF_DIM);
-        let flops = 2.0 * (m * k * n * count) as f64;
-        let bytes = ((m * k + k * n + m * n) * count * dtype.bytes()) as f64;
+        let flops = 2.0 * m * k * n * count;
+        let bytes = (m * k + k * n + m * n) * count * dtype.bytes() as f64;
         (flops / (self.peak_flops(dtype) * efficiency)).max(self.stream_s(bytes)) + LAUNCH_S
     }
 
@@ -152,8 +154,8 @@ impl GpuModel {
     /// Predicted seconds of one compute operator (communication is the link model's).
     pub fn op_s(&self, op: &Op, dtype: Dtype) -> f64 {
         let b = dtype.bytes() as f64;
-        let elementwise =
-            |elems: usize, passes: f64| self.stream_s(elems as f64 * b * passes) + LAUNCH_S;
+        let elementwise = |elems: f64, passes: f64| self.stream_s(elems * b * passes) + LAUNCH_S;
+        let f = |x: usize| x as f64;
         match *op {
             Op::Gemm { m, k, n, count } => self.gemm_s(m, k, n, count, dtype),
             Op::Attention {
@@ -165,31 +167,34 @@ impl GpuModel {
                 head_dim,
                 causal,
             } => {
-                let pairs = batch * heads;
+                let pairs = f(batch) * f(heads);
                 if self.fused_attention || sq == 1 {
                     // One kernel: Q·Kᵀ and P·V at the per-head GEMM rate, reading Q, K, V once
                     // and writing O; a causal mask halves the work of a square prefill.
                     let visible = if causal && sq == skv { 0.5 } else { 1.0 };
                     let d = (sq.min(skv).min(head_dim)) as f64;
                     let efficiency = GEMM_EFFICIENCY * d / (d + GEMM_HALF_DIM);
-                    let flops = 4.0 * (pairs * sq * skv * head_dim) as f64 * visible;
-                    let bytes =
-                        (batch * (2 * sq * heads + 2 * skv * kv_heads) * head_dim) as f64 * b;
+                    let flops = 4.0 * pairs * f(sq) * f(skv) * f(head_dim) * visible;
+                    let bytes = f(batch)
+                        * (2.0 * f(sq) * f(heads) + 2.0 * f(skv) * f(kv_heads))
+                        * f(head_dim)
+                        * b;
                     (flops / (self.peak_flops(dtype) * efficiency)).max(self.stream_s(bytes))
                         + LAUNCH_S
                 } else {
                     // Unfused: scores and probabilities go through memory (the mask does not
                     // save work in this form).
-                    self.gemm_s(sq, head_dim, skv, pairs, dtype)
-                        + self.gemm_s(sq, skv, head_dim, pairs, dtype)
-                        + elementwise(pairs * sq * skv, UNFUSED_SCORE_PASSES)
+                    let gemms = batch * heads;
+                    self.gemm_s(sq, head_dim, skv, gemms, dtype)
+                        + self.gemm_s(sq, skv, head_dim, gemms, dtype)
+                        + elementwise(pairs * f(sq) * f(skv), UNFUSED_SCORE_PASSES)
                 }
             }
             Op::LayerNorm { rows, cols }
             | Op::RmsNorm { rows, cols }
-            | Op::BiasGelu { rows, cols } => elementwise(rows * cols, 2.0),
-            Op::SiluMul { rows, cols } => elementwise(rows * cols, 3.0),
-            Op::Embedding { rows, cols, .. } => elementwise(rows * cols, 2.0),
+            | Op::BiasGelu { rows, cols } => elementwise(f(rows) * f(cols), 2.0),
+            Op::SiluMul { rows, cols } => elementwise(f(rows) * f(cols), 3.0),
+            Op::Embedding { rows, cols, .. } => elementwise(f(rows) * f(cols), 2.0),
             Op::Moe {
                 tokens,
                 hidden,
@@ -200,11 +205,11 @@ impl GpuModel {
                 // Balanced routing: every expert gets its share of the token-expert pairs.
                 let per_expert = (tokens * top_k).div_ceil(experts);
                 self.gemm_s(tokens, hidden, experts, 1, dtype)
-                    + elementwise(tokens * experts, 2.0)
+                    + elementwise(f(tokens) * f(experts), 2.0)
                     + self.gemm_s(per_expert, hidden, ffn, experts, dtype)
-                    + elementwise(per_expert * ffn * experts, 2.0)
+                    + elementwise(f(per_expert) * f(ffn) * f(experts), 2.0)
                     + self.gemm_s(per_expert, ffn, hidden, experts, dtype)
-                    + elementwise(tokens * top_k * hidden, 2.0)
+                    + elementwise(f(tokens) * f(top_k) * f(hidden), 2.0)
             }
             Op::AllReduce { .. } | Op::AllGather { .. } => 0.0,
         }

@@ -146,6 +146,24 @@ impl ModelSpec {
         if f.name.is_empty() {
             return bad("name", "expected a non-empty name".into());
         }
+        // Upper bounds well beyond any published model (the largest have ≈ 130 layers, hidden
+        // ≈ 25 k, 256 experts, a 10 M-token window), so that a size typed with digits too many is
+        // an error rather than an out-of-memory abort, and every count fits the u64 arithmetic.
+        for (at, v, most) in [
+            ("layers", Some(f.layers), 1 << 10),
+            ("hidden", Some(f.hidden), 1 << 17),
+            ("heads", Some(f.heads), 1 << 12),
+            ("kv_heads", f.kv_heads, 1 << 12),
+            ("ffn", f.ffn, 1 << 19),
+            ("experts", f.experts, 1 << 10),
+            ("vocab", Some(f.vocab), 1 << 22),
+            ("seq_len", Some(f.seq_len), 1 << 24),
+            ("context_len", f.context_len, 1 << 24),
+        ] {
+            if let Some(v) = v.filter(|&v| v > most) {
+                return bad(at, format!("expected at most {most}, found {v}"));
+            }
+        }
         for (at, v) in [
             ("layers", f.layers),
             ("hidden", f.hidden),
@@ -155,6 +173,17 @@ impl ModelSpec {
         ] {
             if v == 0 {
                 return bad(at, "expected a positive number, found 0".into());
+            }
+        }
+        for (at, list, most) in [
+            ("batch_sizes", &f.batch_sizes, 1 << 16),
+            ("tp_degrees", &f.tp_degrees, 1 << 16),
+        ] {
+            if let Some((i, v)) = list.iter().enumerate().find(|(_, &v)| v > most) {
+                return bad(
+                    &format!("{at}[{i}]"),
+                    format!("expected at most {most}, found {v}"),
+                );
             }
         }
         if f.hidden % f.heads != 0 {

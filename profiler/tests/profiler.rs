@@ -255,8 +255,50 @@ fn spec_validation_names_the_field() {
         "hidden"
     );
     assert_eq!(spec_error("").0, "$");
+    // Sizes with digits too many are refused, not allocated.
+    let (at, msg) = spec_error(&with("\"layers\": 2", "\"layers\": 4194304"));
+    assert_eq!(
+        (at.as_str(), msg.as_str()),
+        ("layers", "expected at most 1024, found 4194304")
+    );
+    assert_eq!(
+        spec_error(&with("[1, 2], \"tp", "[1, 1048576], \"tp")).0,
+        "batch_sizes[1]"
+    );
     let e = ModelSpec::load(Path::new("/nonexistent/spec.json")).unwrap_err();
     assert!(e.is_input_error());
+}
+
+/// The analytic model costs a spec at every size limit without overflow (sizes multiply in f64:
+/// a prefill's m·k·n·count exceeds 2⁶⁴ there) and with finite, positive latencies.
+#[test]
+fn the_largest_accepted_spec_costs_analytically() {
+    for (family, extra) in [("gpt", ""), ("moe", r#", "experts": 1024, "top_k": 1024"#)] {
+        let json = format!(
+            r#"{{"schema": "plexserve/model-spec/v1", "name": "max", "family": "{family}", "layers": 1024,
+              "hidden": 131072, "heads": 4096, "ffn": 524288, "vocab": 4194304, "seq_len": 16777216,
+              "batch_sizes": [1, 65536], "tp_degrees": [1, 4096]{extra}}}"#
+        );
+        let spec = ModelSpec::from_json(Path::new("max.json"), &json).unwrap();
+        let dev = Device::parse("analytic:h100-80gb").unwrap();
+        let p = profile(&spec, &dev, &ProfileOptions::default()).unwrap();
+        let json = serde_json::to_value(p.to_file()).unwrap();
+        let mut n = 0;
+        let mut walk = vec![&json];
+        while let Some(v) = walk.pop() {
+            match v {
+                serde_json::Value::Array(a) => walk.extend(a),
+                serde_json::Value::Object(o) => walk.extend(o.values()),
+                serde_json::Value::Number(x) => {
+                    let x = x.as_f64().unwrap();
+                    assert!(x.is_finite() && x >= 0.0, "{family}: {x}");
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(n > 20, "{family}: {n} numbers");
+    }
 }
 
 #[test]
