@@ -5,7 +5,7 @@ Each run takes a shipped file (instance, plan, spec, profile), applies one to th
 kind a hand-edited file suffers (a key deleted, an array element dropped or repeated, a value of
 another type, a number scaled, negated or huge) and runs the command that reads it. Every run
 must exit 0, 2 (bad input: one error line) or 3 (infeasible), print no panic, stay within 6 GB
-of address space and finish within 60 s. Failing inputs are kept beside the log.
+of address space and finish within 60 s (`serve`: exit with an error, or still be serving after 3 s). Failing inputs are kept beside the log.
 
 Usage: tests/fuzz_cli.py BIN RUNS SEED [TARGET...]   (e.g. target/release/plexserve 400 1)
 Runs one process at a time on CPU 0, single-threaded, niced; same seed, same inputs."""
@@ -40,6 +40,9 @@ TARGETS = {
   "solve": ("instances/tiny/two-test-models.json", lambda f, d: ["solve", f, "--placer", rng.choice(["sr", "alpaserve", "plexserve", "mp-greedy-2", "milp", "exhaustive"]), "--time-limit-s", "5", "-o", d + "/p.json"]),
   "simulate-inst": ("instances/tiny/two-test-models.json", lambda f, d: ["simulate", f, "--plan", R + "/instances/tiny/two-test-models.plan.json"]),
   "simulate-plan": ("instances/tiny/two-test-models.plan.json", lambda f, d: ["simulate", R + "/instances/tiny/two-test-models.json", "--plan", f]),
+  # A server that starts serves until stopped: for these, still running at SERVE_S is a pass.
+  "serve-plan": ("instances/tiny/two-test-models.plan.json", lambda f, d: ["serve", R + "/instances/tiny/two-test-models.json", "--plan", f, "--listen", "127.0.0.1:0"]),
+  "serve-inst": ("instances/tiny/two-test-models.json", lambda f, d: ["serve", f, "--plan", R + "/instances/tiny/two-test-models.plan.json", "--listen", "127.0.0.1:0"]),
   "llm-sim-inst": ("instances/llm/tiny-two-7b.json", lambda f, d: ["llm", "simulate", f, "--plan", R + "/instances/llm/tiny-two-7b.plan.json"]),
   "llm-sim-plan": ("instances/llm/tiny-two-7b.plan.json", lambda f, d: ["llm", "simulate", R + "/instances/llm/tiny-two-7b.json", "--plan", f]),
   "llm-solve": ("instances/llm/tiny-two-7b.json", lambda f, d: ["llm", "solve", f, "--placer", rng.choice(["muxserve", "spatial", "temporal", "plexserve-llm", "tp-static", "tp-dynamic:tp=2"]), "-o", d + "/p.json"]),
@@ -86,14 +89,17 @@ def mutate(doc):
         ps = [p for p in paths(doc) if p] or ps
     return doc
 
+SERVE_S = 3
+
 def run(argv, d):
     env = dict(os.environ, RAYON_NUM_THREADS="1")
+    serving = argv[0] == "serve"
     try:
         out = subprocess.run(["taskset", "-c", "0", "nice", "-n", "19", "prlimit", "--as=6000000000", BIN] + argv,
-                             capture_output=True, timeout=60, env=env, cwd=d)
+                             capture_output=True, timeout=SERVE_S if serving else 60, env=env, cwd=d)
         return out.returncode, out.stderr.decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        return "timeout", ""
+    except subprocess.TimeoutExpired as e:
+        return (0 if serving else "timeout"), (e.stderr or b"").decode(errors="replace")
 
 bad = 0
 names = ONLY or list(TARGETS)
