@@ -17,7 +17,7 @@ use plexserve_solver::sim::Compiled;
 use plexserve_solver::{Instance, Schedule};
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
+use crate::clock::{duration_s, Clock};
 use crate::core::{Admission, AdmissionCore, RejectReason, Ticket};
 use crate::error::{ExecutorError, Result};
 use crate::metrics::Metrics;
@@ -353,7 +353,7 @@ impl Executor {
     pub async fn wait(&self, p: Pending) -> std::result::Result<Served, InferError> {
         let sh = &self.shared;
         let budget = (p.ticket.deadline_s - sh.clock.now_s()).max(0.0) + self.grace_s;
-        let res = tokio::time::timeout(Duration::from_secs_f64(budget), p.rx).await;
+        let res = tokio::time::timeout(duration_s(budget), p.rx).await;
         let g = p.ticket.global_group;
         match res {
             Ok(Ok(Ok(done))) => {

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +17,7 @@ use plexserve_solver::{Instance, Trace};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::clock::{duration_s, instant_after};
 use crate::error::{ExecutorError, Result};
 
 pub const REPLAY_SCHEMA: &str = "plexserve/replay/v1";
@@ -205,7 +206,7 @@ pub async fn replay_trace(
     }
     let start = Instant::now();
     let inflight = Arc::new(tokio::sync::Semaphore::new(opts.max_inflight.max(1)));
-    let timeout = Duration::from_secs_f64(opts.request_timeout_s.max(0.001));
+    let timeout = duration_s(opts.request_timeout_s.max(0.001));
     let target = Arc::new(target.clone());
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -213,7 +214,7 @@ pub async fn replay_trace(
         let at = trace.arrival_s[i] - t0;
         let slo = inst.models[m as usize].slo_s;
         let path = format!("/v1/models/{}/infer", inst.models[m as usize].name);
-        tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
+        tokio::time::sleep_until(instant_after(start, at).into()).await;
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
             tasks.push(tokio::spawn(async move {
                 RequestRecord {
@@ -231,7 +232,7 @@ pub async fn replay_trace(
         };
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let sent = start + Duration::from_secs_f64(at);
+            let sent = instant_after(start, at);
             let res =
                 tokio::time::timeout(timeout, http_request(&target, "POST", &path, b"{}")).await;
             let latency_s = sent.elapsed().as_secs_f64();

@@ -223,6 +223,44 @@ fn malformed_requests_get_4xx_with_reason() {
     });
 }
 
+/// Extreme but valid times — an SLO of 1e300 s ("no SLO"), a workload started 1e300 s of plan
+/// time ago — are served like any other: the answer comes, nothing panics (converting such
+/// a time to a `Duration` once killed the request's handler).
+#[test]
+fn extreme_slo_and_plan_time_are_served() {
+    let (mut inst, schedule) = common::tiny();
+    inst.models[0].slo_s = 1e300;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = Server::start(
+            &inst,
+            &schedule,
+            Arc::new(EmulateRunner),
+            ExecutorOptions::default(),
+            HttpOptions::default(),
+        )
+        .await;
+        let t = Target::parse(&server.url).unwrap();
+        let (status, _) = http_request(
+            &t,
+            "POST",
+            "/v1/workload/start",
+            b"{\"plan_time_s\": 1e300}",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        for model in ["m0", "m1"] {
+            let path = format!("/v1/models/{model}/infer");
+            let (status, body) = http_request(&t, "POST", &path, b"{}").await.unwrap();
+            assert_eq!(status, 200, "{model}: {}", String::from_utf8_lossy(&body));
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["good"].as_bool().unwrap(), "{model}: {v}");
+        }
+        server.stop().await;
+    });
+}
+
 /// Shutdown while requests are queued: every accepted request is still answered.
 #[test]
 fn graceful_shutdown_drains_accepted_requests() {
