@@ -2,28 +2,9 @@
 //! logic runs under the wall clock (serving) and under a clock a test moves by hand.
 
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// `t_s` seconds as a [`Duration`], saturating: zero for a negative time or NaN,
-/// [`Duration::MAX`] beyond its range (an SLO of 1e300 s is a valid "no SLO", and
-/// `Duration::from_secs_f64` would panic on it).
-pub fn duration_s(t_s: f64) -> Duration {
-    if t_s > 0.0 {
-        Duration::try_from_secs_f64(t_s).unwrap_or(Duration::MAX)
-    } else {
-        Duration::ZERO
-    }
-}
-
-/// `start` + `t_s` seconds, or a century after `start` when that is beyond what an [`Instant`]
-/// can hold (a timer that never fires in practice).
-pub fn instant_after(start: Instant, t_s: f64) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-    start
-        .checked_add(duration_s(t_s))
-        .or_else(|| start.checked_add(CENTURY))
-        .unwrap_or(start)
-}
+pub use plexserve_solver::time::{duration_s, instant_after};
 
 /// Seconds since this clock's origin, and a way to wait for a later instant.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -106,23 +87,5 @@ impl Clock for ManualClock {
         while *now < t_s {
             now = self.moved.wait(now).unwrap_or_else(|e| e.into_inner());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conversions_saturate_instead_of_panicking() {
-        assert_eq!(duration_s(1.5), Duration::from_millis(1500));
-        assert_eq!(duration_s(-1.0), Duration::ZERO);
-        assert_eq!(duration_s(f64::NAN), Duration::ZERO);
-        assert_eq!(duration_s(1e300), Duration::MAX);
-        assert_eq!(duration_s(f64::INFINITY), Duration::MAX);
-        let t0 = Instant::now();
-        assert_eq!(instant_after(t0, 2.0), t0 + Duration::from_secs(2));
-        assert!(instant_after(t0, 1e300) > t0 + Duration::from_secs(50 * 365 * 86_400));
-        assert_eq!(instant_after(t0, -5.0), t0);
     }
 }

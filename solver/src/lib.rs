@@ -19,6 +19,7 @@ pub mod placer;
 mod plan;
 pub mod sim;
 mod stage_dp;
+pub mod time;
 pub mod workload;
 
 pub use error::{parse_json, read_file, Result, SolverError};

@@ -58,6 +58,18 @@ fn every_placer_solves_the_tiny_instance_and_simulate_reproduces_the_prediction(
     }
 }
 
+/// A time limit too large for a `Duration` (1e300 s) is no limit: every placer solves the tiny
+/// instance (the MILP once panicked converting it) and finishes on its own.
+#[test]
+fn an_astronomical_time_limit_is_no_limit() {
+    let inst = instance("tiny/two-test-models.json");
+    for placer in ["milp", "sr", "alpaserve", "plexserve"] {
+        let plan = solve_json(&inst, placer, &["--time-limit-s", "1e300"]);
+        assert_eq!(plan["schema"], "plexserve/plan/v1", "{placer}");
+        assert_ne!(plan["solve"]["time_limited"], true, "{placer}");
+    }
+}
+
 #[test]
 fn same_seed_same_bytes_whatever_the_thread_count() {
     let inst = instance("tiny/two-test-models.json");

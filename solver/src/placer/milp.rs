@@ -525,7 +525,7 @@ mod driver {
         if budget_s <= 0.0 {
             return;
         }
-        let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(budget_s);
+        let until = crate::time::instant_after(std::time::Instant::now(), budget_s);
         for &level in levels {
             let t = c.form.utilisation_limit(params.eps, level);
             if c.pattern_failed.is_some_and(|failed| t >= failed) {
@@ -707,8 +707,8 @@ mod driver {
         restart(&mut s, &clock, GREEDY_SHARE * limit);
         let greedy = greedy_starts(&s, &forms, warm_kind == "greedy");
         let mut cut_short = s.timed_out.load(Ordering::Relaxed);
-        let search_until = std::time::Instant::now()
-            + std::time::Duration::from_secs_f64((LOCAL_SHARE * limit).max(0.0));
+        let search_until =
+            crate::time::instant_after(std::time::Instant::now(), LOCAL_SHARE * limit);
         let mut cands: Vec<Candidate> = forms
             .into_par_iter()
             .zip(greedy)
