@@ -5,7 +5,9 @@ Each run takes a shipped file (instance, plan, spec, profile), applies one to th
 kind a hand-edited file suffers (a key deleted, an array element dropped or repeated, a value of
 another type, a number scaled, negated or huge) and runs the command that reads it. Every run
 must exit 0, 2 (bad input: one error line) or 3 (infeasible), print no panic, stay within 6 GB
-of address space and finish within 60 s (`serve`: exit with an error, or still be serving after 3 s). Failing inputs are kept beside the log.
+of address space and finish within 60 s. The `flags-*` targets instead run a shipped file with a
+command-line flag set to an extreme or malformed value (a refused flag may print clap's usage
+hint). `serve`: exit with an error, or still be serving after 3 s. Failing inputs are kept beside the log.
 
 Usage: tests/fuzz_cli.py BIN RUNS SEED [TARGET...]   (e.g. target/release/plexserve 400 1)
 Runs one process at a time on CPU 0, single-threaded, niced; same seed, same inputs."""
@@ -50,6 +52,37 @@ TARGETS = {
   "profile": ("instances/specs/tiny-gpt.json", lambda f, d: ["profile", "--model", f, "--device", rng.choice(["analytic:a100-80gb", "analytic:v100-16gb"]), "-o", d + "/p.json"]),
   "partition": ("instances/layers/toy-transformer.profile.json", lambda f, d: ["partition", f, "--model", "toy-12l", "--devices", "4", "--memory-budget-gib", "16"]),
   "instance": ("instances/layers/toy-transformer.profile.json", lambda f, d: ["instance", "--profile", f, "--devices", "4", "--memory-budget-gib", "16", "--total-rate", "5", "--duration-s", "5"]),
+}
+
+# Flag values: numbers out of range, huge, tiny, not numbers at all.
+FLAG_VALUES = ["0", "-1", "1", "0.5", "1e300", "-1e300", "1e-300", "nan", "inf", "18446744073709551616",
+               "4294967296", "abc", "", "1,2", "1e9"]
+
+def fv():
+    return rng.choice(FLAG_VALUES)
+
+TINY, TINY_PLAN = R + "/instances/tiny/two-test-models.json", R + "/instances/tiny/two-test-models.plan.json"
+LLM_TINY = R + "/instances/llm/tiny-two-7b.json"
+TOY = R + "/instances/layers/toy-transformer.profile.json"
+# Commands with one or two flags set to a random value (the file is the shipped one, unmutated).
+FLAG_TARGETS = {
+  "flags-solve": lambda d: ["solve", TINY, "--placer", rng.choice(["sr", "milp", "alpaserve"]), "-o", d + "/p.json",
+                            rng.choice(["--time-limit-s", "--threads", "--seed"]), fv()],
+  "flags-placer": lambda d: ["solve", TINY, "--placer", rng.choice(["milp", "plexserve", "sr"]) + ":" +
+                             rng.choice(["gap", "mip_time_s", "max_groups", "beam", "iters", "k"]) + "=" + fv(), "-o", d + "/p.json"],
+  "flags-compare": lambda d: ["compare", TINY, "--placers", "sr", "--sweep",
+                              rng.choice(["devices", "rate_scale", "cv_scale", "slo_scale", "models"]) + "=" + fv(), "-o", d],
+  "flags-llm": lambda d: ["llm", "compare", LLM_TINY, "--placers", rng.choice(["spatial", "muxserve", "tp-static"]),
+                          rng.choice(["--sweep", "--goodput-level", "--goodput-resolution", "--grid"]),
+                          rng.choice(["rate_scale=", "alpha=", ""]) + fv(), "-o", d],
+  "flags-instance": lambda d: ["instance", "--profile", TOY, "--devices", "4", "--memory-budget-gib", "16", "--total-rate", "5",
+                               rng.choice(["--devices", "--memory-budget-gib", "--total-rate", "--alpha", "--cv", "--duration-s",
+                                           "--slo-scale", "--seed", "--copies"]), fv()],
+  "flags-partition": lambda d: ["partition", TOY, "--model", "toy-12l", "--devices", "4", "--memory-budget-gib", "16",
+                                rng.choice(["--devices", "--pp", "--tp", "--memory-budget-gib"]), fv()],
+  "flags-profile": lambda d: ["profile", "--model", R + "/instances/specs/tiny-gpt.json", "--device",
+                              rng.choice(["analytic:a100-80gb", "analytic:" + fv(), "cuda:" + fv()]), "-o", d + "/p.json",
+                              rng.choice(["--warmup", "--repeats", "--link-gb-per-s", "--link-latency-us", "--dtype", "--threads"]), fv()],
 }
 
 VALUES = [0, -1, 1, 2, 3, 0.5, -0.5, 1e-300, 1e300, -1e300, 2**63, 2**64, 10**12, 1e9, 4096, 65536,
@@ -102,18 +135,23 @@ def run(argv, d):
         return (0 if serving else "timeout"), (e.stderr or b"").decode(errors="replace")
 
 bad = 0
-names = ONLY or list(TARGETS)
+names = ONLY or list(TARGETS) + list(FLAG_TARGETS)
 for i in range(N):
     name = names[i % len(names)]
-    base, argv = TARGETS[name]
-    doc = mutate(load(base))
     with tempfile.TemporaryDirectory() as d:
-        f = os.path.join(d, "in.json")
-        json.dump(doc, open(f, "w"))
-        a = argv(f, d)
+        if name in FLAG_TARGETS:
+            doc, a = {"argv": None}, FLAG_TARGETS[name](d)
+            doc["argv"] = a
+        else:
+            base, argv = TARGETS[name]
+            doc = mutate(load(base))
+            f = os.path.join(d, "in.json")
+            json.dump(doc, open(f, "w"))
+            a = argv(f, d)
         rc, err = run(a, d)
         ok = rc in (0, 2, 3) and "panicked" not in err
-        if rc == 2 and len([l for l in err.splitlines() if l.strip()]) != 1:
+        # A bad file gets one line; a bad flag gets clap's error with a usage hint.
+        if rc == 2 and name not in FLAG_TARGETS and len([l for l in err.splitlines() if l.strip()]) != 1:
             ok = False; err = "MULTILINE ERROR:\n" + err
         if not ok:
             bad += 1

@@ -246,6 +246,29 @@ fn missing_file_and_bad_options() {
     assert_eq!(out.status.code(), Some(2));
     let out = plexserve(["solve", "--bogus-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    // More threads than any OS starts: an input error, not a failed run.
+    let out = plexserve([
+        "solve".as_ref(),
+        inst.as_os_str(),
+        "--threads".as_ref(),
+        "4294967296".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--threads: expected at most"));
+    // A sweep that scales the workload past the request cap is refused, not allocated.
+    let dir = tempfile::tempdir().unwrap();
+    let out = plexserve([
+        "compare".as_ref(),
+        inst.as_os_str(),
+        "--placers".as_ref(),
+        "sr".as_ref(),
+        "--sweep".as_ref(),
+        "rate_scale=4294967296".as_ref(),
+        "-o".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at most 100000000 are supported"));
 }
 
 #[test]

@@ -211,7 +211,16 @@ impl WorkloadSpec {
     /// directory, [`crate::Instance::base_dir`]).
     pub fn generate(&self, base_dir: &Path) -> Result<Trace> {
         match self {
-            WorkloadSpec::Gamma(g) => Ok(g.generate()),
+            WorkloadSpec::Gamma(g) => {
+                // Checked when the file is read, and again here: a sweep may have scaled it.
+                let expected = g.expected_requests();
+                if !(expected <= MAX_REQUESTS as f64) {
+                    return Err(SolverError::Option(format!(
+                        "the workload gives about {expected:.3e} requests (rates × duration_s); at most {MAX_REQUESTS} are supported"
+                    )));
+                }
+                Ok(g.generate())
+            }
             WorkloadSpec::Requests(r) => Ok(r.trace.clone()),
             WorkloadSpec::Azure(a) => a.generate(base_dir),
         }
