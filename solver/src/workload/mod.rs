@@ -214,7 +214,7 @@ impl WorkloadSpec {
             WorkloadSpec::Gamma(g) => {
                 // Checked when the file is read, and again here: a sweep may have scaled it.
                 let expected = g.expected_requests();
-                if !(expected <= MAX_REQUESTS as f64) {
+                if !(expected.is_finite() && expected <= MAX_REQUESTS as f64) {
                     return Err(SolverError::Option(format!(
                         "the workload gives about {expected:.3e} requests (rates × duration_s); at most {MAX_REQUESTS} are supported"
                     )));
