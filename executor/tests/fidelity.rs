@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use plexserve_executor::{
     replay, simulate_and_measure, with_slo_scale, Admission, AdmissionCore, CpuRunner, CudaRunner,
-    EmulateRunner, Executor, ExecutorError, ExecutorOptions, HttpOptions, LayerRunner, LayerSpec,
-    ManualClock, RejectReason, ReplayOptions,
+    EmulateRunner, Executor, ExecutorError, ExecutorOptions, LayerRunner, LayerSpec, ManualClock,
+    RejectReason, ReplayOptions,
 };
 use plexserve_solver::sim::NO_GROUP;
 use plexserve_solver::{Placement, Schedule, Simulator};
@@ -253,14 +253,7 @@ fn replay_switches_placement_at_plan_start_times() {
     let (_, out) = Simulator::new(&inst, &trace).run(&multi);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let records = rt.block_on(async {
-        let server = common::Server::start(
-            &inst,
-            &multi,
-            Arc::new(EmulateRunner),
-            ExecutorOptions::default(),
-            HttpOptions::default(),
-        )
-        .await;
+        let server = common::Server::emulated(&inst, &multi).await;
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         let (_, records) = replay(
             &inst,

@@ -47,14 +47,7 @@ fn overload_ten_times_capacity() {
     let trace = steady(10.0 * capacity, secs, 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let server = Server::start(
-            &inst,
-            &schedule,
-            Arc::new(EmulateRunner),
-            ExecutorOptions::default(),
-            HttpOptions::default(),
-        )
-        .await;
+        let server = Server::emulated(&inst, &schedule).await;
         let rss0 = rss_kib();
         let target = Target::parse(&server.url).unwrap();
         let records = replay_trace(&inst, &trace, &target, &ReplayOptions::default()).await;
@@ -116,14 +109,7 @@ fn worker_killed_mid_run() {
     let trace = steady(30.0, 5.0, 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let server = Server::start(
-            &inst,
-            &schedule,
-            Arc::new(EmulateRunner),
-            ExecutorOptions::default(),
-            HttpOptions::default(),
-        )
-        .await;
+        let server = Server::emulated(&inst, &schedule).await;
         let target = Target::parse(&server.url).unwrap();
         let exec = server.exec.clone();
         let killer = tokio::spawn(async move {
@@ -232,14 +218,7 @@ fn extreme_slo_and_plan_time_are_served() {
     inst.models[0].slo_s = 1e300;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let server = Server::start(
-            &inst,
-            &schedule,
-            Arc::new(EmulateRunner),
-            ExecutorOptions::default(),
-            HttpOptions::default(),
-        )
-        .await;
+        let server = Server::emulated(&inst, &schedule).await;
         let t = Target::parse(&server.url).unwrap();
         let (status, _) = http_request(
             &t,
@@ -267,14 +246,7 @@ fn graceful_shutdown_drains_accepted_requests() {
     let (inst, schedule) = common::tiny();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let server = Server::start(
-            &inst,
-            &schedule,
-            Arc::new(EmulateRunner),
-            ExecutorOptions::default(),
-            HttpOptions::default(),
-        )
-        .await;
+        let server = Server::emulated(&inst, &schedule).await;
         let t = Target::parse(&server.url).unwrap();
         let mut reqs = Vec::new();
         for i in 0..20 {

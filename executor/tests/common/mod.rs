@@ -55,6 +55,13 @@ pub struct Server {
 }
 
 impl Server {
+    /// The plan served by the emulating runner with default options.
+    pub async fn emulated(inst: &Instance, schedule: &Schedule) -> Server {
+        let runner = Arc::new(plexserve_executor::EmulateRunner);
+        let (opts, http) = (ExecutorOptions::default(), HttpOptions::default());
+        Server::start(inst, schedule, runner, opts, http).await
+    }
+
     pub async fn start(
         inst: &Instance,
         schedule: &Schedule,
