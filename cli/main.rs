@@ -58,6 +58,17 @@ impl From<std::io::Error> for Exit {
     }
 }
 
+/// Output piped into `head` and closed early: end quietly on SIGPIPE, as Unix tools do, instead
+/// of panicking in `println!`. Rust ignores SIGPIPE so that a write to a closed socket is an
+/// error, not death — which `serve` and `replay` need, so they keep Rust's default.
+fn die_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match args::Cli::try_parse() {
         Ok(c) => c,
@@ -67,6 +78,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(
+        cli.command,
+        args::Command::Serve { .. } | args::Command::Replay { .. }
+    ) {
+        die_quietly_on_closed_stdout();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -70,6 +70,28 @@ fn an_astronomical_time_limit_is_no_limit() {
     }
 }
 
+/// Output piped into a reader that stops early (`| head`): the command ends quietly, by SIGPIPE
+/// as Unix tools do, instead of panicking in `println!` on the broken pipe.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plexserve"))
+        .arg("simulate")
+        .arg(instance("tiny/two-test-models.json"))
+        .arg("--plan")
+        .arg(instance("tiny/two-test-models.plan.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed at once: the report (printed after loading and simulating) meets a broken pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
+
 #[test]
 fn same_seed_same_bytes_whatever_the_thread_count() {
     let inst = instance("tiny/two-test-models.json");
