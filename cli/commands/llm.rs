@@ -368,6 +368,17 @@ fn parse_axis(s: &str, axes: &[&str], flag: &str) -> Result<(String, Vec<f64>), 
     Ok((a.to_string(), vals))
 }
 
+/// A number for a file name: its shortest exact form, plain or with an exponent (`0.7`, `1e-300`;
+/// plain Display would write 1e-300 with 300 digits, too long for a file name).
+fn compact(x: f64) -> String {
+    let (plain, sci) = (format!("{x}"), format!("{x:e}"));
+    if sci.len() < plain.len() {
+        sci
+    } else {
+        plain
+    }
+}
+
 /// `--goodput-level L1,L2,...`: fractions in (0, 1]; `resolution` in (0, 1).
 fn parse_levels(s: &str, resolution: f64) -> Result<Vec<llm::GoodputSearch>, Exit> {
     if !(resolution > 0.0 && resolution < 1.0) {
@@ -452,7 +463,7 @@ fn compare(
                 path.display()
             )));
         }
-        base.name = format!("{}-a{alpha}", base.name);
+        base.name = format!("{}-a{}", base.name, compact(alpha));
     }
     std::fs::create_dir_all(out).map_err(|e| Exit {
         code: 1,

@@ -1,5 +1,5 @@
-//! `llm tp-overhead`: the cost model's verdict on Amoeba's premise for decode-bound short
-//! requests (docs/llm/README.md, premise-probe section).
+//! `plexserve llm` on the command line: `tp-overhead`'s verdict on Amoeba's premise for
+//! decode-bound short requests (docs/llm/README.md, premise-probe section), `compare`'s files.
 
 use crate::common::*;
 
@@ -40,4 +40,26 @@ fn kv_bound_decode_favours_tp2_for_qwen32b_and_tp1_for_the_7b_128k_model() {
         cell(&small, 4, "kv_bound_decode_per_gpu_vs_tp1")
             < cell(&small, 2, "kv_bound_decode_per_gpu_vs_tp1")
     );
+}
+
+/// Grid files are named by the value's shortest form: `a0.7`, and `a1e-300` for a value whose
+/// plain form has 300 digits (it once failed with "File name too long").
+#[test]
+fn grid_file_names_use_the_shortest_form_of_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plexserve([
+        "llm".as_ref(),
+        "compare".as_ref(),
+        instance("llm/tiny-two-7b.json").as_os_str(),
+        "--placers".as_ref(),
+        "spatial".as_ref(),
+        "--grid".as_ref(),
+        "alpha=1e-300,0.7".as_ref(),
+        "-o".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for name in ["tiny-two-7b-a1e-300.tsv", "tiny-two-7b-a0.7.tsv"] {
+        assert!(dir.path().join(name).is_file(), "{name}");
+    }
 }
