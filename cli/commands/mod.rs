@@ -135,10 +135,6 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
     })
 }
 
-/// Most worker threads `--threads` accepts (far more than any machine's cores; beyond the OS's
-/// thread limit the pool cannot start).
-const MAX_THREADS: usize = 4096;
-
 /// Runs `f` inside a rayon pool of `threads` workers (the global pool when `None`).
 pub fn with_threads<T: Send>(
     threads: Option<usize>,
@@ -147,8 +143,9 @@ pub fn with_threads<T: Send>(
     match threads {
         None => Ok(f()),
         Some(0) => Err(Exit::input("--threads must be at least 1")),
-        Some(n) if n > MAX_THREADS => Err(Exit::input(format!(
-            "--threads: expected at most {MAX_THREADS}, found {n}"
+        Some(n) if n > plexserve_solver::MAX_THREADS => Err(Exit::input(format!(
+            "--threads: expected at most {}, found {n}",
+            plexserve_solver::MAX_THREADS
         ))),
         Some(n) => {
             let pool = rayon::ThreadPoolBuilder::new()

@@ -260,14 +260,23 @@ fn profile_with(
     speeds: &[SpeedCorrection],
 ) -> Result<Vec<ProfileRun>> {
     let probe = speeds.iter().any(|&s| s != SpeedCorrection::None);
-    if opts.repeats == 0 {
-        return Err(ProfilerError::Option("repeats must be at least 1".into()));
-    }
-    if opts.epochs == 0 {
-        return Err(ProfilerError::Option("epochs must be at least 1".into()));
-    }
-    if opts.threads == Some(0) {
-        return Err(ProfilerError::Option("threads must be at least 1".into()));
+    // Counts a typo can make astronomical (a run that never ends, a pool that never starts).
+    const MAX_RUNS: usize = 10_000;
+    for (what, n, most) in [
+        ("repeats", opts.repeats, MAX_RUNS),
+        ("warmup", opts.warmup.max(1), MAX_RUNS),
+        ("epochs", opts.epochs, MAX_RUNS),
+        (
+            "threads",
+            opts.threads.unwrap_or(1),
+            plexserve_solver::MAX_THREADS,
+        ),
+    ] {
+        if !(1..=most).contains(&n) {
+            return Err(ProfilerError::Option(format!(
+                "{what}: expected 1 to {most}, found {n}"
+            )));
+        }
     }
     if let Some(r) = &opts.probe_reference_s {
         check_probe_reference(r)?;

@@ -23,6 +23,10 @@ pub mod time;
 pub mod workload;
 
 pub use error::{parse_json, read_file, Result, SolverError};
+
+/// Most worker threads a `--threads` option accepts, in every command: far more than any
+/// machine's cores, and a pool of 2³² threads never starts (it spins trying).
+pub const MAX_THREADS: usize = 4096;
 pub use instance::{
     single_device_latency_s, validate_profile, Cluster, Dispatch, Instance, InstanceFile,
     LayerCost, Model, ModelEntry, ParallelConfig, Profile, ProfileSource, SimulatorConfig,

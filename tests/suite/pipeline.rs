@@ -263,4 +263,18 @@ fn profiler_rejects_bad_specs_and_absent_devices() {
         instance("specs/tiny-gpt.json").as_os_str(),
     ]);
     assert_eq!(out.status.code(), Some(2));
+    // Counts a typo made astronomical: refused at once (2³² threads once spun forever).
+    for (flag, value) in [("--threads", "4294967296"), ("--repeats", "1000000000")] {
+        let out = plexserve([
+            "profile".as_ref(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+            "--model".as_ref(),
+            instance("specs/tiny-gpt.json").as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        assert!(stderr(&out).contains("expected 1 to"), "{}", stderr(&out));
+    }
 }
