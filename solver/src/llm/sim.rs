@@ -364,9 +364,9 @@ struct Run<'s, 'a> {
     /// Short requests' arrivals (time, prompt tokens) per LLM over the longest burst window,
     /// with their token sum: the burst-aware merge timing's view of the offered load.
     recent_short: Vec<VecDeque<(f64, u32)>>,
+    recent_short_tokens: Vec<u64>,
     /// Mean (prompt, output) tokens per LLM over the trace (the dynamic SM quotas' sequence size).
     mean_lens: Vec<(f64, f64)>,
-    recent_short_tokens: Vec<u64>,
     out: Outcomes,
     stats: SimStats,
     iters: Vec<IterRecord>,
@@ -584,8 +584,8 @@ impl<'s, 'a> Run<'s, 'a> {
             live_events: 0,
             stall_from: None,
             recent_short: vec![VecDeque::new(); inst.llms.len()],
-            mean_lens: lens,
             recent_short_tokens: vec![0; inst.llms.len()],
+            mean_lens: lens,
             out: Outcomes {
                 first_token_s: vec![nan; n_req],
                 finish_s: vec![nan; n_req],
