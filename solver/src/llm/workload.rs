@@ -19,7 +19,7 @@ use rand_distr::{Distribution, LogNormal};
 use serde::Deserialize;
 
 use crate::error::{read_file, Result, SolverError};
-use crate::workload::{gamma_arrivals, MAX_REQUESTS};
+use crate::workload::{check_requests, gamma_arrivals};
 
 /// A time-sorted request stream with lengths, as parallel columns indexed by request id.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -549,14 +549,13 @@ impl LlmWorkload {
         }
     }
 
-    /// Refuses a generated workload of more than [`MAX_REQUESTS`] requests (a rate or duration
-    /// typed with a few zeros too many would otherwise exhaust memory), naming its size.
+    /// Refuses a generated workload of more than [`crate::workload::MAX_REQUESTS`] requests (a
+    /// rate or duration typed with a few zeros too many would otherwise exhaust memory), naming
+    /// its size.
     fn check_size(&self, n: usize) -> std::result::Result<(), String> {
         match self.expected_requests(n) {
-            Some(e) if !(e.is_finite() && e <= MAX_REQUESTS as f64) => Err(format!(
-                "the workload gives about {e:.3e} requests; at most {MAX_REQUESTS} are supported"
-            )),
-            _ => Ok(()),
+            Some(e) => check_requests(e).map_err(|e| format!("the workload gives {e}")),
+            None => Ok(()),
         }
     }
 

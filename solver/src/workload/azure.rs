@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::csv::LineReader;
 use super::fit::fit_gamma_mle;
 use super::gamma::gamma_arrivals;
-use super::{check_cv, parse_at, Trace, MAX_REQUESTS};
+use super::{check_cv, check_requests, parse_at, Trace};
 use crate::error::{Result, SolverError};
 
 const DAY_S: u64 = 86_400;
@@ -425,17 +425,13 @@ impl AzureWorkload {
     /// Draws the arrivals.
     pub fn generate(&self, base_dir: &Path) -> Result<Trace> {
         let table = self.table(base_dir)?;
-        let expected = self.expected_requests(&table);
-        if expected > MAX_REQUESTS as f64 {
-            return Err(SolverError::invalid(
+        check_requests(self.expected_requests(&table)).map_err(|e| {
+            SolverError::invalid(
                 &self.instance_file,
                 "workload.rate_scale",
-                format!(
-                    "rate_scale {} gives about {expected:.3e} requests; at most {MAX_REQUESTS} are supported",
-                    self.rate_scale
-                ),
-            ));
-        }
+                format!("rate_scale {} gives {e}", self.rate_scale),
+            )
+        })?;
         let fitted = (table.windows.iter().flatten())
             .filter_map(|w| w.process.map(|(_, cv)| cv))
             .fold(0.0, f64::max);

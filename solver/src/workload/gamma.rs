@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
 use serde::Deserialize;
 
-use super::{check_cv, parse_at, Trace, MAX_REQUESTS};
+use super::{check_cv, check_requests, parse_at, Trace, MAX_REQUESTS};
 use crate::error::{Result, SolverError};
 
 /// One model's stream.
@@ -174,15 +174,8 @@ impl GammaWorkload {
             streams,
             n_models: models.len(),
         };
-        let expected = w.expected_requests();
-        if expected > MAX_REQUESTS as f64 {
-            return Err(bad(
-                "duration_s",
-                format!(
-                    "rates × duration_s give about {expected:.3e} requests; at most {MAX_REQUESTS} are supported"
-                ),
-            ));
-        }
+        check_requests(w.expected_requests())
+            .map_err(|e| bad("duration_s", format!("rates × duration_s give {e}")))?;
         Ok(w)
     }
 

@@ -47,6 +47,18 @@ pub use gamma::{gamma_arrivals, power_law_rates, GammaStream, GammaWorkload};
 /// merge buffer); larger requests are refused with an error instead of exhausting memory.
 pub const MAX_REQUESTS: usize = 100_000_000;
 
+/// `Err("about N requests; at most … are supported")` when `expected` requests exceed
+/// [`MAX_REQUESTS`] or are not finite; callers say what gives that many.
+pub(crate) fn check_requests(expected: f64) -> std::result::Result<(), String> {
+    if expected.is_finite() && expected <= MAX_REQUESTS as f64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "about {expected:.3e} requests; at most {MAX_REQUESTS} are supported"
+        ))
+    }
+}
+
 /// Largest coefficient of variation of Gamma inter-arrival times (the papers sweep 1 … 8; fitted
 /// trace windows stay below 2). Far beyond it the gaps' shape 1/cv² makes most gaps underflow to
 /// zero, and a window's arrivals run away to [`MAX_REQUESTS`].
@@ -213,12 +225,9 @@ impl WorkloadSpec {
         match self {
             WorkloadSpec::Gamma(g) => {
                 // Checked when the file is read, and again here: a sweep may have scaled it.
-                let expected = g.expected_requests();
-                if !(expected.is_finite() && expected <= MAX_REQUESTS as f64) {
-                    return Err(SolverError::Option(format!(
-                        "the workload gives about {expected:.3e} requests (rates × duration_s); at most {MAX_REQUESTS} are supported"
-                    )));
-                }
+                check_requests(g.expected_requests()).map_err(|e| {
+                    SolverError::Option(format!("rates × duration_s of the workload give {e}"))
+                })?;
                 Ok(g.generate())
             }
             WorkloadSpec::Requests(r) => Ok(r.trace.clone()),
