@@ -644,9 +644,7 @@ fn measure_group<T: Timer + ?Sized>(
             }
         }
     }
-    for m in &mut pooled {
-        m.estimates_s = [m.median_s(); 3];
-    }
+    // The estimates are the first epoch's until [`correct_speed`] fills them in.
     Ok((pooled, rounds))
 }
 

@@ -262,19 +262,20 @@ fn profile_with(
     let probe = speeds.iter().any(|&s| s != SpeedCorrection::None);
     // Counts a typo can make astronomical (a run that never ends, a pool that never starts).
     const MAX_RUNS: usize = 10_000;
-    for (what, n, most) in [
-        ("repeats", opts.repeats, MAX_RUNS),
-        ("warmup", opts.warmup.max(1), MAX_RUNS),
-        ("epochs", opts.epochs, MAX_RUNS),
+    for (what, n, least, most) in [
+        ("repeats", opts.repeats, 1, MAX_RUNS),
+        ("warmup", opts.warmup, 0, MAX_RUNS),
+        ("epochs", opts.epochs, 1, MAX_RUNS),
         (
             "threads",
             opts.threads.unwrap_or(1),
+            1,
             plexserve_solver::MAX_THREADS,
         ),
     ] {
-        if !(1..=most).contains(&n) {
+        if !(least..=most).contains(&n) {
             return Err(ProfilerError::Option(format!(
-                "{what}: expected 1 to {most}, found {n}"
+                "{what}: expected {least} to {most}, found {n}"
             )));
         }
     }
@@ -353,7 +354,7 @@ fn profile_here(
     let distinct = distinct_ops(spec);
     let costed = cost_ops(&coster, &distinct, spec, opts, probe)?;
     drop(pinned);
-    for c in &costed.variants[opts.speed as usize] {
+    for c in &costed.costs(opts.speed) {
         tracing::debug!(op = %c.op, median_s = c.median_s, iqr = c.iqr_ratio(), "costed");
     }
     speeds
@@ -388,7 +389,7 @@ fn assemble(parts: Parts, speed: SpeedCorrection) -> Result<ProfileRun> {
     let Parts {
         spec, link, costed, ..
     } = parts;
-    let costs = costed.variants[speed as usize].clone();
+    let costs = costed.costs(speed);
     let kinds = layer_kinds(spec);
     let memo: BTreeMap<&Op, usize> = costs.iter().enumerate().map(|(i, c)| (&c.op, i)).collect();
     let kind_latency: Vec<(LayerKind, Vec<Vec<f64>>)> = kinds
@@ -452,7 +453,7 @@ fn assemble(parts: Parts, speed: SpeedCorrection) -> Result<ProfileRun> {
         })
         .collect();
 
-    let source = source_of(parts, speed);
+    let source = source_of(parts, speed, &costs);
     let profile = Profile {
         batch_sizes: spec.batch_sizes.clone(),
         configs: Vec::new(),
@@ -517,13 +518,26 @@ fn measure_options(opts: &ProfileOptions, probe: bool) -> MeasureOptions {
     }
 }
 
-/// Every operator's cost under each [`SpeedCorrection`] (the same samples; only `median_s`
-/// differs), and what the speed correction found.
+/// Every operator's cost, its latency under each [`SpeedCorrection`] (the same samples; only
+/// `median_s` differs), and what the speed correction found.
 struct Costed {
-    variants: Vec<Vec<OpCost>>,
+    costs: Vec<OpCost>,
+    /// Per operator, its latency under each correction (indexed by it as `usize`).
+    estimates_s: Vec<[f64; 3]>,
     probe_s: Vec<f64>,
     probe_reference_s: Vec<f64>,
     groups: Vec<GroupSpeed>,
+}
+
+impl Costed {
+    /// The operators' costs with their latencies under `speed`.
+    fn costs(&self, speed: SpeedCorrection) -> Vec<OpCost> {
+        let mut costs = self.costs.clone();
+        for (c, e) in costs.iter_mut().zip(&self.estimates_s) {
+            c.median_s = e[speed as usize];
+        }
+        costs
+    }
 }
 
 fn cost_ops(
@@ -536,30 +550,27 @@ fn cost_ops(
     Ok(match coster {
         Coster::Measured(timer) => {
             let m = measure(timer.as_ref(), ops, &measure_options(opts, probe))?;
-            let variants = SpeedCorrection::ALL
-                .into_iter()
-                .map(|c| {
-                    m.ops
-                        .iter()
-                        .zip(ops)
-                        .map(|(m, op)| OpCost {
-                            op: op.clone(),
-                            median_s: m.estimate_s(c),
-                            min_s: m.samples.min_s(),
-                            max_s: m.samples.max_s(),
-                            q1_s: m.samples.quantile_s(0.25),
-                            q3_s: m.samples.quantile_s(0.75),
-                            repeats: m.samples.0.len(),
-                            warmup_samples: m.warmup_samples,
-                            settled: m.settled,
-                            runs_per_sample: m.runs_per_sample,
-                            ci_half_width: m.samples.median_ci_half_width(),
-                        })
-                        .collect()
+            let costs = m
+                .ops
+                .iter()
+                .zip(ops)
+                .map(|(m, op)| OpCost {
+                    op: op.clone(),
+                    median_s: m.median_s(),
+                    min_s: m.samples.min_s(),
+                    max_s: m.samples.max_s(),
+                    q1_s: m.samples.quantile_s(0.25),
+                    q3_s: m.samples.quantile_s(0.75),
+                    repeats: m.samples.0.len(),
+                    warmup_samples: m.warmup_samples,
+                    settled: m.settled,
+                    runs_per_sample: m.runs_per_sample,
+                    ci_half_width: m.samples.median_ci_half_width(),
                 })
                 .collect();
             Costed {
-                variants,
+                costs,
+                estimates_s: m.ops.iter().map(|m| m.estimates_s).collect(),
                 probe_s: m
                     .groups
                     .first()
@@ -590,7 +601,8 @@ fn cost_ops(
                 })
                 .collect();
             Costed {
-                variants: vec![costs; SpeedCorrection::ALL.len()],
+                estimates_s: costs.iter().map(|c| [c.median_s; 3]).collect(),
+                costs,
                 probe_s: Vec::new(),
                 probe_reference_s: Vec::new(),
                 groups: Vec::new(),
@@ -681,7 +693,7 @@ fn speed_note(speed: SpeedCorrection, costed: &Costed) -> String {
     }
 }
 
-fn source_of(parts: Parts, speed: SpeedCorrection) -> ProfileSource {
+fn source_of(parts: Parts, speed: SpeedCorrection, costs: &[OpCost]) -> ProfileSource {
     let Parts {
         spec,
         device,
@@ -690,7 +702,6 @@ fn source_of(parts: Parts, speed: SpeedCorrection) -> ProfileSource {
         opts,
         costed,
     } = parts;
-    let costs = &costed.variants[speed as usize];
     let blocks = spec.layers;
     let repeat_note = format!(
         "identical layers costed once and repeated ({blocks} transformer blocks, {} distinct operators)",

@@ -267,12 +267,8 @@ pub fn repeatability(
     opts: &ProfileOptions,
     runs: usize,
 ) -> Result<(RepeatabilityReport, Vec<ProfileRun>)> {
-    let mut all = repeatability_variants(spec, device, opts, runs, false)?;
-    let at = all
-        .iter()
-        .position(|(c, _, _)| *c == opts.speed)
-        .unwrap_or(0);
-    let (_, report, profiles) = all.swap_remove(at);
+    // Not all variants: the one entry is `opts.speed`'s.
+    let (_, report, profiles) = repeatability_variants(spec, device, opts, runs, false)?.remove(0);
     Ok((report, profiles))
 }
 
