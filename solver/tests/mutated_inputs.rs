@@ -116,6 +116,21 @@ fn acceptable(e: &SolverError) -> bool {
     e.is_input_error() || matches!(e, SolverError::Infeasible(_))
 }
 
+/// The value of `$r`; when it is an error, a check that the error is the input's fault (naming
+/// the file `$file` when given) and the end of the case.
+macro_rules! or_refused {
+    ($r:expr $(, $file:expr)?) => {
+        match $r {
+            Ok(v) => v,
+            Err(e) => {
+                prop_assert!(acceptable(&e), "{e}");
+                $(prop_assert!(e.to_string().contains($file), "{e}");)?
+                return Ok(());
+            }
+        }
+    };
+}
+
 fn edits() -> impl Strategy<Value = Vec<Edit>> {
     proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 1..4)
 }
@@ -130,61 +145,29 @@ proptest! {
     #[test]
     fn a_mutated_instance_is_refused_or_simulated(edits in edits()) {
         let (path, text) = mutated("instances/tiny/two-test-models.json", &edits);
-        let inst = match Instance::from_json(&path, &text) {
-            Ok(i) => i,
-            Err(e) => {
-                prop_assert!(acceptable(&e), "{e}");
-                prop_assert!(e.to_string().contains("two-test-models.json"), "{e}");
-                return Ok(());
-            }
-        };
-        let trace = match inst.workload.generate(inst.base_dir()) {
-            Ok(t) => t,
-            Err(e) => {
-                prop_assert!(acceptable(&e), "{e}");
-                return Ok(());
-            }
-        };
-        match by_name("sr").and_then(|p| p.place(&inst, &trace, &PlaceOptions::default(), &Silent)) {
-            Ok(solved) => {
-                let (rep, _) = Simulator::new(&inst, &trace).report(&solved.schedule);
-                // Every request is good, rejected or late, or trimmed as warm-up/cool-down.
-                prop_assert_eq!(rep.requests + 2 * rep.trimmed_each_end, trace.len() as u64);
-                prop_assert_eq!(rep.good + rep.rejected + rep.late, rep.requests);
-            }
-            Err(e) => prop_assert!(acceptable(&e), "{e}"),
-        }
+        let inst = or_refused!(Instance::from_json(&path, &text), "two-test-models.json");
+        let trace = or_refused!(inst.workload.generate(inst.base_dir()));
+        let solved = or_refused!(
+            by_name("sr").and_then(|p| p.place(&inst, &trace, &PlaceOptions::default(), &Silent))
+        );
+        let (rep, _) = Simulator::new(&inst, &trace).report(&solved.schedule);
+        // Every request is good, rejected or late, or trimmed as warm-up/cool-down.
+        prop_assert_eq!(rep.requests + 2 * rep.trimmed_each_end, trace.len() as u64);
+        prop_assert_eq!(rep.good + rep.rejected + rep.late, rep.requests);
     }
 
     #[test]
     fn a_mutated_llm_instance_is_refused_or_simulated(edits in edits(), placer in 0usize..3) {
         let (path, text) = mutated("instances/llm/tiny-two-7b.json", &edits);
-        let inst = match LlmInstance::from_json(&path, &text) {
-            Ok(i) => i,
-            Err(e) => {
-                prop_assert!(acceptable(&e), "{e}");
-                prop_assert!(e.to_string().contains("tiny-two-7b.json"), "{e}");
-                return Ok(());
-            }
-        };
-        let trace = match inst.workload.generate(inst.base_dir(), inst.llms.len()) {
-            Ok(t) => t,
-            Err(e) => {
-                prop_assert!(acceptable(&e), "{e}");
-                return Ok(());
-            }
-        };
+        let inst = or_refused!(LlmInstance::from_json(&path, &text), "tiny-two-7b.json");
+        let trace = or_refused!(inst.workload.generate(inst.base_dir(), inst.llms.len()));
         let name = ["spatial", "muxserve", "tp-static"][placer];
-        let placed = llm_placer(name, &PlaceOptions::default())
-            .and_then(|(p, o)| p.place(&inst, &trace, &o));
-        match placed {
-            Ok(solved) => {
-                let rep = llm::simulate(&inst, &trace, &solved.deployment);
-                prop_assert_eq!(rep.finished + rep.dropped, rep.requests);
-                prop_assert_eq!(rep.stuck, 0);
-                prop_assert!(rep.kv_peak_fraction <= 1.0 + 1e-12);
-            }
-            Err(e) => prop_assert!(acceptable(&e), "{e}"),
-        }
+        let solved = or_refused!(
+            llm_placer(name, &PlaceOptions::default()).and_then(|(p, o)| p.place(&inst, &trace, &o))
+        );
+        let rep = llm::simulate(&inst, &trace, &solved.deployment);
+        prop_assert_eq!(rep.finished + rep.dropped, rep.requests);
+        prop_assert_eq!(rep.stuck, 0);
+        prop_assert!(rep.kv_peak_fraction <= 1.0 + 1e-12);
     }
 }
