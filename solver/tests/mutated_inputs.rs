@@ -137,7 +137,7 @@ fn edits() -> impl Strategy<Value = Vec<Edit>> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 400,
+        cases: 4000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
         ..ProptestConfig::default()
     })]

@@ -201,6 +201,12 @@ fn warmup_trims_by_request_count_at_both_ends() {
     assert_eq!(warmup_skip(&arr, 10.0), 10); // floor(10/100 * 101)
     assert_eq!(warmup_skip(&arr, 0.0), 0);
     assert_eq!(warmup_skip(&arr, 60.0), 0, "trimming everything is refused");
+    // Found by the mutated-instance property test: 2 · usize::MAX overflowed.
+    assert_eq!(
+        warmup_skip(&arr, 1e300),
+        0,
+        "so is a warm-up beyond the span"
+    );
     // In the report: the slow start is trimmed away.
     let mut reqs: Vec<(f64, usize)> = (0..10).map(|i| (i as f64 * 0.01, 0)).collect();
     reqs.extend((0..90).map(|i| (1.0 + i as f64, 0)));

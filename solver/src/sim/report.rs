@@ -69,8 +69,9 @@ pub fn warmup_skip(arrival_s: &[f64], warmup_s: f64) -> usize {
     if span <= 0.0 || warmup_s <= 0.0 {
         return 0;
     }
+    // A warm-up far beyond the span (1e300 s) saturates the cast to usize::MAX.
     let skip = (warmup_s / span * n as f64).floor() as usize;
-    if 2 * skip >= n {
+    if skip.saturating_mul(2) >= n {
         0
     } else {
         skip
