@@ -1,8 +1,10 @@
 //! Command-line arguments (contract.md §1).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use plexserve_solver::PlaceOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,28 @@ pub struct SearchArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+impl SearchArgs {
+    /// The placer options these flags give, with `params` from the placer's name; a time limit
+    /// that is not a positive number is refused.
+    pub fn place_options(
+        &self,
+        params: BTreeMap<String, String>,
+    ) -> Result<PlaceOptions, crate::Exit> {
+        if let Some(l) = self.time_limit_s {
+            if !(l.is_finite() && l > 0.0) {
+                return Err(crate::Exit::input(format!(
+                    "--time-limit-s: expected a positive number, found {l}"
+                )));
+            }
+        }
+        Ok(PlaceOptions {
+            time_limit_s: self.time_limit_s,
+            seed: self.seed,
+            params,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]

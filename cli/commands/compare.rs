@@ -30,13 +30,7 @@ pub fn run(
         .iter()
         .map(|s| s.parse::<Sweep>())
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(l) = search.time_limit_s {
-        if !(l.is_finite() && l > 0.0) {
-            return Err(Exit::input(format!(
-                "--time-limit-s: expected a positive number, found {l}"
-            )));
-        }
-    }
+    let opts = search.place_options(Default::default())?;
     let exp = Experiment::load(instance)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Exit {
         code: 1,
@@ -47,7 +41,7 @@ pub fn run(
     })?;
     let bar = Bar::new(&format!("compare {}", exp.base.name));
     let rows = with_threads(search.threads, || {
-        exp.run(&placers, &sweeps, search.seed, search.time_limit_s, &bar)
+        exp.run(&placers, &sweeps, opts.seed, opts.time_limit_s, &bar)
     })??;
     bar.finish();
 

@@ -7,7 +7,10 @@ use clap::Subcommand;
 use plexserve_solver::llm::{self, LlmInstance, LlmPlanFile, LlmSimReport};
 use plexserve_solver::{PlaceOptions, Predicted, SolveInfo};
 
-use super::write_file;
+use rayon::prelude::*;
+
+use super::{with_threads, write_file};
+use crate::args::SearchArgs;
 use crate::Exit;
 
 #[derive(Debug, Subcommand)]
@@ -22,10 +25,8 @@ pub enum LlmCommand {
         output: Option<PathBuf>,
         #[arg(long)]
         json: bool,
-        #[arg(long = "time-limit-s")]
-        time_limit_s: Option<f64>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        search: SearchArgs,
     },
     /// Simulate an LLM plan on the instance's workload.
     Simulate {
@@ -58,6 +59,11 @@ pub enum LlmCommand {
         /// Relative width of the final bracket of the goodput search.
         #[arg(long = "goodput-resolution", default_value_t = 0.01)]
         goodput_resolution: f64,
+        /// Points (rate scale × placer) and goodput searches run in parallel; `--threads` sets
+        /// how many at once (each holds its own trace copy and simulation). The TSVs do not
+        /// depend on it, except the measured `solve_time_s`.
+        #[command(flatten)]
+        search: SearchArgs,
     },
     /// TP overhead of the instance's first LLM by degree (1, 2, 4, 8): the ring all-reduce
     /// cost per layer from the α-β link model, step times and per-GPU efficiency vs TP1 at
@@ -82,15 +88,13 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             placer,
             output,
             json,
-            time_limit_s,
-            seed,
+            search,
         } => solve(
             &instance,
             placer.as_deref(),
             output.as_deref(),
             json,
-            time_limit_s,
-            seed,
+            &search,
         ),
         LlmCommand::Simulate {
             instance,
@@ -105,36 +109,36 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             output,
             goodput_level,
             goodput_resolution,
+            search,
         } => {
-            let placers = split_placers(&placers);
-            let levels = match goodput_level {
-                None => vec![],
-                Some(l) => parse_levels(&l, goodput_resolution)?,
+            let job = Comparison {
+                placers: split_placers(&placers),
+                levels: match goodput_level {
+                    None => vec![],
+                    Some(l) => parse_levels(&l, goodput_resolution)?,
+                },
+                opts: search.place_options(Default::default())?,
+                out: output,
             };
-            match grid {
-                None => compare(
-                    &instance,
-                    &placers,
-                    sweep.as_deref(),
-                    None,
-                    &levels,
-                    &output,
-                ),
+            let grid = match grid {
+                None => vec![None],
                 Some(g) => {
                     let (axis, values) = parse_axis(&g, &["alpha"], "--grid")?;
-                    for v in values {
-                        compare(
-                            &instance,
-                            &placers,
-                            sweep.as_deref(),
-                            Some((axis.as_str(), v)),
-                            &levels,
-                            &output,
-                        )?;
-                    }
-                    Ok(())
+                    values
+                        .into_iter()
+                        .map(|v| Some((axis.clone(), v)))
+                        .collect()
                 }
-            }
+            };
+            with_threads(search.threads, || {
+                grid.iter().try_for_each(|g| {
+                    job.run(
+                        &instance,
+                        sweep.as_deref(),
+                        g.as_ref().map(|(a, v)| (a.as_str(), *v)),
+                    )
+                })
+            })?
         }
         LlmCommand::TpOverhead { instance, output } => tp_overhead(&instance, output.as_deref()),
         LlmCommand::Placers { json } => {
@@ -181,18 +185,13 @@ fn solve(
     placer: Option<&str>,
     out: Option<&Path>,
     json: bool,
-    limit: Option<f64>,
-    seed: u64,
+    search: &SearchArgs,
 ) -> Result<(), Exit> {
+    let base = search.place_options(Default::default())?;
     let (inst, trace) = load(path)?;
-    let base = PlaceOptions {
-        time_limit_s: limit,
-        seed,
-        ..Default::default()
-    };
     let spec = placer.unwrap_or(llm::DEFAULT_LLM_PLACER);
     let (p, opts) = llm::llm_placer(spec, &base)?;
-    let solved = p.place(&inst, &trace, &opts)?;
+    let solved = with_threads(search.threads, || p.place(&inst, &trace, &opts))??;
     let rep = llm::simulate(&inst, &trace, &solved.deployment);
     let mut plan = solved.deployment.to_plan(&inst, spec);
     plan.predicted = Some(Predicted {
@@ -401,28 +400,212 @@ fn parse_levels(s: &str, resolution: f64) -> Result<Vec<llm::GoodputSearch>, Exi
         .collect()
 }
 
-/// Places and simulates one placer on the instance at rate scale `scale` (the instance itself
-/// when `trace` is given: the sweep shares one trace per scale among its placers).
-fn run_point(
-    base: &LlmInstance,
-    spec: &str,
-    scale: f64,
-    trace: Option<&llm::LlmTrace>,
-) -> Result<(LlmSimReport, usize, f64), Exit> {
-    let mut inst = base.clone();
-    inst.workload.scale_rate(scale);
-    let own;
-    let trace = match trace {
-        Some(t) => t,
-        None => {
-            own = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
-            &own
+/// One `llm compare` job: the placers, the goodput levels, the placers' base options and the
+/// output folder; `run` does it for one popularity skew of the grid (or the instance's own).
+struct Comparison {
+    placers: Vec<String>,
+    levels: Vec<llm::GoodputSearch>,
+    opts: PlaceOptions,
+    out: PathBuf,
+}
+
+impl Comparison {
+    /// Places and simulates one placer on the instance at rate scale `scale` (the instance
+    /// itself when `trace` is given: the sweep shares one trace per scale among its placers).
+    fn point(
+        &self,
+        base: &LlmInstance,
+        spec: &str,
+        scale: f64,
+        trace: Option<&llm::LlmTrace>,
+    ) -> Result<(LlmSimReport, usize, f64), Exit> {
+        let mut inst = base.clone();
+        inst.workload.scale_rate(scale);
+        let own;
+        let trace = match trace {
+            Some(t) => t,
+            None => {
+                own = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
+                &own
+            }
+        };
+        let (p, opts) = llm::llm_placer(spec, &self.opts)?;
+        let s = p.place(&inst, trace, &opts)?;
+        let rep = llm::simulate(&inst, trace, &s.deployment);
+        Ok((rep, s.deployment.units.len(), s.time_s))
+    }
+
+    fn run(&self, path: &Path, sweep: Option<&str>, grid: Option<(&str, f64)>) -> Result<(), Exit> {
+        let (placers, out) = (&self.placers, self.out.as_path());
+        if placers.is_empty() {
+            return Err(Exit::input("--placers needs at least one placer"));
         }
-    };
-    let (p, opts) = llm::llm_placer(spec, &PlaceOptions::default())?;
-    let s = p.place(&inst, trace, &opts)?;
-    let rep = llm::simulate(&inst, trace, &s.deployment);
-    Ok((rep, s.deployment.units.len(), s.time_s))
+        // A misspelt placer is reported before any point runs.
+        for spec in placers {
+            llm::llm_placer(spec, &self.opts)?;
+        }
+        let (axis, values) = match sweep {
+            None => ("rate_scale".to_string(), vec![1.0]),
+            Some(s) => parse_axis(s, &["rate_scale"], "--sweep")?,
+        };
+        let mut base = LlmInstance::load(path)?;
+        if let Some((_, alpha)) = grid {
+            if !base.workload.set_alpha(alpha) {
+                return Err(Exit::input(format!(
+                    "--grid alpha: the workload of {} has no popularity skew",
+                    path.display()
+                )));
+            }
+            base.name = format!("{}-a{}", base.name, compact(alpha));
+        }
+        std::fs::create_dir_all(out).map_err(|e| Exit {
+            code: 1,
+            message: format!("{}: {e}", out.display()),
+        })?;
+        let traces = values
+            .iter()
+            .map(|&v| {
+                let mut inst = base.clone();
+                inst.workload.scale_rate(v);
+                Ok(inst.workload.generate(inst.base_dir(), inst.llms.len())?)
+            })
+            .collect::<Result<Vec<_>, Exit>>()?;
+        let points: Vec<(usize, &String)> = (0..values.len())
+            .flat_map(|i| placers.iter().map(move |p| (i, p)))
+            .collect();
+        // Every point runs, in parallel; the rows (and the first error) come in sweep order.
+        let rows = points
+            .par_iter()
+            .map(|&(i, spec)| {
+                let v = values[i];
+                let (rep, units, solve_s) = self.point(&base, spec, v, Some(&traces[i]))?;
+                eprintln!(
+                    "{axis}={v} {spec}: goodput {:.3} throughput {:.3} attainment {:.4}",
+                    rep.goodput_rps, rep.throughput_rps, rep.slo_attainment
+                );
+                Ok(Row {
+                    value: v,
+                    placer: spec.clone(),
+                    rep,
+                    units,
+                    solve_s,
+                })
+            })
+            .collect::<Vec<Result<Row, Exit>>>()
+            .into_iter()
+            .collect::<Result<Vec<_>, Exit>>()?;
+        let mut tsv = String::from(
+            "instance\taxis\tvalue\tplacer\tunits\trequests\tfinished\tdropped\tgood\tslo_attainment\tthroughput_rps\tgoodput_rps\toutput_tokens_per_s\tttft_p50_s\tttft_p99_s\ttpot_p50_s\ttpot_p99_s\tlatency_p99_s\tpreemptions\tmerges\tsplits\tsolve_time_s\n",
+        );
+        for r in &rows {
+            let p = &r.rep;
+            let _ = writeln!(
+                tsv,
+                "{}\t{axis}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.1}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}\t{}\t{:.3}",
+                base.name, r.value, r.placer, r.units, p.requests, p.finished, p.dropped, p.good, p.slo_attainment, p.throughput_rps,
+                p.goodput_rps, p.output_tokens_per_s, p.ttft_s.p50, p.ttft_s.p99, p.tpot_s.p50, p.tpot_s.p99, p.latency_s.p99, p.preemptions,
+                p.merges, p.splits, r.solve_s
+            );
+        }
+        write_file(&out.join(format!("{}.tsv", base.name)), &tsv)?;
+        type Metric = fn(&LlmSimReport) -> f64;
+        let metrics: [(&str, Metric); 3] = [
+            ("goodput_rps", |r| r.goodput_rps),
+            ("throughput_rps", |r| r.throughput_rps),
+            ("slo_attainment", |r| r.slo_attainment),
+        ];
+        for (name, f) in metrics {
+            let series: Vec<(String, Vec<(f64, f64)>)> = placers
+                .iter()
+                .map(|p| {
+                    (
+                        p.clone(),
+                        rows.iter()
+                            .filter(|r| &r.placer == p)
+                            .map(|r| (r.value, f(&r.rep)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let svg = line_plot_svg(&format!("{} — {name}", base.name), &axis, name, &series);
+            write_file(&out.join(format!("{}.{name}.svg", base.name)), &svg)?;
+        }
+        eprintln!("wrote {}", out.join(format!("{}.tsv", base.name)).display());
+        if axis == "rate_scale" {
+            for level in &self.levels {
+                self.goodput_at_level(&base, &rows, level)?;
+            }
+        } else if !self.levels.is_empty() {
+            return Err(Exit::input("--goodput-level needs a rate_scale sweep"));
+        }
+        Ok(())
+    }
+
+    /// Goodput at one SLO level per placer (`<instance>.goodput<pct>.{tsv,svg}`), starting from
+    /// the sweep's rows of that placer; the placers' searches run in parallel.
+    fn goodput_at_level(
+        &self,
+        base: &LlmInstance,
+        rows: &[Row],
+        level: &llm::GoodputSearch,
+    ) -> Result<(), Exit> {
+        let pct = level_pct(level.level);
+        let found = self
+            .placers
+            .par_iter()
+            .map(|spec| {
+                let sweep: Vec<llm::RatePoint> = rows
+                    .iter()
+                    .filter(|r| &r.placer == spec)
+                    .map(|r| rate_point(r.value, &r.rep))
+                    .collect();
+                let g = llm::max_rate_at_level(&sweep, level, |s| {
+                    // The CLI's errors are already reported as text; the search only needs to stop.
+                    self.point(base, spec, s, None)
+                        .map(|(rep, _, _)| rate_point(s, &rep))
+                        .map_err(|e| plexserve_solver::SolverError::Option(e.message))
+                })?;
+                let scale = g.scale.map_or("none".to_string(), |s| format!("{s:.4}"));
+                eprintln!(
+                    "goodput@{pct} {spec}: {} scale {scale} = {:.3} req/s, bracket [{:.4}, {:.4}], attainment {:.4} ({} runs)",
+                    g.status.as_str(), g.rps, g.lo, g.hi, g.attainment, g.evaluations
+                );
+                Ok((g, scale))
+            })
+            .collect::<Vec<Result<_, Exit>>>();
+        let mut tsv = String::from(
+            "instance\tplacer\tlevel\tstatus\tmax_rate_scale\tgoodput_rps\tbracket_lo\tbracket_hi\tattainment\tresolution\tevaluations\n",
+        );
+        let mut bars = Vec::new();
+        for (spec, found) in self.placers.iter().zip(found) {
+            let (g, scale) = found?;
+            let _ = writeln!(
+                tsv,
+                "{}\t{spec}\t{}\t{}\t{scale}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}",
+                base.name,
+                level.level,
+                g.status.as_str(),
+                g.rps,
+                g.lo,
+                g.hi,
+                g.attainment,
+                level.resolution,
+                g.evaluations
+            );
+            bars.push((spec.clone(), g.rps));
+        }
+        let stem = format!("{}.goodput{pct}", base.name);
+        let out = self.out.as_path();
+        write_file(&out.join(format!("{stem}.tsv")), &tsv)?;
+        let svg = bar_plot_svg(
+            &format!("{} — goodput at {pct} % SLO attainment", base.name),
+            "max req/s with attainment ≥ level",
+            &bars,
+        );
+        write_file(&out.join(format!("{stem}.svg")), &svg)?;
+        eprintln!("wrote {}", out.join(format!("{stem}.tsv")).display());
+        Ok(())
+    }
 }
 
 /// Offered load of a simulated point: requests per second of its arrival span.
@@ -438,160 +621,6 @@ fn rate_point(scale: f64, rep: &LlmSimReport) -> llm::RatePoint {
 fn level_pct(level: f64) -> String {
     let s = format!("{:.2}", level * 100.0);
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn compare(
-    path: &Path,
-    placers: &[String],
-    sweep: Option<&str>,
-    grid: Option<(&str, f64)>,
-    levels: &[llm::GoodputSearch],
-    out: &Path,
-) -> Result<(), Exit> {
-    if placers.is_empty() {
-        return Err(Exit::input("--placers needs at least one placer"));
-    }
-    let (axis, values) = match sweep {
-        None => ("rate_scale".to_string(), vec![1.0]),
-        Some(s) => parse_axis(s, &["rate_scale"], "--sweep")?,
-    };
-    let mut base = LlmInstance::load(path)?;
-    if let Some((_, alpha)) = grid {
-        if !base.workload.set_alpha(alpha) {
-            return Err(Exit::input(format!(
-                "--grid alpha: the workload of {} has no popularity skew",
-                path.display()
-            )));
-        }
-        base.name = format!("{}-a{}", base.name, compact(alpha));
-    }
-    std::fs::create_dir_all(out).map_err(|e| Exit {
-        code: 1,
-        message: format!("{}: {e}", out.display()),
-    })?;
-    let mut rows = Vec::new();
-    for &v in &values {
-        let mut inst = base.clone();
-        inst.workload.scale_rate(v);
-        let trace = inst.workload.generate(inst.base_dir(), inst.llms.len())?;
-        for spec in placers {
-            let (rep, units, solve_s) = run_point(&base, spec, v, Some(&trace))?;
-            eprintln!(
-                "{axis}={v} {spec}: goodput {:.3} throughput {:.3} attainment {:.4}",
-                rep.goodput_rps, rep.throughput_rps, rep.slo_attainment
-            );
-            rows.push(Row {
-                value: v,
-                placer: spec.clone(),
-                rep,
-                units,
-                solve_s,
-            });
-        }
-    }
-    let mut tsv = String::from(
-        "instance\taxis\tvalue\tplacer\tunits\trequests\tfinished\tdropped\tgood\tslo_attainment\tthroughput_rps\tgoodput_rps\toutput_tokens_per_s\tttft_p50_s\tttft_p99_s\ttpot_p50_s\ttpot_p99_s\tlatency_p99_s\tpreemptions\tmerges\tsplits\tsolve_time_s\n",
-    );
-    for r in &rows {
-        let p = &r.rep;
-        let _ = writeln!(
-            tsv,
-            "{}\t{axis}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.1}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}\t{}\t{:.3}",
-            base.name, r.value, r.placer, r.units, p.requests, p.finished, p.dropped, p.good, p.slo_attainment, p.throughput_rps,
-            p.goodput_rps, p.output_tokens_per_s, p.ttft_s.p50, p.ttft_s.p99, p.tpot_s.p50, p.tpot_s.p99, p.latency_s.p99, p.preemptions,
-            p.merges, p.splits, r.solve_s
-        );
-    }
-    write_file(&out.join(format!("{}.tsv", base.name)), &tsv)?;
-    type Metric = fn(&LlmSimReport) -> f64;
-    let metrics: [(&str, Metric); 3] = [
-        ("goodput_rps", |r| r.goodput_rps),
-        ("throughput_rps", |r| r.throughput_rps),
-        ("slo_attainment", |r| r.slo_attainment),
-    ];
-    for (name, f) in metrics {
-        let series: Vec<(String, Vec<(f64, f64)>)> = placers
-            .iter()
-            .map(|p| {
-                (
-                    p.clone(),
-                    rows.iter()
-                        .filter(|r| &r.placer == p)
-                        .map(|r| (r.value, f(&r.rep)))
-                        .collect(),
-                )
-            })
-            .collect();
-        let svg = line_plot_svg(&format!("{} — {name}", base.name), &axis, name, &series);
-        write_file(&out.join(format!("{}.{name}.svg", base.name)), &svg)?;
-    }
-    eprintln!("wrote {}", out.join(format!("{}.tsv", base.name)).display());
-    if axis == "rate_scale" {
-        for opts in levels {
-            goodput_at_level(&base, placers, &rows, opts, out)?;
-        }
-    } else if !levels.is_empty() {
-        return Err(Exit::input("--goodput-level needs a rate_scale sweep"));
-    }
-    Ok(())
-}
-
-/// Goodput at one SLO level per placer (`<instance>.goodput<pct>.{tsv,svg}`), starting from the
-/// sweep's rows of that placer.
-fn goodput_at_level(
-    base: &LlmInstance,
-    placers: &[String],
-    rows: &[Row],
-    opts: &llm::GoodputSearch,
-    out: &Path,
-) -> Result<(), Exit> {
-    let pct = level_pct(opts.level);
-    let mut tsv = String::from(
-        "instance\tplacer\tlevel\tstatus\tmax_rate_scale\tgoodput_rps\tbracket_lo\tbracket_hi\tattainment\tresolution\tevaluations\n",
-    );
-    let mut bars = Vec::new();
-    for spec in placers {
-        let sweep: Vec<llm::RatePoint> = rows
-            .iter()
-            .filter(|r| &r.placer == spec)
-            .map(|r| rate_point(r.value, &r.rep))
-            .collect();
-        let g = llm::max_rate_at_level(&sweep, opts, |s| {
-            // The CLI's errors are already reported as text; the search only needs to stop.
-            run_point(base, spec, s, None)
-                .map(|(rep, _, _)| rate_point(s, &rep))
-                .map_err(|e| plexserve_solver::SolverError::Option(e.message))
-        })?;
-        let scale = g.scale.map_or("none".to_string(), |s| format!("{s:.4}"));
-        eprintln!(
-            "goodput@{pct} {spec}: {} scale {scale} = {:.3} req/s, bracket [{:.4}, {:.4}], attainment {:.4} ({} runs)",
-            g.status.as_str(), g.rps, g.lo, g.hi, g.attainment, g.evaluations
-        );
-        let _ = writeln!(
-            tsv,
-            "{}\t{spec}\t{}\t{}\t{scale}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}",
-            base.name,
-            opts.level,
-            g.status.as_str(),
-            g.rps,
-            g.lo,
-            g.hi,
-            g.attainment,
-            opts.resolution,
-            g.evaluations
-        );
-        bars.push((spec.clone(), g.rps));
-    }
-    let stem = format!("{}.goodput{pct}", base.name);
-    write_file(&out.join(format!("{stem}.tsv")), &tsv)?;
-    let svg = bar_plot_svg(
-        &format!("{} — goodput at {pct} % SLO attainment", base.name),
-        "max req/s with attainment ≥ level",
-        &bars,
-    );
-    write_file(&out.join(format!("{stem}.svg")), &svg)?;
-    eprintln!("wrote {}", out.join(format!("{stem}.tsv")).display());
-    Ok(())
 }
 
 /// A horizontal bar chart, one bar per labelled value (self-contained SVG like `line_plot_svg`).

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use plexserve_solver::{
-    by_name, parse_placer_spec, placer::DEFAULT_PLACER, PlaceOptions, PlanFile, Predicted,
-    Simulator, SolveInfo,
+    by_name, parse_placer_spec, placer::DEFAULT_PLACER, PlanFile, Predicted, Simulator, SolveInfo,
 };
 
 use super::{load_instance, with_threads, write_file};
@@ -23,19 +22,8 @@ pub fn run(
     let spec = placer.unwrap_or(DEFAULT_PLACER);
     let (name, params) = parse_placer_spec(spec).map_err(|e| Exit::input(e.to_string()))?;
     let placer = by_name(&name).map_err(|e| Exit::input(e.to_string()))?;
-    if let Some(l) = search.time_limit_s {
-        if !(l.is_finite() && l > 0.0) {
-            return Err(Exit::input(format!(
-                "--time-limit-s: expected a positive number, found {l}"
-            )));
-        }
-    }
+    let opts = search.place_options(params)?;
     let trace = inst.workload.generate(inst.base_dir())?;
-    let opts = PlaceOptions {
-        time_limit_s: search.time_limit_s,
-        seed: search.seed,
-        params,
-    };
     let bar = Bar::new(&format!("solve {spec}"));
     let solved = with_threads(search.threads, || placer.place(&inst, &trace, &opts, &bar))??;
     bar.finish();

@@ -38,3 +38,11 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("scratch file");
     p
 }
+
+/// A TSV without its last column (a measured wall time, the one column that may differ).
+pub fn without_time(tsv: &str) -> String {
+    tsv.lines()
+        .map(|l| l.rsplit_once('\t').map_or(l, |(head, _)| head))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -14,14 +14,6 @@ fn compare(inst: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
     plexserve(&args)
 }
 
-/// The TSV without its last column (solve wall time, the one nondeterministic value).
-fn without_time(tsv: &str) -> String {
-    tsv.lines()
-        .map(|l| l.rsplit_once('\t').map_or(l, |(head, _)| head))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_reduced_sweep_writes_one_row_per_point_and_placer_and_one_plot_per_axis() {
     let inst = instance("tiny/two-test-models.json");

@@ -63,3 +63,83 @@ fn grid_file_names_use_the_shortest_form_of_the_value() {
         assert!(dir.path().join(name).is_file(), "{name}");
     }
 }
+
+/// `llm compare` runs its points and goodput searches in parallel; the files do not depend on
+/// the thread count (but for the measured solve time), and rows stay in sweep order.
+#[test]
+fn llm_compare_writes_the_same_files_with_one_and_two_threads() {
+    let placers = ["spatial", "muxserve", "plexserve-llm", "temporal"];
+    let mut runs = Vec::new();
+    for threads in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = plexserve([
+            "llm".as_ref(),
+            "compare".as_ref(),
+            instance("llm/tiny-two-7b.json").as_os_str(),
+            "--placers".as_ref(),
+            placers.join(",").as_ref(),
+            "--sweep".as_ref(),
+            "rate_scale=0.5,4,16".as_ref(),
+            "--goodput-level".as_ref(),
+            "0.99".as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            "-o".as_ref(),
+            dir.path().as_os_str(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        runs.push((
+            without_time(&read("tiny-two-7b.tsv")),
+            read("tiny-two-7b.goodput99.tsv"),
+        ));
+    }
+    assert_eq!(runs[0], runs[1]);
+    let rows: Vec<Vec<&str>> = runs[0]
+        .0
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let order: Vec<(&str, &str)> = rows.iter().map(|r| (r[2], r[3])).collect();
+    let expected: Vec<(&str, &str)> = ["0.5", "4", "16"]
+        .iter()
+        .flat_map(|v| placers.iter().map(move |p| (*v, *p)))
+        .collect();
+    assert_eq!(order, expected);
+    // The sweep is not flat: 16× the rate costs SLOs that 0.5× meets.
+    let good = |r: &Vec<&str>| r[9].parse::<f64>().unwrap();
+    assert!(good(&rows[0]) > good(&rows[8]), "{:?}", rows);
+    assert_eq!(runs[0].1.lines().count(), 1 + placers.len());
+}
+
+#[test]
+fn llm_search_flags_out_of_range_are_input_errors() {
+    let inst = instance("llm/tiny-two-7b.json");
+    for (cmd, flag, value) in [
+        ("solve", "--time-limit-s", "-1"),
+        ("solve", "--time-limit-s", "nan"),
+        ("solve", "--threads", "0"),
+        ("compare", "--time-limit-s", "0"),
+        ("compare", "--threads", "4294967296"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec!["llm".into(), cmd.into(), inst.clone().into()];
+        if cmd == "compare" {
+            args.extend(["--placers".into(), "spatial".into()]);
+        }
+        args.extend([
+            format!("{flag}={value}").into(),
+            "-o".into(),
+            dir.path().join("out").into(),
+        ]);
+        let out = plexserve(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{cmd} {flag}={value}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
+    }
+}
