@@ -42,23 +42,29 @@ fn kv_bound_decode_favours_tp2_for_qwen32b_and_tp1_for_the_7b_128k_model() {
     );
 }
 
+/// `plexserve llm compare` on tiny-two-7b with `args`, writing to `dir`; it must succeed.
+fn compare_tiny(dir: &std::path::Path, args: &[&str]) {
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "llm".into(),
+        "compare".into(),
+        instance("llm/tiny-two-7b.json").into(),
+        "-o".into(),
+        dir.into(),
+    ];
+    argv.extend(args.iter().map(|a| a.into()));
+    let out = plexserve(&argv);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 /// Grid files are named by the value's shortest form: `a0.7`, and `a1e-300` for a value whose
 /// plain form has 300 digits (it once failed with "File name too long").
 #[test]
 fn grid_file_names_use_the_shortest_form_of_the_value() {
     let dir = tempfile::tempdir().unwrap();
-    let out = plexserve([
-        "llm".as_ref(),
-        "compare".as_ref(),
-        instance("llm/tiny-two-7b.json").as_os_str(),
-        "--placers".as_ref(),
-        "spatial".as_ref(),
-        "--grid".as_ref(),
-        "alpha=1e-300,0.7".as_ref(),
-        "-o".as_ref(),
-        dir.path().as_os_str(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    compare_tiny(
+        dir.path(),
+        &["--placers", "spatial", "--grid", "alpha=1e-300,0.7"],
+    );
     for name in ["tiny-two-7b-a1e-300.tsv", "tiny-two-7b-a0.7.tsv"] {
         assert!(dir.path().join(name).is_file(), "{name}");
     }
@@ -72,22 +78,20 @@ fn llm_compare_writes_the_same_files_with_one_and_two_threads() {
     let mut runs = Vec::new();
     for threads in ["1", "2"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = plexserve([
-            "llm".as_ref(),
-            "compare".as_ref(),
-            instance("llm/tiny-two-7b.json").as_os_str(),
-            "--placers".as_ref(),
-            placers.join(",").as_ref(),
-            "--sweep".as_ref(),
-            "rate_scale=0.5,4,16".as_ref(),
-            "--goodput-level".as_ref(),
-            "0.99".as_ref(),
-            "--threads".as_ref(),
-            threads.as_ref(),
-            "-o".as_ref(),
-            dir.path().as_os_str(),
-        ]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let list = placers.join(",");
+        compare_tiny(
+            dir.path(),
+            &[
+                "--placers",
+                &list,
+                "--sweep",
+                "rate_scale=0.5,4,16",
+                "--goodput-level",
+                "0.99",
+                "--threads",
+                threads,
+            ],
+        );
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         runs.push((
             without_time(&read("tiny-two-7b.tsv")),
