@@ -105,8 +105,10 @@ pub fn run(a: &PartitionArgs) -> Result<(), Exit> {
             opts,
         )
     } else {
+        let what = plexserve_solver::document_kind(&schema)
+            .map_or(String::new(), |k| format!(": the file is {k}"));
         return Err(Exit::input(format!(
-            "{}: at schema: expected \"{PROFILE_SCHEMA}\" or \"{INSTANCE_SCHEMA}\", found \"{schema}\"",
+            "{}: at schema: expected \"{PROFILE_SCHEMA}\" or \"{INSTANCE_SCHEMA}\", found \"{schema}\"{what}",
             a.file.display()
         )));
     };

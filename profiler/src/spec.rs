@@ -104,6 +104,18 @@ pub struct ModelSpec {
     pub dtype: Dtype,
 }
 
+/// The solver's document errors (a file that is not JSON, or not a spec) as spec errors.
+fn as_spec_error(e: plexserve_solver::SolverError) -> ProfilerError {
+    match e {
+        plexserve_solver::SolverError::Invalid {
+            file,
+            json_path,
+            message,
+        } => ProfilerError::spec(&file, json_path, message),
+        other => ProfilerError::Solver(other),
+    }
+}
+
 impl ModelSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<ModelSpec> {
@@ -116,33 +128,15 @@ impl ModelSpec {
 
     /// Validates spec JSON text; `path` names the file in errors.
     pub fn from_json(path: &Path, text: &str) -> Result<ModelSpec> {
-        if text.trim().is_empty() {
-            return Err(ProfilerError::spec(
-                path,
-                "$",
-                "the file is empty; expected a JSON model spec",
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let file: SpecFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let at = e.path().to_string();
-            let at = if at == "." { "$".to_string() } else { at };
-            ProfilerError::spec(path, at, e.into_inner().to_string())
-        })?;
-        de.end()
-            .map_err(|e| ProfilerError::spec(path, "$", format!("trailing characters: {e}")))?;
+        let file: SpecFile =
+            plexserve_solver::parse_document(path, text, SPEC_SCHEMA).map_err(as_spec_error)?;
         ModelSpec::from_file(path, &file)
     }
 
     /// Validates a parsed spec.
     pub fn from_file(path: &Path, f: &SpecFile) -> Result<ModelSpec> {
         let bad = |at: &str, msg: String| Err(ProfilerError::spec(path, at, msg));
-        if f.schema != SPEC_SCHEMA {
-            return bad(
-                "schema",
-                format!("expected \"{SPEC_SCHEMA}\", found \"{}\"", f.schema),
-            );
-        }
+        plexserve_solver::check_schema(path, SPEC_SCHEMA, &f.schema).map_err(as_spec_error)?;
         if f.name.is_empty() {
             return bad("name", "expected a non-empty name".into());
         }

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::error::{parse_document, read_file, Result, SolverError};
 use crate::instance::{single_device_latency_s, Instance, InstanceFile};
 use crate::placer::{by_name, parse_placer_spec, Observer, PlaceOptions, Silent};
 use crate::plan::{Schedule, SolveStatus};
@@ -211,7 +211,7 @@ pub struct Experiment {
 impl Experiment {
     pub fn load(path: &Path) -> Result<Experiment> {
         let text = read_file(path)?;
-        let file: InstanceFile = parse_json(path, &text)?;
+        let file: InstanceFile = parse_document(path, &text, crate::instance::INSTANCE_SCHEMA)?;
         let base = Instance::from_file(path, file.clone())?;
         Ok(Experiment {
             path: path.to_path_buf(),

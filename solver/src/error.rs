@@ -73,6 +73,89 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(file: &std::path::Path, text: 
     Ok(value)
 }
 
+/// The documents plexserve reads or writes, by schema, and what each is: an error for a file
+/// given to the wrong command says what the file is and which commands read it.
+const DOCUMENTS: &[(&str, &str)] = &[
+    (
+        crate::instance::INSTANCE_SCHEMA,
+        "an instance (read by `solve`, `simulate`, `compare`, `serve`, `replay`)",
+    ),
+    (
+        crate::plan::PLAN_SCHEMA,
+        "a plan (read by `simulate --plan`, `serve --plan`)",
+    ),
+    (
+        crate::llm::LLM_INSTANCE_SCHEMA,
+        "an LLM instance (read by `llm solve`, `llm simulate`, `llm compare`, `llm tp-overhead`)",
+    ),
+    (
+        crate::llm::LLM_PLAN_SCHEMA,
+        "an LLM plan (read by `llm simulate --plan`)",
+    ),
+    (
+        crate::stage_dp::PROFILE_SCHEMA,
+        "a layer profile (read by `partition`, `instance --profile`)",
+    ),
+    (
+        "plexserve/model-spec/v1",
+        "a model spec (read by `profile --model`)",
+    ),
+    (
+        crate::sim::SIM_SCHEMA,
+        "a simulation report (written by `simulate --json`)",
+    ),
+    (
+        crate::llm::LLM_SIM_SCHEMA,
+        "an LLM simulation report (written by `llm simulate --json`)",
+    ),
+    (
+        "plexserve/replay/v1",
+        "a replay report (written by `replay --json`)",
+    ),
+];
+
+/// What a document of `schema` is, when plexserve knows the schema.
+pub fn document_kind(schema: &str) -> Option<&'static str> {
+    DOCUMENTS
+        .iter()
+        .find(|(s, _)| *s == schema)
+        .map(|(_, what)| *what)
+}
+
+/// `Ok` when `found` is the `expected` schema; otherwise an error at `schema` that names what the
+/// file is when its schema is one plexserve knows.
+pub fn check_schema(file: &std::path::Path, expected: &str, found: &str) -> Result<()> {
+    if found == expected {
+        return Ok(());
+    }
+    let what = document_kind(found).map_or(String::new(), |k| format!(": the file is {k}"));
+    Err(SolverError::invalid(
+        file,
+        "schema",
+        format!("expected \"{expected}\", found \"{found}\"{what}"),
+    ))
+}
+
+/// Parses a document of `schema`, checking its schema before its other fields: a file of another
+/// kind (an LLM instance given to `solve`) is named as such, not reported as an unknown field.
+pub fn parse_document<T: serde::de::DeserializeOwned>(
+    file: &std::path::Path,
+    text: &str,
+    schema: &str,
+) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        schema: Option<serde_json::Value>,
+    }
+    if let Ok(Head {
+        schema: Some(serde_json::Value::String(found)),
+    }) = serde_json::from_str(text)
+    {
+        check_schema(file, schema, &found)?;
+    }
+    parse_json(file, text)
+}
+
 /// Reads a whole file, mapping the I/O error to one that names the file.
 pub fn read_file(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| SolverError::Io {

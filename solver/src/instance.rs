@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::error::{check_schema, parse_document, read_file, Result, SolverError};
 use crate::workload::WorkloadSpec;
 
 pub const INSTANCE_SCHEMA: &str = "plexserve/instance/v1";
@@ -213,19 +213,14 @@ impl Instance {
 
     /// Validates instance JSON text; `path` names the file in errors and anchors relative paths.
     pub fn from_json(path: &Path, text: &str) -> Result<Instance> {
-        let file: InstanceFile = parse_json(path, text)?;
+        let file: InstanceFile = parse_document(path, text, INSTANCE_SCHEMA)?;
         Instance::from_file(path, file)
     }
 
     /// Validates an already parsed instance file.
     pub fn from_file(path: &Path, file: InstanceFile) -> Result<Instance> {
         let bad = |json_path: String, msg: String| SolverError::invalid(path, json_path, msg);
-        if file.schema != INSTANCE_SCHEMA {
-            return Err(bad(
-                "schema".into(),
-                format!("expected \"{INSTANCE_SCHEMA}\", found \"{}\"", file.schema),
-            ));
-        }
+        check_schema(path, INSTANCE_SCHEMA, &file.schema)?;
         validate_cluster(path, &file.cluster)?;
         let mut profile_names = Vec::with_capacity(file.profiles.len());
         let mut profiles = Vec::with_capacity(file.profiles.len());

@@ -22,7 +22,9 @@ mod stage_dp;
 pub mod time;
 pub mod workload;
 
-pub use error::{parse_json, read_file, Result, SolverError};
+pub use error::{
+    check_schema, document_kind, parse_document, parse_json, read_file, Result, SolverError,
+};
 
 /// Most worker threads a `--threads` option accepts, in every command: far more than any
 /// machine's cores, and a pool of 2³² threads never starts (it spins trying).

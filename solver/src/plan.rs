@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::error::{check_schema, parse_document, read_file, Result, SolverError};
 use crate::instance::{Dispatch, Instance};
 
 pub const PLAN_SCHEMA: &str = "plexserve/plan/v1";
@@ -240,7 +240,7 @@ impl PlanFile {
     /// Reads a plan file (syntax only; see [`PlanFile::resolve`]).
     pub fn load(path: &Path) -> Result<PlanFile> {
         let text = read_file(path)?;
-        parse_json(path, &text)
+        parse_document(path, &text, PLAN_SCHEMA)
     }
 
     /// Builds a plan file from a schedule.
@@ -279,12 +279,7 @@ impl PlanFile {
     /// Validates the plan against the instance and converts it to dense ids.
     pub fn resolve(&self, path: &Path, inst: &Instance) -> Result<Schedule> {
         let bad = |p: String, m: String| SolverError::invalid(path, p, m);
-        if self.schema != PLAN_SCHEMA {
-            return Err(bad(
-                "schema".into(),
-                format!("expected \"{PLAN_SCHEMA}\", found \"{}\"", self.schema),
-            ));
-        }
+        check_schema(path, PLAN_SCHEMA, &self.schema)?;
         if self.segments.is_empty() {
             return Err(bad(
                 "segments".into(),

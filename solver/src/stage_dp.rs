@@ -36,7 +36,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::error::{parse_document, read_file, Result, SolverError};
 use crate::instance::{validate_profile, Cluster, ParallelConfig, Profile};
 
 /// Schema string of a profile file.
@@ -63,14 +63,7 @@ impl ProfileFile {
 
     /// Validates profile-file JSON text; `path` names the file in errors.
     pub fn from_json(path: &Path, text: &str) -> Result<ProfileFile> {
-        let file: ProfileFile = parse_json(path, text)?;
-        if file.schema != PROFILE_SCHEMA {
-            return Err(SolverError::invalid(
-                path,
-                "schema",
-                format!("expected \"{PROFILE_SCHEMA}\", found \"{}\"", file.schema),
-            ));
-        }
+        let file: ProfileFile = parse_document(path, text, PROFILE_SCHEMA)?;
         if file.profiles.is_empty() {
             return Err(SolverError::invalid(
                 path,

@@ -378,3 +378,107 @@ fn profile_probe_reference_is_validated() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A file given to a command that reads another kind is named by its schema before any field is
+/// read ("the file is an LLM instance", not "unknown field `gpu`"), exit 2.
+#[test]
+fn a_file_of_another_kind_is_named_for_what_it_is() {
+    let (inst, plan) = (
+        instance("tiny/two-test-models.json"),
+        instance("tiny/two-test-models.plan.json"),
+    );
+    let (llm_inst, llm_plan) = (
+        instance("llm/tiny-two-7b.json"),
+        instance("llm/tiny-two-7b.plan.json"),
+    );
+    let spec = instance("specs/tiny-gpt.json");
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &std::path::PathBuf, &str)> = vec![
+        (
+            vec!["solve".into(), s(&llm_inst)],
+            &llm_inst,
+            "an LLM instance",
+        ),
+        (
+            vec![
+                "compare".into(),
+                s(&llm_inst),
+                "--placers".into(),
+                "sr".into(),
+            ],
+            &llm_inst,
+            "an LLM instance",
+        ),
+        (
+            vec!["simulate".into(), s(&inst), "--plan".into(), s(&llm_plan)],
+            &llm_plan,
+            "an LLM plan",
+        ),
+        (
+            vec!["serve".into(), s(&spec), "--plan".into(), s(&plan)],
+            &spec,
+            "a model spec",
+        ),
+        (
+            vec!["llm".into(), "solve".into(), s(&inst)],
+            &inst,
+            "an instance",
+        ),
+        (
+            vec![
+                "llm".into(),
+                "simulate".into(),
+                s(&llm_inst),
+                "--plan".into(),
+                s(&plan),
+            ],
+            &plan,
+            "a plan",
+        ),
+        (
+            vec![
+                "profile".into(),
+                "--model".into(),
+                s(&inst),
+                "--device".into(),
+                "analytic:a100-80gb".into(),
+            ],
+            &inst,
+            "an instance",
+        ),
+        (
+            vec![
+                "partition".into(),
+                s(&llm_inst),
+                "--model".into(),
+                "m".into(),
+                "--devices".into(),
+                "2".into(),
+            ],
+            &llm_inst,
+            "an LLM instance",
+        ),
+    ];
+    for (args, file, what) in cases {
+        let out = plexserve(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(file.to_str().unwrap()), "{args:?}: {err}");
+        assert!(err.contains("at schema: expected"), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("the file is {what} (")),
+            "{args:?}: {err}"
+        );
+    }
+    // The schemas of the profiler's and executor's own documents are known to the solver.
+    for schema in [
+        plexserve_profiler::SPEC_SCHEMA,
+        plexserve_executor::REPLAY_SCHEMA,
+    ] {
+        assert!(
+            plexserve_solver::document_kind(schema).is_some(),
+            "{schema}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::cost::{CostModelSpec, MemoryCost, StepCost};
 use super::spec::{GpuSpec, LlmSpec};
 use super::workload::LlmWorkload;
-use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::error::{check_schema, parse_document, read_file, Result, SolverError};
 
 pub const LLM_INSTANCE_SCHEMA: &str = "plexserve/llm-instance/v1";
 
@@ -182,18 +182,13 @@ impl LlmInstance {
     }
 
     pub fn from_json(path: &Path, text: &str) -> Result<LlmInstance> {
-        let f: LlmInstanceFile = parse_json(path, text)?;
+        let f: LlmInstanceFile = parse_document(path, text, LLM_INSTANCE_SCHEMA)?;
         Self::from_file(path, f)
     }
 
     pub fn from_file(path: &Path, f: LlmInstanceFile) -> Result<LlmInstance> {
         let bad = |at: String, msg: String| SolverError::invalid(path, at, msg);
-        if f.schema != LLM_INSTANCE_SCHEMA {
-            return Err(bad(
-                "schema".into(),
-                format!("expected \"{LLM_INSTANCE_SCHEMA}\", found \"{}\"", f.schema),
-            ));
-        }
+        check_schema(path, LLM_INSTANCE_SCHEMA, &f.schema)?;
         crate::instance::validate_device_counts(
             path,
             "cluster",

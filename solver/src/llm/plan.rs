@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::instance::LlmInstance;
-use crate::error::{parse_json, read_file, Result, SolverError};
+use crate::error::{check_schema, parse_document, read_file, Result, SolverError};
 use crate::plan::{Predicted, SolveInfo};
 
 pub const LLM_PLAN_SCHEMA: &str = "plexserve/llm-plan/v1";
@@ -226,7 +226,7 @@ pub struct Deployment {
 impl LlmPlanFile {
     pub fn load(path: &Path) -> Result<LlmPlanFile> {
         let text = read_file(path)?;
-        parse_json(path, &text)
+        parse_document(path, &text, LLM_PLAN_SCHEMA)
     }
 
     pub fn to_json(&self) -> String {
@@ -238,12 +238,7 @@ impl LlmPlanFile {
     /// Checks the plan against the instance and resolves names to ids.
     pub fn resolve(&self, path: &Path, inst: &LlmInstance) -> Result<Deployment> {
         let bad = |at: String, msg: String| SolverError::invalid(path, at, msg);
-        if self.schema != LLM_PLAN_SCHEMA {
-            return Err(bad(
-                "schema".into(),
-                format!("expected \"{LLM_PLAN_SCHEMA}\", found \"{}\"", self.schema),
-            ));
-        }
+        check_schema(path, LLM_PLAN_SCHEMA, &self.schema)?;
         let mut used = vec![false; inst.devices as usize];
         let mut dep = Deployment::default();
         for (u, unit) in self.units.iter().enumerate() {
