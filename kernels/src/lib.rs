@@ -2,7 +2,7 @@
 //!
 //! - CPU (always): f32 operators over ndarray matrices, GEMMs through matrixmultiply, row-wise
 //!   work split over rayon. They double as the numerical reference of the CUDA backend, and
-//!   [`reference`] holds plain loops that test them.
+//!   [`reference`](mod@reference) holds plain loops that test them.
 //! - CUDA ([`cuda`], feature `cuda`): cuBLAS GEMMs and NVRTC-compiled kernels (bias + GeLU,
 //!   SwiGLU, LayerNorm, RMSNorm, softmax, attention with causal mask and KV cache, MoE routing and
 //!   expert FFNs), each in f32, f16 and bf16 with f32 accumulation, probed at run time. Without

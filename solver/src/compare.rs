@@ -16,7 +16,7 @@
 //!
 //! - `devices=N`: `cluster.devices` (layer-level profiles re-derive their configurations for it);
 //! - `rate_scale=F`, `cv_scale=F`: **factors relative to the instance's workload**
-//!   ([`WorkloadSpec::try_scaled`]); 1 is the fixed point. Relative factors work for every workload
+//!   ([`crate::WorkloadSpec::try_scaled`]); 1 is the fixed point. Relative factors work for every workload
 //!   kind and for synthetic traces whose absolute `rate_scale` differs from the paper's (see
 //!   `instances/README.md`): the paper's S1@MAF1 rate scales 5e-4…8e-3 around 2e-3 are
 //!   `rate_scale=0.25,…,4` here, its CV scales 1…8 around 4 are `cv_scale=0.25,…,2`;

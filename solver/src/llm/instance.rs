@@ -92,7 +92,7 @@ pub struct LlmSimConfig {
     pub sm_parts: u32,
     pub overload_parts: u32,
     /// A job using o overloaded parts of its k runs (1 + overload_slowdown · o / k) times slower
-    /// (two jobs share those SMs) [R].
+    /// (two jobs share those SMs); a reconstructed rule (`[R]` in llm-serving.md), not from a paper.
     pub overload_slowdown: f64,
     /// A request preempted more often than this is dropped, which bounds any preemption livelock.
     pub max_preemptions: u32,

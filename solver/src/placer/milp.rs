@@ -1,7 +1,7 @@
 //! MILP placers (stage-dp-and-milp.md §5), solved by HiGHS through good_lp:
 //!
 //! - `milp`: outer enumeration of group partitions (AlpaServe's uniform ones, then half/half mixes
-//!   of the best shapes) and the inner MILP of §5.2 per partition ([`inner`]), warm-started from
+//!   of the best shapes) and the inner MILP of §5.2 per partition ([`inner`](crate::placer::milp::inner)), warm-started from
 //!   the fast greedy; the best partition is picked by simulated score after a simulator-guided
 //!   fill of the memory the MILP left free, optionally followed by plexserve's local search.
 //! - `alpaserve-ilp` and `sr-ilp`: AlpaServe's model-parallel and selective-replication ILPs

@@ -109,13 +109,13 @@ const MAX_PADDED_STAGES: usize = 8;
 /// projected latency stays finite.
 ///
 /// Pipelines of mixed depths (a partition's leftover groups) are padded at the front to one
-/// stage count, a power of two up to [`MAX_PADDED_STAGES`], so that they take a loop with a fixed
+/// stage count, a power of two up to `MAX_PADDED_STAGES`, so that they take a loop with a fixed
 /// stage count too: a varying count mispredicts the stage loop's exit and needs a copy of
 /// unknown length per admitted request. A padding stage has latency −0.0 and a private clock
 /// that only ever holds arrival times (it starts at −∞ and an admitted request writes its own
 /// arrival time there), so for arrivals in time order it passes the arrival time through
 /// unchanged, bit for bit: `later(t, c) = t` for `c ≤ t`, and `t + (−0.0) = t`. The loop's clock
-/// array then has its own layout ([`DispatchTable::clock_of`]).
+/// array then has its own layout (`DispatchTable::clock_of`).
 ///
 /// Fields are private: the fast loop indexes without bounds checks on the strength of the
 /// invariants [`DispatchTable::rebuild`] establishes (every slot's `1 ≤ pp ≤ lat_stride`,

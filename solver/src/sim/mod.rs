@@ -502,7 +502,7 @@ impl<'a> Simulator<'a> {
 /// AlpaServe's fast simulation loop (alpaserve-semantics.md §1.1), optionally SLO-aware.
 ///
 /// Every decision is the shared [`Controller`]'s (the executor admits with the same code): the
-/// earliest-last-stage mode runs [`controller::admit_all`], its batched form, which
+/// earliest-last-stage mode runs `controller::admit_all`, its batched form, which
 /// `tests/sim.rs` checks decision by decision against a plain transcription of §1.1.
 /// `clocks` holds every group's stage clocks; `tmp` is kept for callers' scratch reuse.
 /// Counters are added to `k`.

@@ -98,7 +98,7 @@ pub(crate) fn check_params(opts: &PlaceOptions, placer: &str, known: &[&str]) ->
     Ok(())
 }
 
-/// Mesh sizes that split one node of `n` GPUs (MuxServe's patterns for 8: [8], [4,4], …, [1×8]):
+/// Mesh sizes that split one node of `n` GPUs (MuxServe's patterns for 8: `[8]`, `[4, 4]`, …, `[1 × 8]`):
 /// every multiset of powers of two summing to `n`, largest first.
 pub fn node_patterns(n: u32) -> Vec<Vec<u32>> {
     fn rec(left: u32, max: u32, cur: &mut Vec<u32>, out: &mut Vec<Vec<u32>>) {

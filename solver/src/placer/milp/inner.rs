@@ -411,7 +411,7 @@ impl Formulation {
         Some(load.iter().flatten().copied().fold(0.0, f64::max))
     }
 
-    /// A start for the utilisation objective without the simulator: [`Formulation::fill_at`]
+    /// A start for the utilisation objective without the simulator: `Formulation::fill_at`
     /// bisected on the level for a few model orders (dominant resource, load, weight, each
     /// descending), the best by objective `U + eps·replicas`, then routed by the LP. Returns the
     /// replica set with its objective value.
@@ -597,7 +597,7 @@ impl Formulation {
     }
 
     /// Local search on a covering replica set for the utilisation objective `U + eps·replicas`,
-    /// until no move relieves a busiest group, [`STALE_PASSES`] passes in a row found nothing
+    /// until no move relieves a busiest group, `STALE_PASSES` passes in a row found nothing
     /// better, or `until` passes. A pass relieves the busiest groups
     /// one by one with the move that leaves the pair of groups it touches least loaded, as long
     /// as that is below the busiest load: a replica moves to another group (with its traffic
@@ -1369,7 +1369,7 @@ pub fn solve(
 /// Passes in a row without a better objective after which [`Formulation::local_search`] stops.
 const STALE_PASSES: usize = 60;
 
-/// Buffers of [`Formulation::fill_at`], reused across the levels of a bisection.
+/// Buffers of `Formulation::fill_at`, reused across the levels of a bisection.
 #[derive(Default)]
 struct FillScratch {
     used: Vec<f64>,
