@@ -9,7 +9,7 @@ use plexserve_solver::{PlaceOptions, Predicted, SolveInfo};
 
 use rayon::prelude::*;
 
-use super::{with_threads, write_file};
+use super::{with_threads, write_csv, write_file};
 use crate::args::SearchArgs;
 use crate::Exit;
 
@@ -35,6 +35,10 @@ pub enum LlmCommand {
         plan: PathBuf,
         #[arg(long)]
         json: bool,
+        /// One CSV row per request: `request,llm,arrival_s,prompt_tokens,output_tokens,status,
+        /// engine,first_token_s,finish_s,ttft_s,tpot_s,latency_s,preemptions,good`.
+        #[arg(long = "requests-out")]
+        requests_out: Option<PathBuf>,
     },
     /// Compare placers, optionally over a sweep (`rate_scale=0.5,1,1.5`); writes TSV and SVG plots.
     Compare {
@@ -100,7 +104,8 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             instance,
             plan,
             json,
-        } => simulate(&instance, &plan, json),
+            requests_out,
+        } => simulate(&instance, &plan, json, requests_out.as_deref()),
         LlmCommand::Compare {
             instance,
             placers,
@@ -227,10 +232,19 @@ fn solve(
     Ok(())
 }
 
-fn simulate(path: &Path, plan_path: &Path, json: bool) -> Result<(), Exit> {
+fn simulate(
+    path: &Path,
+    plan_path: &Path,
+    json: bool,
+    requests_out: Option<&Path>,
+) -> Result<(), Exit> {
     let (inst, trace) = load(path)?;
     let dep = LlmPlanFile::load(plan_path)?.resolve(plan_path, &inst)?;
-    let r = llm::simulate(&inst, &trace, &dep);
+    let res = llm::LlmSim::new(&inst, &trace, &dep).run(&llm::RunOptions::default());
+    let r = LlmSimReport::new(&inst, &trace, &res);
+    if let Some(out) = requests_out {
+        write_csv(out, |w| llm::write_llm_requests_csv(&inst, &trace, &res, w))?;
+    }
     if json {
         print!("{}", r.to_json());
         return Ok(());

@@ -135,6 +135,20 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
     })
 }
 
+/// Writes a CSV file through `write`, naming the file on failure.
+pub fn write_csv(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), Exit> {
+    let cannot = |e: std::io::Error| Exit {
+        code: 1,
+        message: format!("{}: cannot write: {e}", path.display()),
+    };
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(cannot)?);
+    write(&mut w).map_err(cannot)?;
+    std::io::Write::flush(&mut w).map_err(cannot)
+}
+
 /// Runs `f` inside a rayon pool of `threads` workers (the global pool when `None`).
 pub fn with_threads<T: Send>(
     threads: Option<usize>,

@@ -1,11 +1,10 @@
 //! `plexserve replay`: send the instance's workload to a server as real HTTP requests, on schedule.
 
-use std::io::Write;
 use std::path::Path;
 
 use plexserve_executor::{replay_blocking, write_records_csv, ExecutorError, ReplayOptions};
 
-use super::load_instance;
+use super::{load_instance, write_csv};
 use crate::Exit;
 
 pub fn run(
@@ -29,13 +28,7 @@ pub fn run(
             }
         })?;
     if let Some(path) = requests_out {
-        let file = std::fs::File::create(path).map_err(|e| Exit {
-            code: 1,
-            message: format!("{}: cannot write: {e}", path.display()),
-        })?;
-        let mut w = std::io::BufWriter::new(file);
-        write_records_csv(&inst, &records, &mut w)?;
-        w.flush()?;
+        write_csv(path, |w| write_records_csv(&inst, &records, w))?;
     }
     if json {
         let mut s = serde_json::to_string_pretty(&report).map_err(|e| Exit {

@@ -1,12 +1,11 @@
 //! `plexserve simulate`: run a plan through the simulator on the instance's workload.
 
-use std::io::Write;
 use std::path::Path;
 
 use plexserve_solver::sim::{request_rows, write_requests_csv};
 use plexserve_solver::{PlanFile, Simulator};
 
-use super::load_instance;
+use super::{load_instance, write_csv};
 use crate::Exit;
 
 pub fn run(
@@ -25,13 +24,9 @@ pub fn run(
     }
     let (report, outcomes) = sim.report(&schedule);
     if let Some(path) = requests_out {
-        let file = std::fs::File::create(path).map_err(|e| Exit {
-            code: 1,
-            message: format!("{}: cannot write: {e}", path.display()),
+        write_csv(path, |w| {
+            write_requests_csv(&request_rows(&sim, &outcomes), w)
         })?;
-        let mut w = std::io::BufWriter::new(file);
-        write_requests_csv(&request_rows(&sim, &outcomes), &mut w)?;
-        w.flush()?;
     }
     if json {
         print!("{}", report.to_json());

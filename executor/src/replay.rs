@@ -12,7 +12,7 @@ use std::time::Instant;
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
-use plexserve_solver::sim::{warmup_skip, LatencySummary};
+use plexserve_solver::sim::{csv_field, warmup_skip, LatencySummary};
 use plexserve_solver::{Instance, Trace};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -437,7 +437,7 @@ pub fn write_records_csv(
             w,
             "{},{},{},{},{},{},{},{},{}",
             r.request,
-            inst.models[r.model as usize].name,
+            csv_field(&inst.models[r.model as usize].name),
             r.arrival_s,
             group,
             r.arrival_s,

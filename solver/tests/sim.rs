@@ -706,3 +706,13 @@ fn fast_loop_matches_a_plain_reference_on_random_cases() {
         "only {branch_free_stretches} long traces reject enough to switch the fast loop"
     );
 }
+
+/// CSV fields keep their row's columns whatever a model name holds (RFC 4180 quoting).
+#[test]
+fn csv_fields_are_quoted_only_when_they_must_be() {
+    use plexserve_solver::sim::csv_field;
+    assert_eq!(csv_field("bert-1.3b"), "bert-1.3b");
+    assert_eq!(csv_field("a,b"), "\"a,b\"");
+    assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+}

@@ -147,3 +147,60 @@ fn llm_search_flags_out_of_range_are_input_errors() {
         assert!(stderr(&out).contains(flag), "{}", stderr(&out));
     }
 }
+
+/// `llm simulate --requests-out`: one row per request whose statuses, SLO verdicts and times
+/// agree with the report (static TP1 drops the long requests it cannot hold).
+#[test]
+fn llm_requests_csv_agrees_with_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance("llm/azure-code-qwen32b-long.json");
+    let plan = dir.path().join("tp1.plan.json");
+    let out = plexserve([
+        "llm".as_ref(),
+        "solve".as_ref(),
+        inst.as_os_str(),
+        "--placer".as_ref(),
+        "tp-static:tp=1".as_ref(),
+        "-o".as_ref(),
+        plan.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let csv = dir.path().join("requests.csv");
+    let out = plexserve([
+        "llm".as_ref(),
+        "simulate".as_ref(),
+        inst.as_os_str(),
+        "--plan".as_ref(),
+        plan.as_os_str(),
+        "--json".as_ref(),
+        "--requests-out".as_ref(),
+        csv.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let count = |k: &str| report[k].as_u64().unwrap() as usize;
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), count("requests"));
+    assert!(rows.iter().all(|r| r.len() == header.len()));
+    let with = |c: &str, v: &str| rows.iter().filter(|r| r[col(c)] == v).count();
+    assert_eq!(with("status", "finished"), count("finished"));
+    assert_eq!(with("status", "too_long"), count("dropped"));
+    assert!(count("dropped") > 0, "static TP1 holds no long request");
+    assert_eq!(with("good", "1"), count("good"));
+    let num = |r: &Vec<&str>, c: &str| r[col(c)].parse::<f64>().unwrap();
+    for r in &rows {
+        if r[col("status")] == "finished" {
+            assert!(num(r, "ttft_s") > 0.0 && num(r, "ttft_s") <= num(r, "latency_s"));
+            let lat = num(r, "finish_s") - num(r, "arrival_s");
+            assert!((lat - num(r, "latency_s")).abs() < 1e-9);
+        } else {
+            assert_eq!(r[col("engine")], "");
+            assert_eq!(r[col("good")], "0");
+            assert!(num(r, "prompt_tokens") > 30_000.0);
+        }
+    }
+}

@@ -30,7 +30,9 @@ pub use plan::{
     Deployment, EngineFile, EngineSpec, LlmPlanFile, TransformFile, TransformKnobs,
     TransformPolicy, TransformSpec, UnitFile, UnitSpec, LLM_PLAN_SCHEMA,
 };
-pub use report::{judge, LlmModelReport, LlmSimReport, Percentiles, LLM_SIM_SCHEMA};
+pub use report::{
+    judge, write_llm_requests_csv, LlmModelReport, LlmSimReport, Percentiles, LLM_SIM_SCHEMA,
+};
 pub use sim::{
     DropReason, EngineInfo, IterRecord, LlmSim, Outcomes, RunOptions, RunResult, SimStats,
     HEAD_BLOCK_BYTES,

@@ -224,3 +224,55 @@ impl LlmSimReport {
         s
     }
 }
+
+/// Writes one CSV row per request of a run (`llm simulate --requests-out`):
+/// `request,llm,arrival_s,prompt_tokens,output_tokens,status,engine,first_token_s,finish_s,ttft_s,tpot_s,latency_s,preemptions,good`.
+/// `status` is `finished` or why the request was dropped (`too_long`, `preempted`, `horizon`,
+/// `stuck`); a dropped request has empty times, and an empty engine when it was dropped at
+/// arrival. `good` is the SLO verdict of [`judge`] (0 for a dropped request).
+pub fn write_llm_requests_csv(
+    inst: &LlmInstance,
+    trace: &LlmTrace,
+    res: &RunResult,
+    w: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let verdict = judge(inst, trace, res);
+    let o = &res.outcomes;
+    writeln!(
+        w,
+        "request,llm,arrival_s,prompt_tokens,output_tokens,status,engine,first_token_s,finish_s,ttft_s,tpot_s,latency_s,preemptions,good"
+    )?;
+    for (r, good) in verdict.iter().enumerate() {
+        let name = crate::sim::csv_field(&inst.llms[trace.llm[r] as usize].name);
+        let (arrival, prompt, output) = (trace.arrival_s[r], trace.prompt[r], trace.output[r]);
+        let engine = match o.engine[r] {
+            u32::MAX => String::new(),
+            e => e.to_string(),
+        };
+        let status = match o.dropped[r] {
+            None => "finished",
+            Some(DropReason::TooLong) => "too_long",
+            Some(DropReason::Preempted) => "preempted",
+            Some(DropReason::Horizon) => "horizon",
+            Some(DropReason::Stuck) => "stuck",
+        };
+        let times = if o.dropped[r].is_some() {
+            ",,,,".to_string()
+        } else {
+            let (first, finish) = (o.first_token_s[r], o.finish_s[r]);
+            format!(
+                "{first},{finish},{},{},{}",
+                first - arrival,
+                (finish - first) / output as f64,
+                finish - arrival
+            )
+        };
+        writeln!(
+            w,
+            "{r},{name},{arrival},{prompt},{output},{status},{engine},{times},{},{}",
+            o.preemptions[r],
+            u8::from(*good == Some(true))
+        )?;
+    }
+    Ok(())
+}

@@ -26,8 +26,8 @@ pub use compiled::{Compiled, DispatchTable};
 pub use controller::{Controller, Decision, FastState};
 pub use partial::{affected_models, supports_partial, ModelStats, ModelView, ViewScratch};
 pub use report::{
-    request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary, ModelReport,
-    RequestRow, SimReport, SIM_SCHEMA,
+    csv_field, request_rows, warmup_skip, write_requests_csv, GroupReport, LatencySummary,
+    ModelReport, RequestRow, SimReport, SIM_SCHEMA,
 };
 
 /// Marker for "no group" in per-request outcomes.

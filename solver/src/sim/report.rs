@@ -210,8 +210,24 @@ pub fn write_requests_csv(rows: &[RequestRow], w: &mut impl std::io::Write) -> s
         writeln!(
             w,
             "{},{},{},{},{},{},{}",
-            r.request, r.model, r.arrival_s, group, r.start_s, r.finish_s, r.good as u8
+            r.request,
+            csv_field(&r.model),
+            r.arrival_s,
+            group,
+            r.start_s,
+            r.finish_s,
+            r.good as u8
         )?;
     }
     Ok(())
+}
+
+/// A CSV field: quoted (inner quotes doubled) when it holds a comma, a quote or a line break, so
+/// that any model name keeps its row's columns (RFC 4180).
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
 }
