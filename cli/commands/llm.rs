@@ -63,6 +63,10 @@ pub enum LlmCommand {
         /// Relative width of the final bracket of the goodput search.
         #[arg(long = "goodput-resolution", default_value_t = 0.01)]
         goodput_resolution: f64,
+        /// One JSON document on stdout (`plexserve/llm-compare/v1`): every row with its full
+        /// simulation report, the goodput searches and the files written.
+        #[arg(long)]
+        json: bool,
         /// Points (rate scale × placer) and goodput searches run in parallel; `--threads` sets
         /// how many at once (each holds its own trace copy and simulation). The TSVs do not
         /// depend on it, except the measured `solve_time_s`.
@@ -77,6 +81,9 @@ pub enum LlmCommand {
         instance: PathBuf,
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// The table as JSON on stdout (`plexserve/llm-tp-overhead/v1`; `-o` still gets the TSV).
+        #[arg(long)]
+        json: bool,
     },
     /// List the LLM placers.
     Placers {
@@ -114,6 +121,7 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
             output,
             goodput_level,
             goodput_resolution,
+            json,
             search,
         } => {
             let job = Comparison {
@@ -135,17 +143,27 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
                         .collect()
                 }
             };
-            with_threads(search.threads, || {
-                grid.iter().try_for_each(|g| {
-                    job.run(
-                        &instance,
-                        sweep.as_deref(),
-                        g.as_ref().map(|(a, v)| (a.as_str(), *v)),
-                    )
-                })
-            })?
+            let runs = with_threads(search.threads, || {
+                grid.iter()
+                    .map(|g| {
+                        let g = g.as_ref().map(|(a, v)| (a.as_str(), *v));
+                        job.run(&instance, sweep.as_deref(), g)
+                    })
+                    .collect::<Result<Vec<_>, Exit>>()
+            })??;
+            if json {
+                print_json(&serde_json::json!({
+                    "schema": "plexserve/llm-compare/v1",
+                    "runs": runs,
+                }))?;
+            }
+            Ok(())
         }
-        LlmCommand::TpOverhead { instance, output } => tp_overhead(&instance, output.as_deref()),
+        LlmCommand::TpOverhead {
+            instance,
+            output,
+            json,
+        } => tp_overhead(&instance, output.as_deref(), json),
         LlmCommand::Placers { json } => {
             let reg = llm::llm_registry();
             if json {
@@ -285,7 +303,7 @@ fn simulate(
     Ok(())
 }
 
-fn tp_overhead(path: &Path, out: Option<&Path>) -> Result<(), Exit> {
+fn tp_overhead(path: &Path, out: Option<&Path>, json: bool) -> Result<(), Exit> {
     let inst = LlmInstance::load(path)?;
     let llm::CostModelSpec::Roofline(k) = &inst.cost_model else {
         return Err(Exit::input(format!(
@@ -347,10 +365,45 @@ fn tp_overhead(path: &Path, out: Option<&Path>) -> Result<(), Exit> {
             }
         );
     }
-    match out {
-        Some(o) => write_file(o, &tsv)?,
-        None => print!("{tsv}"),
+    if let Some(o) = out {
+        write_file(o, &tsv)?;
     }
+    if json {
+        // The table's own rows, as numbers ("inf", a TP1 that holds no context, as null).
+        let mut lines = tsv.lines().map(|l| l.split('\t'));
+        let header: Vec<&str> = lines.next().into_iter().flatten().collect();
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> = lines
+            .map(|cells| {
+                let number = |c: &str| match c.parse::<u64>() {
+                    Ok(n) => serde_json::json!(n),
+                    Err(_) => serde_json::json!(c.parse::<f64>().ok().filter(|x| x.is_finite())),
+                };
+                header
+                    .iter()
+                    .zip(cells)
+                    .map(|(h, c)| (h.to_string(), number(c)))
+                    .collect()
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "schema": "plexserve/llm-tp-overhead/v1",
+            "instance": inst.name,
+            "llm": inst.llms[0].name,
+            "rows": rows,
+        }))?;
+    } else if out.is_none() {
+        print!("{tsv}");
+    }
+    Ok(())
+}
+
+/// One pretty JSON document on stdout.
+fn print_json(doc: &serde_json::Value) -> Result<(), Exit> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| Exit {
+        code: 1,
+        message: format!("cannot serialize the report: {e}"),
+    })?;
+    println!("{text}");
     Ok(())
 }
 
@@ -449,7 +502,14 @@ impl Comparison {
         Ok((rep, s.deployment.units.len(), s.time_s))
     }
 
-    fn run(&self, path: &Path, sweep: Option<&str>, grid: Option<(&str, f64)>) -> Result<(), Exit> {
+    /// Runs the sweep (and the goodput searches), writes the TSVs and plots, and returns the
+    /// run as JSON (`runs[]` of `llm compare --json`).
+    fn run(
+        &self,
+        path: &Path,
+        sweep: Option<&str>,
+        grid: Option<(&str, f64)>,
+    ) -> Result<serde_json::Value, Exit> {
         let (placers, out) = (&self.placers, self.out.as_path());
         if placers.is_empty() {
             return Err(Exit::input("--placers needs at least one placer"));
@@ -521,7 +581,8 @@ impl Comparison {
                 p.merges, p.splits, r.solve_s
             );
         }
-        write_file(&out.join(format!("{}.tsv", base.name)), &tsv)?;
+        let mut files = vec![out.join(format!("{}.tsv", base.name))];
+        write_file(&files[0], &tsv)?;
         type Metric = fn(&LlmSimReport) -> f64;
         let metrics: [(&str, Metric); 3] = [
             ("goodput_rps", |r| r.goodput_rps),
@@ -542,27 +603,49 @@ impl Comparison {
                 })
                 .collect();
             let svg = line_plot_svg(&format!("{} — {name}", base.name), &axis, name, &series);
-            write_file(&out.join(format!("{}.{name}.svg", base.name)), &svg)?;
+            files.push(out.join(format!("{}.{name}.svg", base.name)));
+            write_file(&files[files.len() - 1], &svg)?;
         }
-        eprintln!("wrote {}", out.join(format!("{}.tsv", base.name)).display());
+        eprintln!("wrote {}", files[0].display());
+        let mut goodput = Vec::new();
         if axis == "rate_scale" {
             for level in &self.levels {
-                self.goodput_at_level(&base, &rows, level)?;
+                goodput.extend(self.goodput_at_level(&base, &rows, level, &mut files)?);
             }
         } else if !self.levels.is_empty() {
             return Err(Exit::input("--goodput-level needs a rate_scale sweep"));
         }
-        Ok(())
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "value": r.value,
+                    "placer": r.placer,
+                    "units": r.units,
+                    "solve_time_s": r.solve_s,
+                    "report": r.rep,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "instance": base.name,
+            "axis": axis,
+            "rows": rows,
+            "goodput": goodput,
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        }))
     }
 
     /// Goodput at one SLO level per placer (`<instance>.goodput<pct>.{tsv,svg}`), starting from
-    /// the sweep's rows of that placer; the placers' searches run in parallel.
+    /// the sweep's rows of that placer; the placers' searches run in parallel. Returns one JSON
+    /// object per placer and adds the files written to `files`.
     fn goodput_at_level(
         &self,
         base: &LlmInstance,
         rows: &[Row],
         level: &llm::GoodputSearch,
-    ) -> Result<(), Exit> {
+        files: &mut Vec<PathBuf>,
+    ) -> Result<Vec<serde_json::Value>, Exit> {
         let pct = level_pct(level.level);
         let found = self
             .placers
@@ -591,8 +674,20 @@ impl Comparison {
             "instance\tplacer\tlevel\tstatus\tmax_rate_scale\tgoodput_rps\tbracket_lo\tbracket_hi\tattainment\tresolution\tevaluations\n",
         );
         let mut bars = Vec::new();
+        let mut docs = Vec::new();
         for (spec, found) in self.placers.iter().zip(found) {
             let (g, scale) = found?;
+            docs.push(serde_json::json!({
+                "level": level.level,
+                "placer": spec,
+                "status": g.status.as_str(),
+                "max_rate_scale": g.scale,
+                "goodput_rps": g.rps,
+                "bracket": [g.lo, g.hi],
+                "attainment": g.attainment,
+                "resolution": level.resolution,
+                "evaluations": g.evaluations,
+            }));
             let _ = writeln!(
                 tsv,
                 "{}\t{spec}\t{}\t{}\t{scale}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{}\t{}",
@@ -618,7 +713,11 @@ impl Comparison {
         );
         write_file(&out.join(format!("{stem}.svg")), &svg)?;
         eprintln!("wrote {}", out.join(format!("{stem}.tsv")).display());
-        Ok(())
+        files.extend([
+            out.join(format!("{stem}.tsv")),
+            out.join(format!("{stem}.svg")),
+        ]);
+        Ok(docs)
     }
 }
 

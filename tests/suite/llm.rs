@@ -204,3 +204,59 @@ fn llm_requests_csv_agrees_with_the_report() {
         }
     }
 }
+
+/// `llm compare --json` and `llm tp-overhead --json`: one document each, agreeing with the TSVs.
+#[test]
+fn llm_reports_come_as_json_documents_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plexserve([
+        "llm".as_ref(),
+        "compare".as_ref(),
+        instance("llm/tiny-two-7b.json").as_os_str(),
+        "--placers".as_ref(),
+        "spatial,muxserve".as_ref(),
+        "--sweep".as_ref(),
+        "rate_scale=0.5,8".as_ref(),
+        "--goodput-level".as_ref(),
+        "0.99".as_ref(),
+        "--json".as_ref(),
+        "-o".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["schema"], "plexserve/llm-compare/v1");
+    let run = &doc["runs"][0];
+    let rows = run["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let tsv = std::fs::read_to_string(dir.path().join("tiny-two-7b.tsv")).unwrap();
+    for (row, line) in rows.iter().zip(tsv.lines().skip(1)) {
+        let cells: Vec<&str> = line.split('\t').collect();
+        assert_eq!(row["placer"], cells[3]);
+        assert_eq!(
+            row["report"]["good"].as_u64().unwrap().to_string(),
+            cells[8]
+        );
+    }
+    let goodput = run["goodput"].as_array().unwrap();
+    assert_eq!(goodput.len(), 2);
+    assert!(goodput
+        .iter()
+        .all(|g| g["status"] == "found" && g["goodput_rps"].as_f64().unwrap() > 0.0));
+    for f in run["files"].as_array().unwrap() {
+        assert!(std::path::Path::new(f.as_str().unwrap()).is_file(), "{f}");
+    }
+
+    let out = plexserve([
+        "llm".as_ref(),
+        "tp-overhead".as_ref(),
+        instance("llm/azure-conv-qwen32b-long.json").as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    let tps: Vec<u64> = rows.iter().map(|r| r["tp"].as_u64().unwrap()).collect();
+    assert_eq!(tps, [1, 2, 4, 8]);
+    assert!(rows[1]["kv_bound_decode_per_gpu_vs_tp1"].as_f64().unwrap() > 2.0);
+}
