@@ -46,3 +46,11 @@ pub fn without_time(tsv: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Runs `plexserve` with `args` (strings and paths alike), asserts that it succeeds, and returns
+/// its standard output.
+pub fn plexserve_ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = plexserve(args.iter().map(|a| a.as_ref()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+}

@@ -43,17 +43,12 @@ fn kv_bound_decode_favours_tp2_for_qwen32b_and_tp1_for_the_7b_128k_model() {
 }
 
 /// `plexserve llm compare` on tiny-two-7b with `args`, writing to `dir`; it must succeed.
-fn compare_tiny(dir: &std::path::Path, args: &[&str]) {
-    let mut argv: Vec<std::ffi::OsString> = vec![
-        "llm".into(),
-        "compare".into(),
-        instance("llm/tiny-two-7b.json").into(),
-        "-o".into(),
-        dir.into(),
-    ];
-    argv.extend(args.iter().map(|a| a.into()));
-    let out = plexserve(&argv);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+/// Returns its standard output.
+fn compare_tiny(dir: &std::path::Path, args: &[&str]) -> String {
+    let tiny = instance("llm/tiny-two-7b.json");
+    let mut argv: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"llm", &"compare", &tiny, &"-o", &dir];
+    argv.extend(args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+    plexserve_ok(&argv)
 }
 
 /// Grid files are named by the value's shortest form: `a0.7`, and `a1e-300` for a value whose
@@ -155,29 +150,27 @@ fn llm_requests_csv_agrees_with_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let inst = instance("llm/azure-code-qwen32b-long.json");
     let plan = dir.path().join("tp1.plan.json");
-    let out = plexserve([
-        "llm".as_ref(),
-        "solve".as_ref(),
-        inst.as_os_str(),
-        "--placer".as_ref(),
-        "tp-static:tp=1".as_ref(),
-        "-o".as_ref(),
-        plan.as_os_str(),
+    plexserve_ok(&[
+        &"llm",
+        &"solve",
+        &inst,
+        &"--placer",
+        &"tp-static:tp=1",
+        &"-o",
+        &plan,
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let csv = dir.path().join("requests.csv");
-    let out = plexserve([
-        "llm".as_ref(),
-        "simulate".as_ref(),
-        inst.as_os_str(),
-        "--plan".as_ref(),
-        plan.as_os_str(),
-        "--json".as_ref(),
-        "--requests-out".as_ref(),
-        csv.as_os_str(),
+    let json = plexserve_ok(&[
+        &"llm",
+        &"simulate",
+        &inst,
+        &"--plan",
+        &plan,
+        &"--json",
+        &"--requests-out",
+        &csv,
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     let count = |k: &str| report[k].as_u64().unwrap() as usize;
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
@@ -209,22 +202,19 @@ fn llm_requests_csv_agrees_with_the_report() {
 #[test]
 fn llm_reports_come_as_json_documents_too() {
     let dir = tempfile::tempdir().unwrap();
-    let out = plexserve([
-        "llm".as_ref(),
-        "compare".as_ref(),
-        instance("llm/tiny-two-7b.json").as_os_str(),
-        "--placers".as_ref(),
-        "spatial,muxserve".as_ref(),
-        "--sweep".as_ref(),
-        "rate_scale=0.5,8".as_ref(),
-        "--goodput-level".as_ref(),
-        "0.99".as_ref(),
-        "--json".as_ref(),
-        "-o".as_ref(),
-        dir.path().as_os_str(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let json = compare_tiny(
+        dir.path(),
+        &[
+            "--placers",
+            "spatial,muxserve",
+            "--sweep",
+            "rate_scale=0.5,8",
+            "--goodput-level",
+            "0.99",
+            "--json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["schema"], "plexserve/llm-compare/v1");
     let run = &doc["runs"][0];
     let rows = run["rows"].as_array().unwrap();
@@ -247,14 +237,9 @@ fn llm_reports_come_as_json_documents_too() {
         assert!(std::path::Path::new(f.as_str().unwrap()).is_file(), "{f}");
     }
 
-    let out = plexserve([
-        "llm".as_ref(),
-        "tp-overhead".as_ref(),
-        instance("llm/azure-conv-qwen32b-long.json").as_os_str(),
-        "--json".as_ref(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let qwen = instance("llm/azure-conv-qwen32b-long.json");
+    let json = plexserve_ok(&[&"llm", &"tp-overhead", &qwen, &"--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     let rows = doc["rows"].as_array().unwrap();
     let tps: Vec<u64> = rows.iter().map(|r| r["tp"].as_u64().unwrap()).collect();
     assert_eq!(tps, [1, 2, 4, 8]);
