@@ -8,7 +8,7 @@ use plexserve_solver::compare::{
 };
 use plexserve_solver::{by_name, parse_placer_spec};
 
-use super::{with_threads, write_file};
+use super::{print_json, with_threads, write_file};
 use crate::args::SearchArgs;
 use crate::plot::{self, Plot, Series};
 use crate::progress::Bar;
@@ -69,14 +69,7 @@ pub fn run(
             "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
             "files": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| Exit {
-                code: 1,
-                message: e.to_string()
-            })?
-        );
-        return Ok(());
+        return print_json(&doc);
     }
     println!(
         "{:<10}  {:>8}  {:<22}  {:>10}  {:<10}  plan",

@@ -4,6 +4,7 @@
 use plexserve_kernels::cuda;
 use plexserve_profiler::HostInfo;
 
+use super::print_json;
 use crate::Exit;
 
 pub fn run(json: bool) -> Result<(), Exit> {
@@ -35,14 +36,7 @@ pub fn run(json: bool) -> Result<(), Exit> {
                 "driver_version": g.driver_version,
             })).collect::<Vec<_>>(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| Exit {
-                code: 1,
-                message: e.to_string()
-            })?
-        );
-        return Ok(());
+        return print_json(&doc);
     }
     let yes = |b: bool| if b { "compiled in" } else { "not compiled" };
     println!("plexserve {}", env!("CARGO_PKG_VERSION"));

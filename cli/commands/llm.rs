@@ -9,7 +9,7 @@ use plexserve_solver::{PlaceOptions, Predicted, SolveInfo};
 
 use rayon::prelude::*;
 
-use super::{with_threads, write_csv, write_file};
+use super::{print_json, with_threads, write_csv, write_file};
 use crate::args::SearchArgs;
 use crate::Exit;
 
@@ -171,7 +171,7 @@ pub fn run(cmd: LlmCommand) -> Result<(), Exit> {
                     .iter()
                     .map(|p| serde_json::json!({"name": p.name(), "description": p.description()}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v)?;
             } else {
                 for p in &reg {
                     println!("{:14}  {}", p.name(), p.description());
@@ -394,16 +394,6 @@ fn tp_overhead(path: &Path, out: Option<&Path>, json: bool) -> Result<(), Exit> 
     } else if out.is_none() {
         print!("{tsv}");
     }
-    Ok(())
-}
-
-/// One pretty JSON document on stdout.
-fn print_json(doc: &serde_json::Value) -> Result<(), Exit> {
-    let text = serde_json::to_string_pretty(doc).map_err(|e| Exit {
-        code: 1,
-        message: format!("cannot serialize the report: {e}"),
-    })?;
-    println!("{text}");
     Ok(())
 }
 

@@ -135,6 +135,16 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
     })
 }
 
+/// Prints one pretty JSON document (and a newline) on stdout: what `--json` gives.
+pub fn print_json(doc: &impl serde::Serialize) -> Result<(), Exit> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| Exit {
+        code: 1,
+        message: format!("cannot serialize the report: {e}"),
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
 /// Writes a CSV file through `write`, naming the file on failure.
 pub fn write_csv(
     path: &Path,

@@ -8,6 +8,7 @@ use plexserve_solver::{
 };
 use serde::Serialize;
 
+use super::print_json;
 use crate::Exit;
 
 /// Options of one `partition` call, as given on the command line.
@@ -128,12 +129,7 @@ pub fn run(a: &PartitionArgs) -> Result<(), Exit> {
             memory_budget_gib: opts.memory_budget_gib,
             plan: &plan,
         };
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Exit {
-            code: 1,
-            message: format!("cannot write JSON: {e}"),
-        })?;
-        println!("{text}");
-        return Ok(());
+        return print_json(&report);
     }
     println!(
         "model {}  profile {profile_name}  devices {} (using {})  budget {} GiB/device  objective {}  batch size {}",

@@ -1,5 +1,6 @@
 //! `plexserve placers`: every placer with one line.
 
+use super::print_json;
 use crate::Exit;
 
 pub fn run(json: bool) -> Result<(), Exit> {
@@ -9,7 +10,7 @@ pub fn run(json: bool) -> Result<(), Exit> {
             .iter()
             .map(|p| serde_json::json!({ "name": p.name(), "description": p.description() }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+        print_json(&list)?;
     } else {
         let width = placers.iter().map(|p| p.name().len()).max().unwrap_or(0);
         for p in &placers {

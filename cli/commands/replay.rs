@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plexserve_executor::{replay_blocking, write_records_csv, ExecutorError, ReplayOptions};
 
-use super::{load_instance, write_csv};
+use super::{load_instance, print_json, write_csv};
 use crate::Exit;
 
 pub fn run(
@@ -31,13 +31,7 @@ pub fn run(
         write_csv(path, |w| write_records_csv(&inst, &records, w))?;
     }
     if json {
-        let mut s = serde_json::to_string_pretty(&report).map_err(|e| Exit {
-            code: 1,
-            message: format!("cannot serialize the report: {e}"),
-        })?;
-        s.push('\n');
-        print!("{s}");
-        return Ok(());
+        return print_json(&report);
     }
     println!("target      {}", report.target);
     println!("attainment  {:.4}", report.slo_attainment);
