@@ -322,6 +322,25 @@ enum LongRoute {
     Nowhere,
 }
 
+/// A request's lengths (copied from the trace) and progress: what a decode iteration reads and
+/// writes for each request of its batch.
+#[derive(Clone, Copy)]
+struct ReqState {
+    prompt: u32,
+    output: u32,
+    /// Output tokens generated so far.
+    gen: u32,
+    /// KV blocks held on its engine.
+    blocks: u32,
+}
+
+impl ReqState {
+    /// Tokens in its KV once its next step runs: the prompt and what it has generated.
+    fn tokens(&self) -> u32 {
+        self.prompt + self.gen
+    }
+}
+
 struct Run<'s, 'a> {
     sim: &'s LlmSim<'a>,
     record: bool,
@@ -335,8 +354,9 @@ struct Run<'s, 'a> {
     now: f64,
     // Per-request state.
     status: Vec<u8>,
-    gen: Vec<u32>,
-    blocks: Vec<u32>,
+    /// Per-request state read at every iteration of the request's engine, in one record so that
+    /// a batch of scattered request ids costs one cache line per request, not four.
+    req: Vec<ReqState>,
     long: Vec<bool>,
     /// A long request's prefill waits for the short requests decoding on its engine to finish
     /// (so a long prefill never stalls them) until this time; 0 for short requests.
@@ -572,8 +592,14 @@ impl<'s, 'a> Run<'s, 'a> {
             seq: 0,
             now: 0.0,
             status: vec![ST_PENDING; n_req],
-            gen: vec![0; n_req],
-            blocks: vec![0; n_req],
+            req: (0..n_req)
+                .map(|r| ReqState {
+                    prompt: sim.trace.prompt[r],
+                    output: sim.trace.output[r],
+                    gen: 0,
+                    blocks: 0,
+                })
+                .collect(),
             long: vec![false; n_req],
             defer_until: vec![0.0; n_req],
             deadline: vec![f64::NEG_INFINITY; n_req],
@@ -972,7 +998,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     .chain(&eng.pre_batch)
                     .chain(&eng.dec_batch)
                     .filter(|&&q| this.long[q as usize])
-                    .map(|&q| this.blocks[q as usize] as u64 * eng.hb_per_block)
+                    .map(|&q| this.req[q as usize].blocks as u64 * eng.hb_per_block)
                     .sum();
                 this.units[u].pool_total.saturating_sub(held)
             } else if this.units[u].active {
@@ -1320,7 +1346,6 @@ impl<'s, 'a> Run<'s, 'a> {
     }
 
     fn launch_prefill(&mut self, e: usize, slow: f64) -> bool {
-        let trace = self.sim.trace;
         let cfg = &self.sim.inst.sim;
         let bt = cfg.block_tokens;
         let u = self.engines[e].unit as usize;
@@ -1362,7 +1387,7 @@ impl<'s, 'a> Run<'s, 'a> {
             };
             let Some(pos) = pos else { break };
             let r = eng.waiting[pos] as usize;
-            let len = trace.prompt[r] + self.gen[r];
+            let len = self.req[r].tokens();
             if !eng.pre_batch.is_empty() && tokens + len as u64 > cfg.max_prefill_tokens as u64 {
                 break;
             }
@@ -1398,7 +1423,7 @@ impl<'s, 'a> Run<'s, 'a> {
             return false;
         }
         self.units[u].pool_free -= need;
-        self.blocks[r] = blocks;
+        self.req[r].blocks = blocks;
         true
     }
 
@@ -1408,7 +1433,6 @@ impl<'s, 'a> Run<'s, 'a> {
     /// request's KV is taken at its first chunk; a short request that does not fit stops the
     /// admission of new requests, not the chunks of long requests that already hold their KV.
     fn launch_prefill_chunked(&mut self, e: usize, slow: f64) -> bool {
-        let trace = self.sim.trace;
         let cfg = &self.sim.inst.sim;
         let bt = cfg.block_tokens;
         let u = self.engines[e].unit as usize;
@@ -1458,13 +1482,13 @@ impl<'s, 'a> Run<'s, 'a> {
                 eng.waiting.iter().position(|&q| {
                     let q = q as usize;
                     self.is_chunked(q)
-                        && (!new_blocked || self.blocks[q] > 0)
+                        && (!new_blocked || self.req[q].blocks > 0)
                         && (!(decoding || (took_short && !dedicated)) || self.urgent(e, q))
                 })
             });
             let Some(pos) = pos else { break };
             let r = eng.waiting[pos] as usize;
-            let len = trace.prompt[r] + self.gen[r];
+            let len = self.req[r].tokens();
             let c = if self.is_chunked(r) {
                 (len - self.pre_done[r]).min(cfg.prefill_chunk_tokens)
             } else {
@@ -1473,7 +1497,7 @@ impl<'s, 'a> Run<'s, 'a> {
             if !eng.pre_batch.is_empty() && tokens + c as u64 > cfg.max_prefill_tokens as u64 {
                 break;
             }
-            if self.blocks[r] == 0 {
+            if self.req[r].blocks == 0 {
                 if eng.in_flight() >= eng.quota as usize {
                     break;
                 }
@@ -1509,9 +1533,8 @@ impl<'s, 'a> Run<'s, 'a> {
     /// From then on each of its chunks leads a prefill batch, ahead of short prompts and
     /// without the decode hold.
     fn urgent(&self, e: usize, r: usize) -> bool {
-        let trace = self.sim.trace;
         let eng = &self.engines[e];
-        let len = (trace.prompt[r] + self.gen[r]) as f64;
+        let len = (self.req[r].tokens()) as f64;
         let done = self.pre_done[r] as f64;
         let ratio = self.sim.inst.sim.long_decode_ratio;
         let rest = (1.0 + ratio) * eng.cost.prefill_s(len - done, len * len - done * done, 1.0);
@@ -1575,7 +1598,6 @@ impl<'s, 'a> Run<'s, 'a> {
     }
 
     fn launch_decode(&mut self, e: usize, slow: f64) -> bool {
-        let trace = self.sim.trace;
         let cfg = &self.sim.inst.sim;
         let bt = cfg.block_tokens;
         let u = self.engines[e].unit as usize;
@@ -1588,16 +1610,16 @@ impl<'s, 'a> Run<'s, 'a> {
         // the blocks the suffix would release.
         let mut suffix_held: u64 = 0;
         for i in 0..b {
-            suffix_held += self.blocks[self.engines[e].running[i] as usize] as u64 * hb;
+            suffix_held += self.req[self.engines[e].running[i] as usize].blocks as u64 * hb;
         }
         let free = self.units[u].pool_free;
         let mut need: u64 = 0;
         let mut k = 0;
         while k < b {
             let r = self.engines[e].running[k] as usize;
-            let want = (trace.prompt[r] + self.gen[r]).div_ceil(bt);
-            let extra = want.saturating_sub(self.blocks[r]) as u64 * hb;
-            let held = self.blocks[r] as u64 * hb;
+            let want = (self.req[r].tokens()).div_ceil(bt);
+            let extra = want.saturating_sub(self.req[r].blocks) as u64 * hb;
+            let held = self.req[r].blocks as u64 * hb;
             if need + extra > free + (suffix_held - held) {
                 break;
             }
@@ -1611,8 +1633,8 @@ impl<'s, 'a> Run<'s, 'a> {
             self.scratch.extend(self.engines[e].running.drain(k..b));
             for i in (0..self.scratch.len()).rev() {
                 let r = self.scratch[i] as usize;
-                self.units[u].pool_free += self.blocks[r] as u64 * hb;
-                self.blocks[r] = 0;
+                self.units[u].pool_free += self.req[r].blocks as u64 * hb;
+                self.req[r].blocks = 0;
                 self.out.preemptions[r] += 1;
                 self.stats.preemptions += 1;
                 if self.out.preemptions[r] > cfg.max_preemptions {
@@ -1631,12 +1653,12 @@ impl<'s, 'a> Run<'s, 'a> {
         let eng = &mut self.engines[e];
         for r in eng.running.drain(..k) {
             let r = r as usize;
-            let want = (trace.prompt[r] + self.gen[r]).div_ceil(bt);
-            if want > self.blocks[r] {
-                self.units[u].pool_free -= (want - self.blocks[r]) as u64 * hb;
-                self.blocks[r] = want;
+            let want = (self.req[r].tokens()).div_ceil(bt);
+            if want > self.req[r].blocks {
+                self.units[u].pool_free -= (want - self.req[r].blocks) as u64 * hb;
+                self.req[r].blocks = want;
             }
-            ctx += (trace.prompt[r] + self.gen[r]) as u64;
+            ctx += (self.req[r].tokens()) as u64;
             eng.dec_batch.push(r as u32);
         }
         let dur = eng.cost.decode_s(k as f64, ctx as f64, eng.dec_sm) * slow;
@@ -1672,8 +1694,8 @@ impl<'s, 'a> Run<'s, 'a> {
 
     fn finish(&mut self, e: usize, r: usize) {
         let u = self.engines[e].unit as usize;
-        self.units[u].pool_free += self.blocks[r] as u64 * self.engines[e].hb_per_block;
-        self.blocks[r] = 0;
+        self.units[u].pool_free += self.req[r].blocks as u64 * self.engines[e].hb_per_block;
+        self.req[r].blocks = 0;
         self.status[r] = ST_DONE;
         self.out.finish_s[r] = self.now;
         self.remaining -= 1;
@@ -1686,7 +1708,6 @@ impl<'s, 'a> Run<'s, 'a> {
     }
 
     fn prefill_done(&mut self, e: usize) {
-        let trace = self.sim.trace;
         let u = self.engines[e].unit as usize;
         self.units[u].parts_free += self.engines[e].pre_parts_held as i32;
         self.engines[e].pre_busy = false;
@@ -1699,7 +1720,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 continue;
             }
             self.pre_done[r] += self.chunk[r];
-            if self.pre_done[r] < trace.prompt[r] + self.gen[r] {
+            if self.pre_done[r] < self.req[r].tokens() {
                 // More chunks to go: back to the front of the queue, KV kept.
                 partial = true;
                 self.engines[e].waiting.push_front(r as u32);
@@ -1722,16 +1743,16 @@ impl<'s, 'a> Run<'s, 'a> {
         for &r in &batch {
             let r = r as usize;
             if chunked && self.is_chunked(r) {
-                if self.pre_done[r] < trace.prompt[r] + self.gen[r] {
+                if self.pre_done[r] < self.req[r].tokens() {
                     continue;
                 }
                 self.pre_done[r] = 0;
             }
-            if self.gen[r] == 0 {
-                self.gen[r] = 1;
+            if self.req[r].gen == 0 {
+                self.req[r].gen = 1;
                 self.out.first_token_s[r] = self.now;
             }
-            if self.gen[r] >= trace.output[r] {
+            if self.req[r].gen >= self.req[r].output {
                 self.finish(e, r);
             } else {
                 self.engines[e].running.push(r as u32);
@@ -1744,15 +1765,14 @@ impl<'s, 'a> Run<'s, 'a> {
     }
 
     fn decode_done(&mut self, e: usize) {
-        let trace = self.sim.trace;
         let u = self.engines[e].unit as usize;
         self.units[u].parts_free += self.engines[e].dec_parts_held as i32;
         self.engines[e].dec_busy = false;
         let mut batch = std::mem::take(&mut self.engines[e].dec_batch);
         for &r in &batch {
             let r = r as usize;
-            self.gen[r] += 1;
-            if self.gen[r] >= trace.output[r] {
+            self.req[r].gen += 1;
+            if self.req[r].gen >= self.req[r].output {
                 self.finish(e, r);
             } else {
                 self.engines[e].running.push(r as u32);
@@ -1985,7 +2005,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 .iter()
                 .chain(&self.engines[e].waiting)
             {
-                used += self.blocks[r as usize] as u64 * mhb;
+                used += self.req[r as usize].blocks as u64 * mhb;
             }
             running.append(&mut self.engines[e].running);
             waiting.extend(self.engines[e].waiting.drain(..));
@@ -2272,7 +2292,7 @@ impl<'s, 'a> Run<'s, 'a> {
         let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
         let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
         let pred = self.sim.pred_out[grp.llm as usize][0];
-        (self.sim.trace.prompt[r] + pred.max(self.gen[r] + 1)) as f64 > limit
+        (self.sim.trace.prompt[r] + pred.max(self.req[r].gen + 1)) as f64 > limit
     }
 
     /// Whether engine `e` holds long requests that keep its group merged: any long request,
@@ -2337,7 +2357,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     this.out.preemptions[r] += 1;
                     this.stats.preemptions += 1;
                 }
-                this.blocks[r] = 0;
+                this.req[r].blocks = 0;
                 this.pre_done[r] = 0;
                 this.status[r] = ST_QUEUED;
                 this.pending.push_back(r as u32);
@@ -2350,7 +2370,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 .max_by_key(|&&u| (this.units[u].pool_free, std::cmp::Reverse(u)))
                 .unwrap_or(&members[0]);
             let e = this.units[u].engines[0] as usize;
-            let need = this.blocks[r] as u64 * this.engines[e].hb_per_block;
+            let need = this.req[r].blocks as u64 * this.engines[e].hb_per_block;
             let w = this.load_weight(r);
             this.engines[e].load_tokens += w;
             this.out.engine[r] = e as u32;
@@ -2366,7 +2386,7 @@ impl<'s, 'a> Run<'s, 'a> {
                     this.out.preemptions[r] += 1;
                     this.stats.preemptions += 1;
                 }
-                this.blocks[r] = 0;
+                this.req[r].blocks = 0;
                 this.pre_done[r] = 0;
                 // Least-loaded member by outstanding tokens.
                 let u2 = *members
