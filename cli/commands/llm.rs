@@ -239,8 +239,9 @@ fn solve(
         print!("{text}");
     } else {
         eprintln!(
-            "{spec}: {} meshes, predicted attainment {:.4}, goodput {:.2} req/s, throughput {:.2} req/s ({:.2} s)",
+            "{spec}: {} mesh{}, predicted attainment {:.4}, goodput {:.2} req/s, throughput {:.2} req/s ({:.2} s)",
             plan.units.len(),
+            if plan.units.len() == 1 { "" } else { "es" },
             rep.slo_attainment,
             rep.goodput_rps,
             rep.throughput_rps,
