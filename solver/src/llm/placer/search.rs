@@ -1,7 +1,8 @@
 //! `plexserve-llm`: our placer. It starts from MuxServe's (fixed) plan and improves it by local
 //! search evaluated in the simulator, accepting only moves that lose neither SLO-good requests nor
 //! throughput. Moves fix MuxServe's structural limits (§2): data-parallel replicas of hot
-//! LLMs, idle GPUs put to work, LLMs moved between meshes, and decode SM shares retuned.
+//! LLMs, idle GPUs put to work, LLMs moved between meshes, meshes split in two or merged with
+//! their neighbour (MuxServe never changes its mesh sizes), and SM shares retuned.
 
 use std::time::Instant;
 
@@ -40,12 +41,16 @@ impl Score {
     }
 }
 
+/// The most decode SM share the engines of one mesh may sum to (MuxServe's overload allowance:
+/// 10 parts of 10 % plus 2 overloaded parts).
+const MAX_DECODE_PCT: u32 = 120;
+
 fn valid(inst: &LlmInstance, dep: &Deployment) -> bool {
     dep.units.iter().all(|u| {
         let llms: Vec<usize> = u.engines.iter().map(|e| e.llm).collect();
         let dec: u32 = u.engines.iter().map(|e| e.decode_sm_pct).sum();
         !llms.is_empty()
-            && dec <= 120
+            && dec <= MAX_DECODE_PCT
             && u.engines
                 .iter()
                 .all(|e| u.tp() >= inst.llms[e.llm].spec.min_tp)
@@ -155,7 +160,76 @@ fn moves(inst: &LlmInstance, dep: &Deployment, rep: &LlmSimReport) -> Vec<Deploy
                 }
             }
         }
-        // Retune m's decode share.
+        // Split m's mesh in two: one half keeps every engine, the other serves m alone (MuxServe
+        // never re-partitions its meshes; a hot LLM may gain more from its own replica than from
+        // a wide mesh). The halves must still hold their engines (checked below).
+        for (u, unit) in dep.units.iter().enumerate() {
+            if unit.devices.len() >= 2 && unit.engines.iter().any(|e| e.llm == m) {
+                let mut d = dep.clone();
+                let half = d.units[u].devices.len() / 2;
+                let devices = d.units[u].devices.split_off(half);
+                d.units.push(UnitSpec {
+                    devices,
+                    engines: vec![EngineSpec {
+                        prefill_sm_pct: 100,
+                        decode_sm_pct: 90,
+                        ..eng.clone()
+                    }],
+                });
+                out.push(d);
+            }
+        }
+        // Merge m's mesh with a neighbour of the same size into one mesh of twice the size that
+        // runs both meshes' engines (an LLM on both keeps one engine): the inverse of the split,
+        // for loads where one wider mesh multiplexes better than two narrow ones.
+        for (u, unit) in dep.units.iter().enumerate() {
+            if !unit.engines.iter().any(|e| e.llm == m) {
+                continue;
+            }
+            let size = unit.devices.len() as u32;
+            let first = unit.devices[0];
+            // The aligned buddy: [first ^ size, …) within the same node.
+            let buddy = first ^ size;
+            let same_node = buddy / inst.devices_per_node == first / inst.devices_per_node
+                && 2 * size <= inst.devices_per_node;
+            let Some(v) = dep.units.iter().position(|w| {
+                same_node
+                    && first % size == 0
+                    && w.devices.len() as u32 == size
+                    && w.devices[0] == buddy
+            }) else {
+                continue;
+            };
+            let mut d = dep.clone();
+            let other = d.units[v].clone();
+            let merged = &mut d.units[u];
+            merged.devices.extend(&other.devices);
+            merged.devices.sort_unstable();
+            for e in other.engines {
+                if !merged.engines.iter().any(|x| x.llm == e.llm) {
+                    merged.engines.push(e);
+                }
+            }
+            d.units.remove(v);
+            // Colocated engines as MuxServe sets them (each LLM's own prefill share), with equal
+            // decode shares: small (30 or 50 %) or an even split of the mesh's 120 %.
+            let u = if v < u { u - 1 } else { u };
+            let n = d.units[u].engines.len() as u32;
+            let even = MAX_DECODE_PCT / n / 10 * 10;
+            let mut shares = vec![30, 50, even];
+            shares.retain(|&s| s <= even);
+            shares.dedup();
+            for share in shares {
+                let mut c = d.clone();
+                for e in &mut c.units[u].engines {
+                    e.prefill_sm_pct = inst.llms[e.llm].spec.prefill_sm_pct;
+                    e.decode_sm_pct = share;
+                }
+                out.push(c);
+            }
+        }
+        // Retune m's decode share, and switch its prefill between its own share and the whole
+        // mesh.
         for (u, unit) in dep.units.iter().enumerate() {
             if let Some(k) = unit.engines.iter().position(|e| e.llm == m) {
                 for delta in [20i32, -10] {
@@ -166,6 +240,13 @@ fn moves(inst: &LlmInstance, dep: &Deployment, rep: &LlmSimReport) -> Vec<Deploy
                         e.decode_sm_pct = v;
                         out.push(d);
                     }
+                }
+                let mut d = dep.clone();
+                let e = &mut d.units[u].engines[k];
+                let own = inst.llms[m].spec.prefill_sm_pct;
+                e.prefill_sm_pct = if e.prefill_sm_pct == own { 100 } else { own };
+                if e.prefill_sm_pct != own || own != 100 {
+                    out.push(d);
                 }
             }
         }
@@ -196,7 +277,7 @@ impl LlmPlacer for PlexserveLlm {
         "plexserve-llm"
     }
     fn description(&self) -> &'static str {
-        "ours: MuxServe seed (for one LLM also its static TP-k replica layouts) + simulator-evaluated local search (DP replicas, idle GPUs, moves, SM retune) on SLO goodput (options max_evals, eval_s)"
+        "ours: MuxServe seed (for one LLM also its static TP-k replica layouts) + simulator-evaluated local search (DP replicas, idle GPUs, moves, mesh split/merge, SM retune) on SLO goodput (options max_evals, eval_s)"
     }
     fn place(
         &self,
