@@ -157,11 +157,11 @@ proptest! {
     }
 
     #[test]
-    fn a_mutated_llm_instance_is_refused_or_simulated(edits in edits(), placer in 0usize..3) {
+    fn a_mutated_llm_instance_is_refused_or_simulated(edits in edits(), placer in 0usize..4) {
         let (path, text) = mutated("instances/llm/tiny-two-7b.json", &edits);
         let inst = or_refused!(LlmInstance::from_json(&path, &text), "tiny-two-7b.json");
         let trace = or_refused!(inst.workload.generate(inst.base_dir(), inst.llms.len()));
-        let name = ["spatial", "muxserve", "tp-static"][placer];
+        let name = ["spatial", "muxserve", "tp-static", "plexserve-llm:max_evals=6"][placer];
         let solved = or_refused!(
             llm_placer(name, &PlaceOptions::default()).and_then(|(p, o)| p.place(&inst, &trace, &o))
         );
