@@ -216,8 +216,9 @@ fn moves(inst: &LlmInstance, dep: &Deployment, rep: &LlmSimReport) -> Vec<Deploy
             let u = if v < u { u - 1 } else { u };
             let n = d.units[u].engines.len() as u32;
             let even = MAX_DECODE_PCT / n / 10 * 10;
+            // (A mesh of more than 12 engines has no 10 % left for each: no candidate.)
             let mut shares = vec![30, 50, even];
-            shares.retain(|&s| s <= even);
+            shares.retain(|&s| s > 0 && s <= even);
             shares.dedup();
             for share in shares {
                 let mut c = d.clone();
@@ -241,11 +242,12 @@ fn moves(inst: &LlmInstance, dep: &Deployment, rep: &LlmSimReport) -> Vec<Deploy
                         out.push(d);
                     }
                 }
-                let mut d = dep.clone();
-                let e = &mut d.units[u].engines[k];
                 let own = inst.llms[m].spec.prefill_sm_pct;
-                e.prefill_sm_pct = if e.prefill_sm_pct == own { 100 } else { own };
-                if e.prefill_sm_pct != own || own != 100 {
+                let now = unit.engines[k].prefill_sm_pct;
+                let switched = if now == own { 100 } else { own };
+                if switched != now {
+                    let mut d = dep.clone();
+                    d.units[u].engines[k].prefill_sm_pct = switched;
                     out.push(d);
                 }
             }
