@@ -1534,7 +1534,7 @@ impl<'s, 'a> Run<'s, 'a> {
     /// without the decode hold.
     fn urgent(&self, e: usize, r: usize) -> bool {
         let eng = &self.engines[e];
-        let len = (self.req[r].tokens()) as f64;
+        let len = self.req[r].tokens() as f64;
         let done = self.pre_done[r] as f64;
         let ratio = self.sim.inst.sim.long_decode_ratio;
         let rest = (1.0 + ratio) * eng.cost.prefill_s(len - done, len * len - done * done, 1.0);
@@ -1617,7 +1617,7 @@ impl<'s, 'a> Run<'s, 'a> {
         let mut k = 0;
         while k < b {
             let r = self.engines[e].running[k] as usize;
-            let want = (self.req[r].tokens()).div_ceil(bt);
+            let want = self.req[r].tokens().div_ceil(bt);
             let extra = want.saturating_sub(self.req[r].blocks) as u64 * hb;
             let held = self.req[r].blocks as u64 * hb;
             if need + extra > free + (suffix_held - held) {
@@ -1653,12 +1653,12 @@ impl<'s, 'a> Run<'s, 'a> {
         let eng = &mut self.engines[e];
         for r in eng.running.drain(..k) {
             let r = r as usize;
-            let want = (self.req[r].tokens()).div_ceil(bt);
+            let want = self.req[r].tokens().div_ceil(bt);
             if want > self.req[r].blocks {
                 self.units[u].pool_free -= (want - self.req[r].blocks) as u64 * hb;
                 self.req[r].blocks = want;
             }
-            ctx += (self.req[r].tokens()) as u64;
+            ctx += self.req[r].tokens() as u64;
             eng.dec_batch.push(r as u32);
         }
         let dur = eng.cost.decode_s(k as f64, ctx as f64, eng.dec_sm) * slow;
@@ -1804,7 +1804,6 @@ impl<'s, 'a> Run<'s, 'a> {
             let seq_hb = |eng: &Engine, lens: (f64, f64)| {
                 ((lens.0 + lens.1) / bt).ceil().max(1.0) * eng.hb_per_block as f64
             };
-            let mean_lens = self.mean_lens.clone();
             let mut donated = 0.0;
             let mut wants: Vec<(usize, f64)> = Vec::new();
             for &e in &ids {
@@ -1816,7 +1815,7 @@ impl<'s, 'a> Run<'s, 'a> {
                 let avgbs = eng.hist_sum as f64 / eng.hist_len as f64;
                 let util = avgbs / eng.quota as f64;
                 let q = (eng.waiting.len() + eng.running.len()) as f64;
-                let sh = seq_hb(eng, mean_lens[eng.llm as usize]);
+                let sh = seq_hb(eng, self.mean_lens[eng.llm as usize]);
                 if util < 0.9 {
                     let give = ((0.95 - util) * eng.quota as f64).floor();
                     let give = give.min(eng.quota as f64 - 1.0).max(0.0);
@@ -1834,7 +1833,10 @@ impl<'s, 'a> Run<'s, 'a> {
                 if donated > 0.0 {
                     for &e in &ids {
                         let e = e as usize;
-                        let sh = seq_hb(&self.engines[e], mean_lens[self.engines[e].llm as usize]);
+                        let sh = seq_hb(
+                            &self.engines[e],
+                            self.mean_lens[self.engines[e].llm as usize],
+                        );
                         let add = (donated / ids.len() as f64 / sh).floor() as u32;
                         self.engines[e].quota = self.engines[e].quota.saturating_add(add);
                     }
@@ -1842,7 +1844,10 @@ impl<'s, 'a> Run<'s, 'a> {
                 continue;
             }
             for (e, w) in wants {
-                let sh = seq_hb(&self.engines[e], mean_lens[self.engines[e].llm as usize]);
+                let sh = seq_hb(
+                    &self.engines[e],
+                    self.mean_lens[self.engines[e].llm as usize],
+                );
                 let grant = (donated * w / total_want).min(w);
                 self.engines[e].quota = self.engines[e]
                     .quota
@@ -2292,7 +2297,7 @@ impl<'s, 'a> Run<'s, 'a> {
         let member = &self.engines[self.units[grp.members[0] as usize].engines[0] as usize];
         let limit = grp.knobs.long_fraction * member.capacity_tokens as f64;
         let pred = self.sim.pred_out[grp.llm as usize][0];
-        (self.sim.trace.prompt[r] + pred.max(self.req[r].gen + 1)) as f64 > limit
+        (self.req[r].prompt + pred.max(self.req[r].gen + 1)) as f64 > limit
     }
 
     /// Whether engine `e` holds long requests that keep its group merged: any long request,
